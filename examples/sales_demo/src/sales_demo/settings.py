@@ -1,0 +1,5 @@
+"""Project settings."""
+
+from sales_demo.hooks import NodeTimingHooks
+
+HOOKS = (NodeTimingHooks(),)

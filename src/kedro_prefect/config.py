@@ -1,0 +1,96 @@
+"""Runner options: what ``--runner-params`` and ``PrefectRunner(...)`` accept, validated up front.
+
+Every option is declared once, on :class:`RunnerOptions`. Kedro hands ``--runner-params`` to the
+runner's constructor as typed keyword arguments (an OmegaConf dotlist), so validation happens when
+the runner object is built, which is before the session loads the catalog or runs any node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+#: Short names accepted by ``task_runner``; anything else must be an import path of a
+#: ``prefect.task_runners.TaskRunner`` subclass.
+TASK_RUNNER_ALIASES = ("thread", "dask")
+
+
+class PrefectRunnerConfigError(ValueError):
+    """A runner option is unknown or has a bad value.
+
+    Raised by ``PrefectRunner(...)`` before anything runs; the message names the option, the
+    value and what is allowed.
+    """
+
+
+class RunnerOptions(BaseModel):
+    """Options of :class:`kedro_prefect.PrefectRunner`.
+
+    Set them on the command line with ``kedro run --runner=kedro_prefect.PrefectRunner
+    --runner-params=task_runner=thread,max_workers=4`` or pass them to the constructor.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_runner: str = Field(
+        default="thread",
+        description=(
+            "Where node tasks run: `thread` (a thread pool in the `kedro run` process), `dask` "
+            "(a Dask cluster, needs the `kedro-prefect[dask]` extra), or the import path of any "
+            "Prefect `TaskRunner` class, e.g. `prefect.task_runners.ThreadPoolTaskRunner`."
+        ),
+    )
+    max_workers: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "Most nodes running at once on the thread task runner. Default: "
+            "`min(32, cpu_count + 4)`, capped by how many nodes can ever run side by side."
+        ),
+    )
+    flow_name: str | None = Field(
+        default=None,
+        description="Name of the Prefect flow. Default: the Kedro project's package name.",
+    )
+    is_async: bool = Field(
+        default=False,
+        description="Load node inputs and save node outputs in threads (Kedro's `is_async`).",
+    )
+
+    @field_validator("task_runner")
+    @classmethod
+    def _known_task_runner(cls, value: str) -> str:
+        if value in TASK_RUNNER_ALIASES or "." in value:
+            return value
+        raise ValueError(
+            f"unknown task runner {value!r}; use one of {', '.join(TASK_RUNNER_ALIASES)} "
+            "or the import path of a prefect TaskRunner class"
+        )
+
+    @field_validator("flow_name")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def parse_runner_options(raw: dict[str, Any]) -> RunnerOptions:
+    """Validate raw keyword arguments, raising :class:`PrefectRunnerConfigError` on any problem."""
+    try:
+        return RunnerOptions(**raw)
+    except ValidationError as exc:
+        raise PrefectRunnerConfigError(_describe(exc, raw)) from None
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    valid = ", ".join(sorted(RunnerOptions.model_fields))
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "?"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown PrefectRunner option {name!r}; valid options are: {valid}")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"PrefectRunner option {name}={raw.get(name)!r}: {message}")
+    return "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)

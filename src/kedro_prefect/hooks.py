@@ -1,0 +1,39 @@
+"""A Kedro plugin hook that lets the runner know which pipeline it is running.
+
+Registered through the ``kedro.hooks`` entry point, so it is active in every project where
+kedro-prefect is installed. The session calls ``before_pipeline_run`` just before
+``runner.run(...)``; the runner reads the recorded parameters to name the Prefect flow run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+
+class RunParamsRecorder:
+    """Keeps the ``run_params`` of recent Kedro runs, keyed by run id (the session id)."""
+
+    def __init__(self) -> None:
+        self._by_run_id: dict[str, dict[str, Any]] = {}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        run_id = run_params.get("run_id")
+        if run_id:
+            self._by_run_id[run_id] = run_params
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._by_run_id.pop(run_params.get("run_id"), None)
+
+    @hook_impl
+    def on_pipeline_error(self, run_params: dict[str, Any]) -> None:
+        self._by_run_id.pop(run_params.get("run_id"), None)
+
+    def get(self, run_id: str | None) -> dict[str, Any]:
+        return self._by_run_id.get(run_id or "", {})
+
+
+run_params_recorder = RunParamsRecorder()

@@ -1,0 +1,208 @@
+"""``PrefectRunner``: run a Kedro pipeline as one Prefect flow, one task per node."""
+
+from __future__ import annotations
+
+import queue
+from collections import Counter
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+from kedro.runner import AbstractRunner
+
+from kedro_prefect.config import RunnerOptions, parse_runner_options
+from kedro_prefect.hooks import run_params_recorder
+from kedro_prefect.logs import node_logs_to_prefect
+from kedro_prefect.node_execution import node_task
+from kedro_prefect.prefect_api import prefect_run_settings
+from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from kedro.io import CatalogProtocol
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+    from pluggy import PluginManager
+    from prefect.futures import PrefectFuture
+    from prefect.task_runners import TaskRunner
+
+
+class PrefectRunner(AbstractRunner):
+    """``PrefectRunner`` runs a ``Pipeline`` as a Prefect flow with one task run per node.
+
+    Each node is submitted to a Prefect task runner as soon as the nodes producing its
+    inputs have finished, and not before: there are no layer barriers, so a fast branch never
+    waits for a slow sibling. Nodes execute through Kedro's own ``kedro.runner.Task``, so
+    project hooks, ``is_async`` loading and saving, ``confirms`` and generator nodes behave as
+    under ``SequentialRunner``, and in-memory datasets are released as soon as their last
+    consumer has finished.
+
+    With ``PREFECT_API_URL`` unset the run reports to Prefect's ephemeral local API (SQLite
+    under ``PREFECT_HOME``); with it set, to that server.
+
+    Example:
+        ``kedro run --runner=kedro_prefect.PrefectRunner --runner-params=max_workers=4``
+    """
+
+    def __init__(self, is_async: bool = False, **options: Any):
+        """Validate the options; an unknown option or a bad value raises before anything runs.
+
+        Args:
+            is_async: Load inputs and save outputs of a node in threads (Kedro's ``is_async``).
+            **options: The fields of :class:`kedro_prefect.RunnerOptions`: ``task_runner``,
+                ``max_workers``, ``flow_name``.
+
+        Raises:
+            PrefectRunnerConfigError: An option is unknown or its value is invalid.
+        """
+        self._options = parse_runner_options({"is_async": is_async, **options})
+        self._task_runner_class = resolve_task_runner_class(self._options)
+        super().__init__(is_async=self._options.is_async)
+
+    @property
+    def options(self) -> RunnerOptions:
+        """The validated options of this runner."""
+        return self._options
+
+    def _get_executor(self, max_workers: int) -> Executor | None:
+        """Unused: Prefect's task runner plays the executor's part."""
+        return None
+
+    def _run(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Run ``pipeline`` in a new Prefect flow run.
+
+        Raises:
+            Exception: The exception of the first node that failed, after the resume hint
+                has been logged.
+        """
+        from kedro.framework.hooks.manager import _NullPluginManager
+        from prefect import flow
+
+        hook_manager = hook_manager or _NullPluginManager()
+        _follow_kedro_log_level()
+        if not pipeline.nodes:
+            self._logger.info("No nodes to run.")
+            return
+        flow_name, flow_run_name = self._flow_names(run_id)
+
+        def kedro_pipeline() -> None:
+            with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
+                self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
+
+        pipeline_flow = flow(
+            kedro_pipeline,
+            name=flow_name,
+            flow_run_name=flow_run_name,
+            persist_result=False,
+            validate_parameters=False,
+            log_prints=False,
+        )
+        with prefect_run_settings(), node_logs_to_prefect(_package_name()):
+            pipeline_flow()
+
+    def _run_nodes(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager,
+        run_id: str | None,
+        task_runner: TaskRunner,
+    ) -> None:
+        """Submit each node once its producers are done; stop submitting at the first failure."""
+        parents = pipeline.node_dependencies
+        children: dict[Node, list[Node]] = {node: [] for node in pipeline.nodes}
+        for node, node_parents in parents.items():
+            for parent in node_parents:
+                children[parent].append(node)
+        waiting_on = {node: len(node_parents) for node, node_parents in parents.items()}
+        load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
+
+        futures: dict[Node, PrefectFuture[Any]] = {}
+        finished: queue.SimpleQueue[Node] = queue.SimpleQueue()
+        done_nodes: set[Node] = set()
+        failed: tuple[Node, Any] | None = None
+
+        def submit(node: Node) -> None:
+            future = task_runner.submit(
+                node_task(node),
+                parameters={
+                    "node": node,
+                    "catalog": catalog,
+                    "hook_manager": hook_manager,
+                    "is_async": self._is_async,
+                    "run_id": run_id,
+                },
+                wait_for=[futures[parent] for parent in parents[node]],
+            )
+            futures[node] = future
+            future.add_done_callback(lambda _, node=node: finished.put(node))
+
+        in_flight = 0
+        for node in pipeline.nodes:
+            if not waiting_on[node]:
+                submit(node)
+                in_flight += 1
+
+        total = len(pipeline.nodes)
+        while in_flight:
+            node = finished.get()
+            in_flight -= 1
+            future = futures[node]
+            future.wait()  # already done: this only records the final state on the future
+            state = future.state
+            if not state.is_completed():
+                failed = failed or (node, state)
+                continue
+            done_nodes.add(node)
+            self._logger.info("Completed node: %s", node.name)
+            self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
+            self._release_datasets(node, catalog, load_counts, pipeline)
+            if failed:
+                continue
+            for child in children[node]:
+                waiting_on[child] -= 1
+                if not waiting_on[child]:
+                    submit(child)
+                    in_flight += 1
+
+        if failed:
+            self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+            failed[1].result(raise_on_failure=True)
+            raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
+
+    def _flow_names(self, run_id: str | None) -> tuple[str, str]:
+        """Flow name (option ``flow_name``, else the project package) and flow run name."""
+        project = _package_name() or "kedro"
+        pipelines = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
+        run_name = f"{project}-{'+'.join(pipelines)}"
+        if run_id:
+            run_name += f"-{run_id}"
+        return self._options.flow_name or project, run_name
+
+
+def _follow_kedro_log_level() -> None:
+    """Log at the ``kedro`` logger's level unless the project configured ``kedro_prefect``.
+
+    A project's ``logging.yml`` sets the level of ``kedro`` (INFO by default), not of this
+    package; without this, "Completed node" lines would be hidden where Kedro's runners show them.
+    """
+    import logging
+
+    ours = logging.getLogger("kedro_prefect")
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.getLogger("kedro").getEffectiveLevel())
+
+
+def _package_name() -> str | None:
+    from kedro.framework.project import PACKAGE_NAME
+
+    return PACKAGE_NAME
+
+
+__all__ = ["PrefectRunner"]

@@ -1,0 +1,57 @@
+"""Test set-up shared by unit and integration tests.
+
+Every test runs with Kedro telemetry off, no tracking, a temporary ``PREFECT_HOME`` and no
+``PREFECT_API_URL`` (so Prefect's ephemeral API is used, started once per test session by the
+runner and shared by all tests). Nothing reaches outside this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Before anything imports prefect or kedro: settings are read from the environment.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="kedro-prefect-tests-")
+os.environ.update(
+    {
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_HOME": _PREFECT_HOME,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILES_PATH", None)
+
+import pytest  # noqa: E402
+
+from tests.helpers import EXAMPLE_PROJECT, PrefectServer  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def example_project(tmp_path: Path) -> Path:
+    """A fresh copy of ``examples/sales_demo`` with no outputs yet."""
+    target = tmp_path / "sales_demo"
+    shutil.copytree(
+        EXAMPLE_PROJECT,
+        target,
+        ignore=shutil.ignore_patterns("*.parquet", "region_report.csv", "top_products.csv", "__pycache__", "logs"),
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory) -> PrefectServer:
+    """A real ``prefect server start`` on 127.0.0.1 (free port, own PREFECT_HOME), stopped by PID."""
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
+    server.start()
+    yield server
+    server.stop()

@@ -43,7 +43,9 @@ def example_project(tmp_path: Path) -> Path:
     shutil.copytree(
         EXAMPLE_PROJECT,
         target,
-        ignore=shutil.ignore_patterns("*.parquet", "region_report.csv", "top_products.csv", "__pycache__", "logs"),
+        ignore=shutil.ignore_patterns(
+            "*.parquet", "region_report.csv", "top_products.csv", "__pycache__", "logs"
+        ),
     )
     return target
 

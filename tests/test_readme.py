@@ -7,7 +7,9 @@ from tests.helpers import REPO
 
 def _readme_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    return [line for block in blocks for line in block.splitlines() if line and not line.startswith("#")]
+    return [
+        line for block in blocks for line in block.splitlines() if line and not line.startswith("#")
+    ]
 
 
 def test_readme_opens_with_example_and_test_commands():

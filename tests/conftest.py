@@ -52,7 +52,7 @@ def example_project(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> PrefectServer:
-    """A real ``prefect server start`` on 127.0.0.1 (free port, own PREFECT_HOME), stopped by PID."""
+    """``prefect server start`` on 127.0.0.1 (free port, own PREFECT_HOME), stopped by PID."""
     server = PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
     server.start()
     yield server

@@ -1,14 +1,19 @@
-"""Runner options: what ``--runner-params`` and ``PrefectRunner(...)`` accept, validated up front.
+"""Configuration: runner options and the project's ``conf/<env>/prefect.yml``, validated up front.
 
-Every option is declared once, on :class:`RunnerOptions`. Kedro hands ``--runner-params`` to the
-runner's constructor as typed keyword arguments (an OmegaConf dotlist), so validation happens when
-the runner object is built, which is before the session loads the catalog or runs any node.
+Every runner option is declared once, on :class:`RunnerOptions`. Kedro hands ``--runner-params`` to
+the runner's constructor as typed keyword arguments (an OmegaConf dotlist), so validation happens
+when the runner object is built, which is before the session loads the catalog or runs any node.
+
+``prefect.yml`` is read through the project's config loader (so environments and ``${...}``
+resolvers work) and validated by :class:`ProjectConfig`; its ``runner:`` section gives defaults
+that ``--runner-params`` override.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kedro.config import MissingConfigException
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 #: Short names accepted by ``task_runner``; anything else must be an import path of a
@@ -94,3 +99,61 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"PrefectRunner option {name}={raw.get(name)!r}: {message}")
     return "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)
+
+
+class ProjectConfigError(ValueError):
+    """``prefect.yml`` has an unknown key or a bad value; the message names both."""
+
+
+#: Where the config loader looks for ``prefect.yml`` in each environment (like kedro-airflow's).
+PREFECT_CONFIG_PATTERNS = ["prefect*", "prefect*/**"]
+
+
+class ProjectConfig(BaseModel):
+    """The content of ``conf/<env>/prefect.yml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runner: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default PrefectRunner options; `--runner-params` override them.",
+    )
+    deployments: dict[str, Any] = Field(
+        default_factory=dict, description="Deployments created by `kedro prefect deploy`."
+    )
+    tasks: dict[str, Any] = Field(
+        default_factory=dict, description="Prefect task options for nodes (retries, timeouts...)."
+    )
+
+    @field_validator("runner")
+    @classmethod
+    def _valid_runner_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        parse_runner_options(value)
+        return value
+
+
+def load_project_config(config_loader: Any) -> ProjectConfig:
+    """Read and validate ``prefect.yml`` from the project's config loader (empty if absent)."""
+    if config_loader is None:
+        return ProjectConfig()
+    config_loader.config_patterns.setdefault("prefect", PREFECT_CONFIG_PATTERNS)
+    try:
+        raw = config_loader["prefect"]
+    except MissingConfigException:
+        return ProjectConfig()
+    return validate_project_config(raw or {})
+
+
+def validate_project_config(raw: dict[str, Any]) -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            if error["type"] == "extra_forbidden":
+                allowed = ", ".join(ProjectConfig.model_fields)
+                lines.append(f"unknown key {where!r}; allowed keys: {allowed}")
+            else:
+                lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        raise ProjectConfigError("Invalid prefect.yml:\n  " + "\n  ".join(lines)) from None

@@ -1,8 +1,9 @@
-"""A Kedro plugin hook that lets the runner know which pipeline it is running.
+"""A Kedro plugin hook that lets the runner know which project, env and pipeline it runs.
 
 Registered through the ``kedro.hooks`` entry point, so it is active in every project where
-kedro-prefect is installed. The session calls ``before_pipeline_run`` just before
-``runner.run(...)``; the runner reads the recorded parameters to name the Prefect flow run.
+kedro-prefect is installed. The session creates the context (``after_context_created``) and calls
+``before_pipeline_run`` just before ``runner.run(...)``; the runner reads what was recorded to name
+the Prefect flow run and to read ``conf/<env>/prefect.yml`` through the project's config loader.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ class RunParamsRecorder:
 
     def __init__(self) -> None:
         self._by_run_id: dict[str, dict[str, Any]] = {}
+        self.context: Any = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self.context = context
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
@@ -26,14 +32,23 @@ class RunParamsRecorder:
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        self._by_run_id.pop(run_params.get("run_id"), None)
+        self._forget(run_params)
 
     @hook_impl
     def on_pipeline_error(self, run_params: dict[str, Any]) -> None:
+        self._forget(run_params)
+
+    def _forget(self, run_params: dict[str, Any]) -> None:
         self._by_run_id.pop(run_params.get("run_id"), None)
+        self.context = None
 
     def get(self, run_id: str | None) -> dict[str, Any]:
         return self._by_run_id.get(run_id or "", {})
+
+    @property
+    def config_loader(self) -> Any:
+        """The config loader of the latest Kedro context, or ``None`` outside a Kedro session."""
+        return getattr(self.context, "config_loader", None)
 
 
 run_params_recorder = RunParamsRecorder()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
 
-from kedro_prefect.config import RunnerOptions, parse_runner_options
+from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import node_logs_to_prefect
 from kedro_prefect.node_execution import node_task
@@ -64,6 +64,15 @@ class PrefectRunner(AbstractRunner):
         """The validated options of this runner."""
         return self._options
 
+    def _apply_project_defaults(self) -> None:
+        """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""
+        project = load_project_config(run_params_recorder.config_loader)
+        if not project.runner:
+            return
+        given = self._options.model_dump(include=self._options.model_fields_set)
+        self._options = parse_runner_options({**project.runner, **given})
+        self._task_runner_class = resolve_task_runner_class(self._options)
+
     def _get_executor(self, max_workers: int) -> Executor | None:
         """Unused: Prefect's task runner plays the executor's part."""
         return None
@@ -86,6 +95,7 @@ class PrefectRunner(AbstractRunner):
 
         hook_manager = hook_manager or _NullPluginManager()
         _follow_kedro_log_level()
+        self._apply_project_defaults()
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")
             return

@@ -64,6 +64,11 @@ class PrefectRunner(AbstractRunner):
         """The validated options of this runner."""
         return self._options
 
+    def run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run the pipeline; see ``kedro.runner.AbstractRunner.run``."""
+        _follow_kedro_log_level()
+        return super().run(*args, **kwargs)
+
     def _apply_project_defaults(self) -> None:
         """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""
         project = load_project_config(run_params_recorder.config_loader)
@@ -94,7 +99,6 @@ class PrefectRunner(AbstractRunner):
         from prefect import flow
 
         hook_manager = hook_manager or _NullPluginManager()
-        _follow_kedro_log_level()
         self._apply_project_defaults()
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")

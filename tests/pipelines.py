@@ -53,6 +53,22 @@ def slow(x):
     return x
 
 
+#: Set by the last node of the fast branch; the slow node blocks until then.
+FAST_BRANCH_DONE = threading.Event()
+
+
+def wait_for_fast_branch(x):
+    """Blocks until the fast branch has finished: a runner with layer barriers never gets there."""
+    if not FAST_BRANCH_DONE.wait(timeout=90):
+        raise TimeoutError("the fast branch was held back behind the slow node")
+    return x
+
+
+def finish_fast_branch(x):
+    FAST_BRANCH_DONE.set()
+    return x + 1
+
+
 def chunks(x):
     for i in range(3):
         yield x + i, i

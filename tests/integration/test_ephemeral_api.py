@@ -77,7 +77,7 @@ def test_driver_never_imports_the_prefect_server_package(tmp_path):
         def one(x=None):
             return 1
 
-        pipeline = Pipeline([node(one, None, "a", name="first"), node(one, "a", "b", name="second")])
+        pipeline = Pipeline([node(one, None, "a", name="n1"), node(one, "a", "b", name="n2")])
         PrefectRunner().run(pipeline, DataCatalog())
         print(sorted(m for m in sys.modules if m.startswith("prefect.server")))
         """

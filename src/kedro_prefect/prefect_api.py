@@ -150,10 +150,22 @@ class EphemeralAPI:
                 return
             process.terminate()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def _stop_at_exit(self) -> None:
+        """Deliver the events and logs still queued in this process, then stop the server.
+
+        ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
+        drain those queues when it is imported, before any runner exists: this one runs first.
+        Draining here keeps the last task runs' events and log lines from being sent to a
+        server that is already gone.
+        """
+        if self.running and os.getpid() == self._owner_pid:
+            _drain_prefect_workers(timeout=5)
+        self.stop()
 
     def _launch(self) -> None:
         from prefect.settings import get_current_settings
@@ -200,7 +212,7 @@ class EphemeralAPI:
         self._ready = False
         self.launches += 1
         if not self._atexit_registered:
-            atexit.register(self.stop)
+            atexit.register(self._stop_at_exit)
             self._atexit_registered = True
         logger.debug("Launched Prefect's ephemeral API server on port %s", self._port)
 
@@ -210,6 +222,21 @@ class EphemeralAPI:
         except OSError:
             return ""
         return f"Its output ({self.log_path}):\n{tail}"
+
+
+def _drain_prefect_workers(timeout: float) -> None:
+    """Send what Prefect's events and API log workers still hold (if they were ever used)."""
+    for module, name in (
+        ("prefect.events.worker", "EventsWorker"),
+        ("prefect.logging.handlers", "APILogWorker"),
+    ):
+        worker = getattr(sys.modules.get(module), name, None)
+        if worker is None:
+            continue
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:  # exiting anyway: never let a flush failure mask the exit status
+            logger.debug("Could not drain %s at exit", name, exc_info=True)
 
 
 def _startup_timeout() -> float:

@@ -10,11 +10,21 @@ concurrent task runs the upgrade fails with ``SQLITE_BUSY_SNAPSHOT``, the API an
 client retries after 2 s, then 4 s -- the multi-second stalls between Kedro nodes seen with the
 ephemeral API. Here an increment of *no* limits returns at once, which is exactly what the
 ``UPDATE`` would have returned (0 rows == 0 limits); increments of real limits are unchanged.
+
+It also stops itself when the process that launched it is gone (``kill -9`` of ``kedro run``),
+instead of running on as an orphan.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from typing import Any
+
+#: Set by :mod:`kedro_prefect.prefect_api`: the process that launched this server.
+PARENT_PID_ENV = "KEDRO_PREFECT_EPHEMERAL_PARENT_PID"
 
 
 def _skip_empty_slot_increments() -> None:
@@ -33,8 +43,26 @@ def _skip_empty_slot_increments() -> None:
     concurrency_limits_v2.bulk_increment_active_slots = bulk_increment_active_slots
 
 
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Stop this server (as on Ctrl+C) once the process that launched it is gone.
+
+    The launcher stops the server when it exits normally; this covers the cases where it
+    cannot (``kill -9``, a crash), so no orphaned server keeps the port and the database.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="kedro-prefect-parent-watch", daemon=True).start()
+
+
 def create_app() -> Any:
     """uvicorn factory: Prefect's API app for an ephemeral server (see the module docstring)."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and parent.isdigit():
+        _exit_with_parent(int(parent))
     _skip_empty_slot_increments()
     from prefect.server.api.server import create_app as prefect_create_app
 

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from kedro_prefect._ephemeral_app import PARENT_PID_ENV
+
 logger = logging.getLogger(__name__)
 
 #: The uvicorn app factory the ephemeral API process serves.
@@ -81,6 +83,11 @@ class EphemeralAPI:
         from prefect.settings import get_current_settings
 
         return Path(get_current_settings().home) / "kedro-prefect-ephemeral-api.log"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server process, if one was launched."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:
@@ -181,6 +188,8 @@ class EphemeralAPI:
             "PREFECT__SERVER_FINAL": "1",
             # Analytics try to reach the internet and fight the first migration for the lock.
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The server stops by itself if this process dies without stopping it.
+            PARENT_PID_ENV: str(os.getpid()),
         }
         env.pop("PREFECT_API_URL", None)
         log_path = self.log_path

@@ -130,3 +130,46 @@ def test_tag_concurrency_limits_still_hold_on_the_ephemeral_api():
     assert len(intervals) == 2
     first, second = sorted(intervals)
     assert first[1] <= second[0], f"tagged nodes overlapped: {intervals}"
+
+
+def test_ephemeral_api_stops_when_its_launcher_is_killed(tmp_path):
+    """``kill -9`` of the process that launched the server leaves no orphaned server behind."""
+    import psutil
+
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from kedro_prefect import PrefectRunner
+        from kedro_prefect.prefect_api import EPHEMERAL_API
+
+        PrefectRunner()
+        EPHEMERAL_API.wait()
+        print(EPHEMERAL_API.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == -9, result.stderr[-3000:]
+    server_pid = int(result.stdout.strip().splitlines()[-1])
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 60
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not gone():
+        psutil.Process(server_pid).kill()
+        pytest.fail("the ephemeral API server outlived the process that launched it")

@@ -13,7 +13,7 @@ from kedro_prefect.config import RunnerOptions, load_project_config, parse_runne
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import node_logs_to_prefect
 from kedro_prefect.node_execution import node_task
-from kedro_prefect.prefect_api import prefect_run_settings
+from kedro_prefect.prefect_api import prefect_run_settings, start_ephemeral_api_early
 from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class PrefectRunner(AbstractRunner):
         self._options = parse_runner_options({"is_async": is_async, **options})
         self._task_runner_class = resolve_task_runner_class(self._options)
         super().__init__(is_async=self._options.is_async)
+        # `kedro run` builds the runner before the session: start the API while it loads.
+        start_ephemeral_api_early()
 
     @property
     def options(self) -> RunnerOptions:

@@ -30,7 +30,9 @@ PARENT_PID_ENV = "KEDRO_PREFECT_EPHEMERAL_PARENT_PID"
 def _skip_empty_slot_increments() -> None:
     from prefect.server.models import concurrency_limits_v2
 
-    original = concurrency_limits_v2.bulk_increment_active_slots
+    original = getattr(concurrency_limits_v2, "bulk_increment_active_slots", None)
+    if original is None:  # another Prefect version: leave its server as it is
+        return
     if getattr(original, "_kedro_prefect_skips_empty", False):
         return
 

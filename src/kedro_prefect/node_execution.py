@@ -57,3 +57,29 @@ def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
         persist_result=False,
         **task_options,
     )
+
+
+class LocalNodeExecution:
+    """Node tasks in the runner's process (thread task runner): the catalog is shared."""
+
+    task_fn = staticmethod(run_node)
+
+    def __init__(
+        self,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager,
+        is_async: bool,
+        run_id: str | None,
+    ):
+        self._parameters = {
+            "catalog": catalog,
+            "hook_manager": hook_manager,
+            "is_async": is_async,
+            "run_id": run_id,
+        }
+
+    def parameters(self, node: Node, futures: dict[Node, Any]) -> dict[str, Any]:
+        return {"node": node, **self._parameters}
+
+    def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
+        """Nothing to do: the node saved its outputs in the shared catalog."""

@@ -2,7 +2,7 @@
 
 What happens, in order:
 
-1. :func:`dask_task_runner` builds a :class:`KedroDaskTaskRunner` (a ``prefect_dask.DaskTaskRunner``)
+1. :func:`dask_task_runner` builds a ``KedroDaskTaskRunner`` (a ``prefect_dask.DaskTaskRunner``)
    that either starts a ``distributed.LocalCluster`` of worker *processes* (closed at the end of the
    run, also when a node fails) or connects to ``address=`` of an existing scheduler (left running).
    An unreachable address fails within :data:`CONNECT_TIMEOUT` seconds, naming the address, before
@@ -14,10 +14,10 @@ What happens, in order:
    directory on ``sys.path``, calls ``configure_project(package_name)`` (as Kedro's
    ``ParallelRunner`` does in its subprocesses), applies the project's log levels and sends log
    records emitted in node tasks to the Prefect API.
-4. Each node runs in :func:`run_node_on_worker` on a worker: the hook manager is built there from the
-   project's settings (a pluggy ``PluginManager`` cannot be pickled), persisted datasets load and
-   save there, and the node's in-memory outputs are the *result* of its task. A consumer receives
-   its producers' Dask futures as task parameters, so Dask moves the data worker to worker; the
+4. Each node runs in :func:`run_node_on_worker` on a worker: the hook manager is built there from
+   the project's settings (a pluggy ``PluginManager`` cannot be pickled), persisted datasets load
+   and save there, and the node's in-memory outputs are the *result* of its task. Consumers receive
+   their producers' Dask futures as task parameters, so Dask moves the data worker to worker; the
    driver never loads it. Only the pipeline's free in-memory outputs are fetched to the driver,
    because ``run()`` returns them.
 """
@@ -109,13 +109,9 @@ def _prefect_dask() -> Any:
     return prefect_dask
 
 
-def _task_runner_classes() -> tuple[type, type]:
-    """``KedroDaskTaskRunner`` and ``KedroDaskFuture``, defined on first use (imports prefect-dask)."""
-    return _classes()
-
-
 @functools.cache
-def _classes() -> tuple[type, type]:
+def _task_runner_classes() -> tuple[type, type]:
+    """``KedroDaskTaskRunner`` and ``KedroDaskFuture``, defined on first use (imports dask)."""
     import distributed
     from prefect_dask.task_runners import DaskTaskRunner, PrefectDaskFuture
 
@@ -213,10 +209,11 @@ def dask_task_runner(options: RunnerOptions) -> Any:
     _prefect_dask()
     runner_cls, _ = _task_runner_classes()
     if options.address:
+        from prefect.settings import get_current_settings
+
+        check_api_reachable_from(options.address, str(get_current_settings().api.url))
         check_scheduler_reachable(options.address)
-        return runner_cls(
-            address=options.address, client_kwargs={"timeout": f"{CONNECT_TIMEOUT}s"}
-        )
+        return runner_cls(address=options.address, client_kwargs={"timeout": f"{CONNECT_TIMEOUT}s"})
     cluster_kwargs: dict[str, Any] = {"processes": True}
     if options.n_workers is not None:
         cluster_kwargs["n_workers"] = options.n_workers
@@ -330,7 +327,7 @@ def validate_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
             continue
         kind = type(dataset).__name__
         if getattr(dataset, "_SINGLE_PROCESS", False):
-            problems.append(f"{name} ({kind}): _SINGLE_PROCESS = True, it only works in one process")
+            problems.append(f"{name} ({kind}): _SINGLE_PROCESS = True (one process only)")
             continue
         try:
             cloudpickle.dumps(dataset)
@@ -366,7 +363,6 @@ class KedroProjectPlugin(WorkerPlugin):
 
     def setup(self, worker: Any = None) -> None:
         bootstrap_worker(self.package_name, self.source_dir, self.log_levels)
-
 
 
 class NodeData:
@@ -515,14 +511,7 @@ class DaskNodeExecution:
         catalog: CatalogProtocol,
         is_async: bool,
         run_id: str | None,
-        api_url: str | None = None,
     ):
-        from prefect.settings import get_current_settings
-
-        if task_runner.address:
-            check_api_reachable_from(
-                task_runner.address, api_url or str(get_current_settings().api.url)
-            )
         for node in pipeline.nodes:
             node_resources(set(node.tags))
         validate_datasets(pipeline, catalog)

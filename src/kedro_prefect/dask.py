@@ -55,8 +55,9 @@ logger = logging.getLogger(__name__)
 #: Seconds to wait for the scheduler at ``address=`` before giving up.
 CONNECT_TIMEOUT = 10.0
 
-#: Node tags ``dask:<RESOURCE>=<amount>`` ask for Dask worker resources, e.g. ``dask:GPU=1``.
-RESOURCE_TAG_PREFIX = "dask:"
+#: Node tags ``dask-<RESOURCE>-<amount>`` ask for Dask worker resources, e.g. ``dask-GPU-1``.
+#: (Kedro tags may only hold letters, digits, ``-``, ``_`` and ``.``.)
+RESOURCE_TAG_PREFIX = "dask-"
 
 _PLUGIN_NAME = "kedro-prefect-project"
 
@@ -73,24 +74,25 @@ class DaskDatasetError(ValueError):
 
 
 def node_resources(tags: set[str] | frozenset[str]) -> dict[str, float]:
-    """Dask worker resources asked for by ``dask:<NAME>=<amount>`` tags.
+    """Dask worker resources asked for by ``dask-<NAME>-<amount>`` tags.
 
     Raises:
-        PrefectRunnerConfigError: A ``dask:`` tag is not ``dask:NAME=<number>``.
+        PrefectRunnerConfigError: A ``dask-`` tag is not ``dask-<NAME>-<number>``.
     """
     resources: dict[str, float] = {}
     for tag in tags:
         if not tag.startswith(RESOURCE_TAG_PREFIX):
             continue
-        name, sep, amount = tag.removeprefix(RESOURCE_TAG_PREFIX).partition("=")
+        name, sep, amount = tag.removeprefix(RESOURCE_TAG_PREFIX).rpartition("-")
         try:
-            if not (sep and name.strip()):
+            if not (sep and name):
                 raise ValueError
-            resources[name.strip()] = float(amount)
+            resources[name] = float(amount)
         except ValueError:
             raise PrefectRunnerConfigError(
-                f"node tag {tag!r}: a Dask resource tag must look like 'dask:GPU=1' "
-                "(dask:<resource name>=<amount>)"
+                f"node tag {tag!r}: tags starting with 'dask-' ask for Dask worker resources "
+                "and must look like dask-<resource>-<amount>, e.g. 'dask-GPU-1' or "
+                "'dask-memory-4e9'"
             ) from None
     return resources
 
@@ -143,7 +145,7 @@ def _task_runner_classes() -> tuple[type, type]:
             self._wrapped_future.release()
 
     class KedroDaskTaskRunner(DaskTaskRunner):
-        """``DaskTaskRunner`` that honours ``dask:<RESOURCE>=<n>`` node tags and keeps data off
+        """``DaskTaskRunner`` that honours ``dask-<RESOURCE>-<n>`` node tags and keeps data off
         the driver (``wait_for`` and completion go through data-less companion futures)."""
 
         def duplicate(self) -> KedroDaskTaskRunner:

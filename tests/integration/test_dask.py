@@ -270,7 +270,7 @@ def test_node_asking_for_a_resource_runs_only_on_the_worker_declaring_it(cluster
     }
     other_pids = {info["pid"] for info in cluster.workers().values()} - gpu_pids
     pipeline = Pipeline(
-        [node(worker_pid, "source", f"gpu{i}", tags=["dask:GPU=1"]) for i in range(4)]
+        [node(worker_pid, "source", f"gpu{i}", tags=["dask-GPU-1"]) for i in range(4)]
         + [node(worker_pid, "source", f"any{i}") for i in range(4)]
     )
     got = _run(
@@ -339,9 +339,9 @@ def test_bad_dask_options_are_refused_when_the_runner_is_built(options, message)
 
 def test_bad_resource_tag_is_refused_before_any_node_runs(cluster, api, tmp_path):
     pipeline = Pipeline(
-        [node(add_one, "source", "base"), node(double, "base", "out", tags=["dask:GPU"])]
+        [node(add_one, "source", "base"), node(double, "base", "out", tags=["dask-GPU"])]
     )
-    with pytest.raises(PrefectRunnerConfigError, match="dask:GPU=1"):
+    with pytest.raises(PrefectRunnerConfigError, match="dask-GPU-1"):
         PrefectRunner(task_runner="dask", address=cluster.address).run(
             pipeline, _catalog(tmp_path)
         )

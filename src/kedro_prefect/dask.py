@@ -10,7 +10,7 @@ What happens, in order:
 2. :class:`DaskNodeExecution` checks the pipeline's datasets before the first node is submitted:
    a dataset that cannot cross process boundaries (``_SINGLE_PROCESS = True`` or not picklable)
    is refused, naming the dataset and the reason.
-3. A :class:`KedroProjectPlugin` is registered on every worker: it puts the project's ``src``
+3. A ``KedroProjectPlugin`` is registered on every worker: it puts the project's ``src``
    directory on ``sys.path``, calls ``configure_project(package_name)`` (as Kedro's
    ``ParallelRunner`` does in its subprocesses), applies the project's log levels and sends log
    records emitted in node tasks to the Prefect API.
@@ -36,11 +36,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kedro_prefect.config import PrefectRunnerConfigError
-
-try:
-    from distributed.diagnostics.plugin import WorkerPlugin
-except ImportError:  # without the [dask] extra; task_runner=dask is refused before use
-    WorkerPlugin = object  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -345,26 +340,33 @@ def validate_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
 # --- the worker side -----------------------------------------------------------------------------
 
 
-class KedroProjectPlugin(WorkerPlugin):
-    """A Dask worker plugin that prepares each worker process for the Kedro project.
+@functools.cache
+def _plugin_class() -> type:
+    """``KedroProjectPlugin``, defined on first use (importing ``distributed`` takes seconds)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
 
-    ``setup`` runs on every worker, also on workers that join later: the project's source dir
-    goes on ``sys.path`` (``kedro run`` only puts it there in the driver), the project settings are
-    configured (``configure_project``, as in Kedro's ``ParallelRunner``), the driver's log levels
-    are applied, and log records from node tasks are sent to the Prefect API.
-    """
+    class KedroProjectPlugin(WorkerPlugin):
+        """A Dask worker plugin that prepares each worker process for the Kedro project.
 
-    name = _PLUGIN_NAME
+        ``setup`` runs on every worker, also on workers that join later: the project's source
+        dir goes on ``sys.path`` (``kedro run`` only puts it there in the driver), the project
+        settings are configured (``configure_project``, as in Kedro's ``ParallelRunner``), the
+        driver's log levels are applied, and log records from node tasks go to the Prefect API.
+        """
 
-    def __init__(
-        self, package_name: str | None, source_dir: str | None, log_levels: dict[str, Any]
-    ):
-        self.package_name = package_name
-        self.source_dir = source_dir
-        self.log_levels = log_levels
+        name = _PLUGIN_NAME
 
-    def setup(self, worker: Any = None) -> None:
-        bootstrap_worker(self.package_name, self.source_dir, self.log_levels)
+        def __init__(
+            self, package_name: str | None, source_dir: str | None, log_levels: dict[str, Any]
+        ):
+            self.package_name = package_name
+            self.source_dir = source_dir
+            self.log_levels = log_levels
+
+        def setup(self, worker: Any = None) -> None:
+            bootstrap_worker(self.package_name, self.source_dir, self.log_levels)
+
+    return KedroProjectPlugin
 
 
 class NodeData:
@@ -477,7 +479,7 @@ def run_node_on_worker(
 # --- the driver side -----------------------------------------------------------------------------
 
 
-def _project_bootstrap() -> KedroProjectPlugin:
+def _project_bootstrap() -> Any:
     from kedro.framework.project import LOGGING, PACKAGE_NAME
 
     source_dir = None
@@ -494,7 +496,7 @@ def _project_bootstrap() -> KedroProjectPlugin:
     for name in ("kedro", "kedro_prefect", PACKAGE_NAME):
         if name and name not in levels:
             levels[name] = logging.getLogger(name).getEffectiveLevel()
-    return KedroProjectPlugin(PACKAGE_NAME, source_dir, levels)
+    return _plugin_class()(PACKAGE_NAME, source_dir, levels)
 
 
 class DaskNodeExecution:
@@ -618,7 +620,6 @@ __all__ = [
     "DaskDatasetError",
     "DaskNodeExecution",
     "DaskSchedulerUnreachableError",
-    "KedroProjectPlugin",
     "check_scheduler_reachable",
     "dask_task_runner",
     "node_resources",

@@ -265,9 +265,7 @@ def test_persisted_datasets_are_saved_by_the_workers(cluster, api, tmp_path):
 
 
 def test_node_asking_for_a_resource_runs_only_on_the_worker_declaring_it(cluster, api):
-    gpu_pids = {
-        info["pid"] for info in cluster.workers().values() if info["resources"].get("GPU")
-    }
+    gpu_pids = {info["pid"] for info in cluster.workers().values() if info["resources"].get("GPU")}
     other_pids = {info["pid"] for info in cluster.workers().values()} - gpu_pids
     pipeline = Pipeline(
         [node(worker_pid, "source", f"gpu{i}", tags=["dask-GPU-1"]) for i in range(4)]
@@ -342,15 +340,13 @@ def test_bad_resource_tag_is_refused_before_any_node_runs(cluster, api, tmp_path
         [node(add_one, "source", "base"), node(double, "base", "out", tags=["dask-GPU"])]
     )
     with pytest.raises(PrefectRunnerConfigError, match="dask-GPU-1"):
-        PrefectRunner(task_runner="dask", address=cluster.address).run(
-            pipeline, _catalog(tmp_path)
-        )
+        PrefectRunner(task_runner="dask", address=cluster.address).run(pipeline, _catalog(tmp_path))
     assert not (tmp_path / "base.txt").exists()
 
 
 # --- the example project through the kedro CLI ----------------------------------------------------
 
-_PID_HOOKS = '''
+_PID_HOOKS = """
 
 import os as _os
 from pathlib import Path as _Path
@@ -373,7 +369,7 @@ class _PidHooks:
 
 
 HOOKS = (*HOOKS, _PidHooks())
-'''
+"""
 
 _OUTPUTS = ("data/08_reporting/region_report.csv", "data/08_reporting/top_products.csv")
 
@@ -437,9 +433,7 @@ def _check_example_run(project: Path, result, sequential_outputs, api_url: str, 
     assert sum("sales_demo hook: node" in m for m in messages) == 13
 
 
-def test_example_project_on_a_local_cluster(
-    example_project, prefect_server, sequential_outputs
-):
+def test_example_project_on_a_local_cluster(example_project, prefect_server, sequential_outputs):
     settings = example_project / "src" / "sales_demo" / "settings.py"
     settings.write_text(settings.read_text() + _PID_HOOKS)
     result = run_kedro(

@@ -14,7 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from kedro.config import MissingConfigException
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 #: Short names accepted by ``task_runner``; anything else must be an import path of a
 #: ``prefect.task_runners.TaskRunner`` subclass.
@@ -61,6 +69,27 @@ class RunnerOptions(BaseModel):
         default=False,
         description="Load node inputs and save node outputs in threads (Kedro's `is_async`).",
     )
+    n_workers: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: worker processes of the local Dask cluster started for the run. "
+            "Default: machine-sized (Dask's `LocalCluster` default)."
+        ),
+    )
+    threads_per_worker: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: threads in each worker process of the local Dask cluster. "
+            "Default: machine-sized (Dask's `LocalCluster` default)."
+        ),
+    )
+    address: str | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: address of an existing Dask scheduler, e.g. "
+            "`tcp://10.0.0.5:8786`; the cluster is used and left running."
+        ),
+    )
 
     @field_validator("task_runner")
     @classmethod
@@ -71,6 +100,42 @@ class RunnerOptions(BaseModel):
             f"unknown task runner {value!r}; use one of {', '.join(TASK_RUNNER_ALIASES)} "
             "or the import path of a prefect TaskRunner class"
         )
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        value = value.strip()
+        rest = value.split("://", 1)[-1]
+        host, _, port = rest.rpartition(":")
+        if not (host and port.isdigit()):
+            raise ValueError("must be a Dask scheduler address like tcp://HOST:PORT")
+        return value
+
+    @model_validator(mode="after")
+    def _dask_only_options(self) -> RunnerOptions:
+        dask_only = [
+            name
+            for name in ("n_workers", "threads_per_worker", "address")
+            if getattr(self, name) is not None
+        ]
+        if dask_only and self.task_runner != "dask":
+            raise ValueError(
+                f"option(s) {', '.join(dask_only)} only apply to task_runner=dask "
+                f"(task_runner is {self.task_runner!r})"
+            )
+        if self.address and (self.n_workers or self.threads_per_worker):
+            raise ValueError(
+                "n_workers and threads_per_worker size the local cluster started for the run; "
+                "they cannot be combined with address= (an existing cluster)"
+            )
+        if self.task_runner == "dask" and self.max_workers is not None:
+            raise ValueError(
+                "max_workers applies to the thread task runner; with task_runner=dask use "
+                "n_workers and threads_per_worker"
+            )
+        return self
 
     @field_validator("flow_name")
     @classmethod
@@ -97,6 +162,9 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
             lines.append(f"unknown PrefectRunner option {name!r}; valid options are: {valid}")
             continue
         message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:
+            lines.append(f"PrefectRunner options: {message}")
+            continue
         lines.append(f"PrefectRunner option {name}={raw.get(name)!r}: {message}")
     return "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)
 

@@ -68,3 +68,29 @@ def _task_template(fn: Any, task_options: tuple[tuple[str, Any], ...]) -> Task:
     from prefect.cache_policies import NO_CACHE
 
     return task(fn, cache_policy=NO_CACHE, persist_result=False, **dict(task_options))
+
+
+class LocalNodeExecution:
+    """Node tasks in the runner's process (thread task runner): the catalog is shared."""
+
+    task_fn = staticmethod(run_node)
+
+    def __init__(
+        self,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager,
+        is_async: bool,
+        run_id: str | None,
+    ):
+        self._parameters = {
+            "catalog": catalog,
+            "hook_manager": hook_manager,
+            "is_async": is_async,
+            "run_id": run_id,
+        }
+
+    def parameters(self, node: Node, futures: dict[Node, Any]) -> dict[str, Any]:
+        return {"node": node, **self._parameters}
+
+    def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
+        """Nothing to do: the node saved its outputs in the shared catalog."""

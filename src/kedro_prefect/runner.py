@@ -12,7 +12,7 @@ from kedro.runner import AbstractRunner
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import node_logs_to_prefect
-from kedro_prefect.node_execution import node_task
+from kedro_prefect.node_execution import LocalNodeExecution, node_task
 from kedro_prefect.prefect_api import prefect_run_settings, start_ephemeral_api_early
 from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
 
@@ -144,16 +144,12 @@ class PrefectRunner(AbstractRunner):
         done_nodes: set[Node] = set()
         failed: tuple[Node, Any] | None = None
 
+        execution = _node_execution(task_runner, pipeline, catalog, hook_manager, self, run_id)
+
         def submit(node: Node) -> None:
             future = task_runner.submit(
-                node_task(node),
-                parameters={
-                    "node": node,
-                    "catalog": catalog,
-                    "hook_manager": hook_manager,
-                    "is_async": self._is_async,
-                    "run_id": run_id,
-                },
+                node_task(node, execution.task_fn),
+                parameters=execution.parameters(node, futures),
                 wait_for=[futures[parent] for parent in parents[node]],
             )
             futures[node] = future
@@ -176,6 +172,7 @@ class PrefectRunner(AbstractRunner):
                 failed = failed or (node, state)
                 continue
             done_nodes.add(node)
+            execution.node_completed(node, futures)
             self._logger.info("Completed node: %s", node.name)
             self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
             self._release_datasets(node, catalog, load_counts, pipeline)
@@ -200,6 +197,22 @@ class PrefectRunner(AbstractRunner):
         if run_id:
             run_name += f"-{run_id}"
         return self._options.flow_name or project, run_name
+
+
+def _node_execution(
+    task_runner: TaskRunner,
+    pipeline: Pipeline,
+    catalog: CatalogProtocol,
+    hook_manager: PluginManager,
+    runner: PrefectRunner,
+    run_id: str | None,
+) -> Any:
+    """How node tasks get their parameters: a shared catalog (threads), or data via Dask."""
+    from kedro_prefect.dask import DaskNodeExecution, is_dask_runner
+
+    if is_dask_runner(task_runner):
+        return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
+    return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
 
 
 def _follow_kedro_log_level() -> None:

@@ -34,14 +34,9 @@ from tests.helpers import EXAMPLE_PROJECT, PrefectServer  # noqa: E402
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the ephemeral Prefect API the runner started, while pytest can still log."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
+    from kedro_prefect.prefect_api import EPHEMERAL_API
 
-    APILogWorker.drain_all(timeout=10)
-    EventsWorker.drain_all(timeout=10)
-    for server in list(SubprocessASGIServer._instances.values()):
-        server.stop()
+    EPHEMERAL_API._stop_at_exit()
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 

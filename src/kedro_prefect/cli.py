@@ -112,10 +112,11 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
     With no flags, every deployment of prefect.yml; with flags, one deployment (the prefect.yml
     entry of that --name, if any, with the flags applied). Re-running updates in place.
     """
-    from kedro_prefect.deploy import check_api_reachable, check_work_pool
+    from kedro_prefect.deploy import check_api_reachable, check_work_pool, load_project
 
     with _clear_errors():
-        project, config = _load_project(metadata, env)
+        project = load_project(Path(metadata.project_path), env)
+        config = project.config
         ctx = click.get_current_context()
         flags["params"] = _parse_params(ctx, flags["params"])
         flags["tags"] = [tag.strip() for tag in flags["tags"].split(",") if tag.strip()]
@@ -156,10 +157,11 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
-    from kedro_prefect.deploy import check_api_reachable
+    from kedro_prefect.deploy import check_api_reachable, load_project
 
     with _clear_errors():
-        project, config = _load_project(metadata, env)
+        project = load_project(Path(metadata.project_path), env)
+        config = project.config
         served = {n: d for n, d in config.deployments.items() if not d.work_pool}
         unknown = [n for n in names if n not in served]
         if unknown:
@@ -196,19 +198,6 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (ProjectConfigError, PrefectRunnerConfigError, DeployError, DeploymentApplyError) as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _load_project(metadata: ProjectMetadata, env: str | None) -> tuple[Any, ProjectConfig]:
-    """The project (package, pipelines) and its validated prefect.yml for ``env``."""
-    from kedro.framework.session import KedroSession
-
-    from kedro_prefect.config import load_project_config
-    from kedro_prefect.deploy import _Project
-
-    with KedroSession.create(project_path=metadata.project_path, env=env) as session:
-        config_loader = session.load_context().config_loader
-    config = load_project_config(config_loader)
-    return _Project(Path(metadata.project_path), config), config
 
 
 def _parse_params(ctx: click.Context, value: str) -> dict[str, Any]:

@@ -155,9 +155,9 @@ def kedro_deployment(
         "concurrency_limit": concurrency_limit,
     }
     config = validate_deployment(name, raw)
-    project = _Project(Path(project_path))
+    project = load_project(Path(project_path), env)
     project.check_pipeline(name, config.pipeline)
-    return project.deployment(name, config, flow_name=flow_name)
+    return project.deployment(name, config, default_env=env, flow_name=flow_name)
 
 
 def validate_deployment(name: str, raw: dict[str, Any]) -> DeploymentConfig:
@@ -167,14 +167,26 @@ def validate_deployment(name: str, raw: dict[str, Any]) -> DeploymentConfig:
     return validate_project_config({"deployments": {name: raw}}).deployments[name]
 
 
-class _Project:
-    """A Kedro project on disk: its package name and pipelines (loaded once, on demand)."""
+def load_project(project_path: Path, env: str | None = None) -> Project:
+    """Bootstrap the Kedro project and read its validated prefect.yml for ``env``."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
 
-    def __init__(self, path: Path, config: ProjectConfig | None = None):
-        from kedro.framework.startup import bootstrap_project
+    from kedro_prefect.config import load_project_config
 
-        self.path = path.resolve()
-        self.metadata = bootstrap_project(self.path)
+    path = project_path.resolve()
+    metadata = bootstrap_project(path)
+    with KedroSession.create(project_path=path, env=env, save_on_close=False) as session:
+        config_loader = session.load_context().config_loader
+    return Project(path, metadata.package_name, load_project_config(config_loader))
+
+
+class Project:
+    """A Kedro project on disk (bootstrapped): its package, pipelines and prefect.yml."""
+
+    def __init__(self, path: Path, package_name: str, config: ProjectConfig):
+        self.path = path
+        self.package_name = package_name
         self.config = config
 
     def check_pipeline(self, deployment: str, pipeline: str) -> None:
@@ -188,11 +200,10 @@ class _Project:
             )
 
     def flow_name(self, config: DeploymentConfig) -> str:
-        defaults = self.config.runner if self.config else {}
         return (
             config.runner.get("flow_name")
-            or defaults.get("flow_name")
-            or self.metadata.package_name
+            or self.config.runner.get("flow_name")
+            or self.package_name
         )
 
     def deployment(
@@ -228,7 +239,7 @@ class _Project:
             parameters=parameters,
             tags=config.tags,
             description=config.description
-            or f"Kedro pipeline {config.pipeline!r} of {self.metadata.package_name}",
+            or f"Kedro pipeline {config.pipeline!r} of {self.package_name}",
             version=config.version,
             paused=config.paused,
             concurrency_limit=config.concurrency_limit,

@@ -115,6 +115,7 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
     from kedro_prefect.deploy import check_api_reachable, check_work_pool, load_project
 
     with _clear_errors():
+        check_api_reachable()
         project = load_project(Path(metadata.project_path), env)
         config = project.config
         ctx = click.get_current_context()
@@ -127,7 +128,6 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
             name: project.deployment(name, deployment, default_env=env)
             for name, deployment in selected.items()
         }
-        check_api_reachable()
         for pool in {d.work_pool for d in selected.values() if d.work_pool}:
             check_work_pool(pool)
         for name, runner_deployment in deployments.items():
@@ -160,6 +160,7 @@ def serve(
     from kedro_prefect.deploy import check_api_reachable, load_project
 
     with _clear_errors():
+        check_api_reachable()
         project = load_project(Path(metadata.project_path), env)
         config = project.config
         served = {n: d for n, d in config.deployments.items() if not d.work_pool}
@@ -182,7 +183,6 @@ def serve(
             project.deployment(name, deployment, default_env=env)
             for name, deployment in served.items()
         ]
-        check_api_reachable()
     prefect_serve(*deployments, pause_on_shutdown=False, limit=limit)
 
 

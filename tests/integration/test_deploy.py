@@ -90,11 +90,13 @@ def test_deploy_creates_schedules_as_given_and_redeploy_updates_in_place(
     _write_prefect_yml(
         example_project,
         {
+            # Read through the project's config loader: `_` variables and ${...} work.
+            "_tz": "Europe/Amsterdam",
             "runner": {"flow_name": flow_name},
             "deployments": {
                 "nightly": {
                     "pipeline": "__default__",
-                    "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Amsterdam"},
+                    "schedule": {"cron": "0 2 * * *", "timezone": "${_tz}"},
                     "parameters": {"top_n": 5},
                     "tags": ["kedro", "nightly"],
                     "description": "Nightly sales",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,22 @@ class DeployError(RuntimeError):
     """A deployment cannot be created: no reachable Prefect API, a missing work pool..."""
 
 
-@flow(name="kedro-pipeline", persist_result=False, log_prints=False)
+def _flow_run_name() -> str:
+    """``<project dir>-<pipeline>-<scheduled start, UTC>``, like ``kedro run``'s flow run names."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    project = Path(parameters.get("project_path") or "kedro").name
+    start = flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H.%M.%SZ")
+    return f"{project}-{parameters.get('pipeline') or '__default__'}-{start}"
+
+
+@flow(
+    name="kedro-pipeline",
+    flow_run_name=_flow_run_name,
+    persist_result=False,
+    log_prints=False,
+)
 def kedro_pipeline(
     project_path: str,
     pipeline: str = "__default__",

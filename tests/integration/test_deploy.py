@@ -298,6 +298,7 @@ def test_serve_runs_a_deployment_as_one_flow_run_with_a_task_per_node(
                 lambda: _final_flow_run(client, deployment.id), serve, serve_log, timeout=240
             )
             assert flow_run.state.is_completed(), flow_run.state
+            assert flow_run.name.startswith("sales_demo-__default__-")
             # Task runs reach the database through events, a moment after the flow run ends.
             task_runs = _wait_for(
                 lambda: _task_runs_once_final(client, flow_run.id), serve, serve_log

@@ -111,6 +111,13 @@ class PrefectRunner(AbstractRunner):
             with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
+        if _in_flow_run():
+            # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
+            # submit the node tasks into that flow run instead of starting a second flow.
+            with node_logs_to_prefect(_package_name()):
+                kedro_pipeline()
+            return
+
         pipeline_flow = flow(
             kedro_pipeline,
             name=flow_name,
@@ -226,6 +233,12 @@ def _follow_kedro_log_level() -> None:
     ours = logging.getLogger("kedro_prefect")
     if ours.level == logging.NOTSET:
         ours.setLevel(logging.getLogger("kedro").getEffectiveLevel())
+
+
+def _in_flow_run() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
 
 
 def _package_name() -> str | None:

@@ -11,8 +11,9 @@ from kedro.runner import AbstractRunner
 
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
-from kedro_prefect.logs import node_logs_to_prefect
+from kedro_prefect.logs import keep_project_log_handlers, node_logs_to_prefect
 from kedro_prefect.node_execution import node_task
+from kedro_prefect.observers import NULL_OBSERVER, RunObserver, observe_run
 from kedro_prefect.prefect_api import prefect_run_settings
 from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
 
@@ -43,6 +44,8 @@ class PrefectRunner(AbstractRunner):
     Example:
         ``kedro run --runner=kedro_prefect.PrefectRunner --runner-params=max_workers=4``
     """
+
+    _observer: RunObserver = NULL_OBSERVER  # artifacts and terminal progress, set per run
 
     def __init__(self, is_async: bool = False, **options: Any):
         """Validate the options; an unknown option or a bad value raises before anything runs.
@@ -91,6 +94,8 @@ class PrefectRunner(AbstractRunner):
                 has been logged.
         """
         from kedro.framework.hooks.manager import _NullPluginManager
+
+        keep_project_log_handlers()
         from prefect import flow
 
         hook_manager = hook_manager or _NullPluginManager()
@@ -102,7 +107,10 @@ class PrefectRunner(AbstractRunner):
         flow_name, flow_run_name = self._flow_names(run_id)
 
         def kedro_pipeline() -> None:
-            with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
+            with (
+                build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
+                observe_run(pipeline, runner, flow_name, run_id) as self._observer,
+            ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
         pipeline_flow = flow(
@@ -151,6 +159,7 @@ class PrefectRunner(AbstractRunner):
                 wait_for=[futures[parent] for parent in parents[node]],
             )
             futures[node] = future
+            self._observer.on_node_submitted(node, future)
             future.add_done_callback(lambda _, node=node: finished.put(node))
 
         in_flight = 0
@@ -166,6 +175,7 @@ class PrefectRunner(AbstractRunner):
             future = futures[node]
             future.wait()  # already done: this only records the final state on the future
             state = future.state
+            self._observer.on_node_finished(node, future)
             if not state.is_completed():
                 failed = failed or (node, state)
                 continue

@@ -112,7 +112,8 @@ def mermaid_flowchart(pipeline: Pipeline) -> list[str]:
         out = [pad + line for line in members.get(namespace, [])]
         for child in sorted(tree.get(namespace, ())):
             subgraph_ids[child] = f"ns{len(subgraph_ids)}"
-            out.append(f'{pad}subgraph {subgraph_ids[child]}["{_label(child)}"]')
+            label = _label(child.rpartition(".")[2])
+            out.append(f'{pad}subgraph {subgraph_ids[child]}["{label}"]')
             out.extend(emit(child, depth + 1))
             out.append(f"{pad}end")
         return out

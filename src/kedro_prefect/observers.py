@@ -219,33 +219,34 @@ def _api_and_ui_urls(flow_run_id: Any) -> tuple[str | None, str | None]:
 
     settings = get_current_settings()
     api_url = settings.api.url
-    if not api_url or flow_run_id is None or _is_ephemeral(api_url):
-        return api_url, None
     ui_url = settings.ui_url
-    if not ui_url or not _serves_ui(api_url, ui_url):
+    if not api_url or not ui_url or flow_run_id is None or not _serves_ui(api_url, ui_url):
         return api_url, None
     return api_url, f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-def _is_ephemeral(api_url: str) -> bool:
-    from prefect.server.api.server import SubprocessASGIServer
-
-    return any(
-        server.running and server.api_url == api_url
-        for server in list(SubprocessASGIServer._instances.values())
-    )
-
-
 def _serves_ui(api_url: str, ui_url: str) -> bool:
-    """Prefect Cloud always does; a self-hosted server unless started with ``--no-ui``."""
+    """Prefect Cloud does; a server does unless it is ephemeral or started with ``--no-ui``.
+
+    A Prefect 3 server answers ``GET <ui>/ui-settings`` even without a UI, listing the UIs it
+    serves in ``available_uis``.
+    """
     if "api.prefect.cloud" in api_url:
         return True
     import httpx
 
     try:
-        return httpx.get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2).status_code == 200
-    except httpx.HTTPError:
+        response = httpx.get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2)
+        if response.status_code != 200:
+            return False
+        settings = response.json()
+    except (httpx.HTTPError, ValueError):
         return False
+    if not isinstance(settings, dict):
+        return False
+    if "available_uis" in settings:
+        return bool(settings["available_uis"])
+    return bool(settings.get("api_url"))
 
 
 def _dask_dashboard(task_runner: TaskRunner) -> str | None:
@@ -269,7 +270,10 @@ def _read_task_runs(run: PipelineRun) -> None:
     }
     if not by_id:
         return
-    deadline = time.monotonic() + API_SETTLE_SECONDS
+    # After Ctrl-C or SystemExit, read once and do not hold up the exit.
+    interrupted = run.error is not None and not isinstance(run.error, Exception)
+    started = time.monotonic()
+    deadline = started + (0 if interrupted else API_SETTLE_SECONDS)
     with get_client(sync_client=True) as client:
         while True:
             task_runs = client.read_task_runs(
@@ -284,6 +288,12 @@ def _read_task_runs(run: PipelineRun) -> None:
             if len(settled) == len(by_id) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+    logger.debug(
+        "Read %d of %d task runs back from the Prefect API in %.2f s",
+        len(settled),
+        len(by_id),
+        time.monotonic() - started,
+    )
     for task_run_id, task_run in settled.items():
         record = by_id[task_run_id]
         record.attempts = task_run.run_count

@@ -16,10 +16,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
-from tests.helpers import EXAMPLE_PROJECT, KEDRO
+from tests.helpers import EXAMPLE_PROJECT, KEDRO, PREFECT, PrefectServer
 from tests.integration.test_quickstart import quickstart_server_command
 
 pytestmark = pytest.mark.integration
@@ -88,6 +89,42 @@ def _kedro_in_pty(project: Path, *args: str, env: dict[str, str]) -> tuple[int, 
     os.close(leader)
     output = b"".join(chunks).decode("utf-8", "replace")
     return process.wait(timeout=60), ANSI_ESCAPE.sub("", output)
+
+
+class PrefectServerWithUI(PrefectServer):
+    """``prefect server start`` serving Prefect's UI (the shared fixture's server has none)."""
+
+    def start(self, timeout: float = 180) -> None:
+        env = {**os.environ, "PREFECT_HOME": str(self.home)}
+        env.pop("PREFECT_API_URL", None)
+        command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--analytics-off"],
+            env=env,
+            stdout=open(self.home / "server.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError((self.home / "server.log").read_text())
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError("prefect server (with UI) did not become healthy in time")
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory):
+    server = PrefectServerWithUI(tmp_path_factory.mktemp("prefect-ui-home"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +256,7 @@ def test_no_progress_or_summary_in_a_pipe(server_run):
     assert "/13 nodes" not in output
 
 
-def test_progress_and_summary_on_a_terminal(prefect_server, tmp_path):
+def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
     project = _fresh_project(tmp_path / "sales_demo")
     # top_n must be an int: rank_products fails, its siblings and ancestors still complete.
     code, output = _kedro_in_pty(
@@ -227,19 +264,28 @@ def test_progress_and_summary_on_a_terminal(prefect_server, tmp_path):
         "run",
         "--runner=kedro_prefect.PrefectRunner",
         "--params=top_n=not-a-number",
-        env=prefect_server.env,
+        env=ui_server.env,
     )
     assert code != 0, output
     assert "/13 nodes" in output  # the live progress bar was drawn
     assert "Pipeline failed" in output
     assert "slowest nodes" in output
     assert "failed: rank_products" in output
-    # The server runs with --no-ui: no link to a UI that does not exist.
-    assert "Prefect flow run:" not in output
-    with _client(prefect_server) as client:
+    assert "TypeError" in output.split("failed: rank_products", 1)[1].splitlines()[0]
+    with _client(ui_server) as client:
         flow_run = _latest_flow_run(client, "sales_demo")
         (artifact,) = _artifacts(client, flow_run.id, "sales-demo-default-nodes")
+    # The server serves Prefect's UI: the terminal links to this flow run's page.
+    ui_url = ui_server.api_url.removesuffix("/api")
+    assert f"Prefect flow run: {ui_url}/runs/flow-run/{flow_run.id}" in output
     rows = {row["node"]: row for row in _rows(artifact)}
     assert set(rows) == NODES
     assert rows["rank_products"]["state"] == "Failed"
     assert rows["ingest.join_lines"]["state"] == "Completed"
+
+
+def test_no_ui_link_for_a_server_without_ui(prefect_server):
+    from kedro_prefect.observers import _serves_ui
+
+    ui_url = prefect_server.api_url.removesuffix("/api")
+    assert not _serves_ui(prefect_server.api_url, ui_url)  # started with --no-ui

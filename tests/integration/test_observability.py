@@ -256,6 +256,7 @@ def test_no_progress_or_summary_in_a_pipe(server_run):
     assert "/13 nodes" not in output
 
 
+@pytest.mark.timeout(900)  # starts a Prefect server with its UI, then runs the project
 def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
     project = _fresh_project(tmp_path / "sales_demo")
     # top_n must be an int: rank_products fails, its siblings and ancestors still complete.

@@ -130,8 +130,16 @@ class RunRecorder(RunObserver):
         if context is not None and context.flow_run is not None:
             run.flow_run_id = context.flow_run.id
             run.flow_run_name = context.flow_run.name
-        run.api_url, run.ui_url = _api_and_ui_urls(run.flow_run_id)
+        with _warn_on_error("finding the flow run's UI link"):
+            run.api_url, run.ui_url = _api_and_ui_urls(run.flow_run_id)
         run.dashboard_url = _dask_dashboard(run.task_runner)
+        if run.dashboard_url is not None:  # a Dask client: node logs on workers to Prefect too
+            from kedro.framework.project import PACKAGE_NAME
+
+            from kedro_prefect.dask_logs import forward_dask_worker_logs
+
+            with _warn_on_error("sending node logs from Dask workers to Prefect"):
+                forward_dask_worker_logs(run.task_runner, PACKAGE_NAME)
 
     def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
         record = self.run.nodes[node.name]
@@ -143,8 +151,10 @@ class RunRecorder(RunObserver):
 
     def on_run_end(self, run: PipelineRun) -> None:
         run.ended_at = time.monotonic()
-        _read_task_runs(run)
-        _find_workers(run)
+        with _warn_on_error("reading the task runs back from the Prefect API"):
+            _read_task_runs(run)
+        with _warn_on_error("finding which worker ran each node"):
+            _find_workers(run)
         for record in run.nodes.values():
             record.future = None  # let go of Dask futures and results
 
@@ -208,6 +218,15 @@ def observe_run(
         observers.on_run_end(run)
 
 
+@contextmanager
+def _warn_on_error(doing: str) -> Iterator[None]:
+    """Log a warning instead of raising: observing a run must not break it."""
+    try:
+        yield
+    except Exception as exc:
+        logger.warning("kedro-prefect: %s failed (%s: %s)", doing, type(exc).__name__, exc)
+
+
 def _slug(text: str) -> str:
     out = "".join(ch if ch.isalnum() else "-" for ch in text.lower())
     return "-".join(part for part in out.split("-") if part) or "kedro"
@@ -250,8 +269,20 @@ def _serves_ui(api_url: str, ui_url: str) -> bool:
 
 
 def _dask_dashboard(task_runner: TaskRunner) -> str | None:
-    client = getattr(task_runner, "_client", None)
-    return getattr(client, "dashboard_link", None) if client is not None else None
+    """The dashboard link of a ``DaskTaskRunner``'s client; ``None`` for other task runners.
+
+    The Dask task runner connects to (or creates) its cluster on first use; this is that first
+    use, just before the first node is submitted.
+    """
+    import sys
+
+    if "prefect_dask" not in sys.modules:
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if not isinstance(task_runner, DaskTaskRunner):
+        return None
+    return task_runner.client.dashboard_link or ""
 
 
 def _read_task_runs(run: PipelineRun) -> None:

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     from kedro_prefect.dask_logs import forward_dask_worker_logs
 
 
-    @task(name="node-on-dask")
+    @task(name="node-on-dask", task_run_name="node-on-dask")
     def node_like():
         logging.getLogger("kedro.io.data_catalog").info("Loading data from lines (on a worker)")
         logging.getLogger("sales_demo.hooks").info("hook ran on a worker")
@@ -77,19 +77,24 @@ def test_node_logs_on_dask_workers_reach_the_task_run(prefect_server, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
     with SyncPrefectClient(prefect_server.api_url) as client:
-        (task_run,) = client.read_task_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["dask-node-logs"])),
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["node-on-dask"])),
-        )
         deadline = time.monotonic() + 30
-        while True:
+        while True:  # task runs and logs reach the server asynchronously
+            task_runs = client.read_task_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["dask-node-logs"])),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["node-on-dask"])),
+            )
             logs = client.read_logs(
-                log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run.id]))
+                log_filter=LogFilter(
+                    task_run_id=LogFilterTaskRunId(any_=[task_run.id for task_run in task_runs])
+                )
             )
             messages = {(log.name, log.message) for log in logs}
             if ("sales_demo.hooks", "hook ran on a worker") in messages:
                 break
-            assert time.monotonic() < deadline, messages
+            assert time.monotonic() < deadline, (task_runs, messages)
             time.sleep(0.5)
+    assert len(task_runs) == 1
+    shipped = [(log.name, log.message) for log in logs]
+    assert shipped.count(("sales_demo.hooks", "hook ran on a worker")) == 1, shipped  # once
     assert ("kedro.io.data_catalog", "Loading data from lines (on a worker)") in messages
     assert not any(message == "below the project's level" for _, message in messages)

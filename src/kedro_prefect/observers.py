@@ -133,13 +133,6 @@ class RunRecorder(RunObserver):
         with _warn_on_error("finding the flow run's UI link"):
             run.api_url, run.ui_url = _api_and_ui_urls(run.flow_run_id)
         run.dashboard_url = _dask_dashboard(run.task_runner)
-        if run.dashboard_url is not None:  # a Dask client: node logs on workers to Prefect too
-            from kedro.framework.project import PACKAGE_NAME
-
-            from kedro_prefect.dask_logs import forward_dask_worker_logs
-
-            with _warn_on_error("sending node logs from Dask workers to Prefect"):
-                forward_dask_worker_logs(run.task_runner, PACKAGE_NAME)
 
     def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
         record = self.run.nodes[node.name]

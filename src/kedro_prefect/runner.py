@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 from collections import Counter
+from collections.abc import Callable
+from contextvars import ContextVar
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +114,7 @@ class PrefectRunner(AbstractRunner):
             return
         flow_name, flow_run_name = self._flow_names(run_id)
 
-        def kedro_pipeline() -> None:
+        def run_pipeline() -> None:
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
                 observe_run(pipeline, runner, flow_name, run_id) as self._observer,
@@ -123,19 +125,23 @@ class PrefectRunner(AbstractRunner):
             # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
             # submit the node tasks into that flow run instead of starting a second flow.
             with node_logs_to_prefect(_package_name()):
-                kedro_pipeline()
+                run_pipeline()
             return
 
         pipeline_flow = flow(
-            kedro_pipeline,
+            _pipeline_flow,
             name=flow_name,
             flow_run_name=flow_run_name,
             persist_result=False,
             validate_parameters=False,
             log_prints=False,
         )
-        with prefect_run_settings(), node_logs_to_prefect(_package_name()):
-            pipeline_flow()
+        token = _RUN_BODY.set(run_pipeline)
+        try:
+            with prefect_run_settings(), node_logs_to_prefect(_package_name()):
+                pipeline_flow()
+        finally:
+            _RUN_BODY.reset(token)
 
     def _run_nodes(
         self,
@@ -230,6 +236,20 @@ def _node_execution(
     if is_dask_runner(task_runner):
         return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
+
+
+#: The body of the flow run being started by ``PrefectRunner._run`` in this context.
+_RUN_BODY: ContextVar[Callable[[], None]] = ContextVar("kedro_prefect_run_body")
+
+
+def _pipeline_flow() -> None:
+    """The function of every PrefectRunner flow: runs the body its runner set in ``_RUN_BODY``.
+
+    It is module-level on purpose. Prefect sends the flow object along with every task it
+    submits to another process (Dask): a closure would carry the runner, the pipeline, the
+    catalog and the hook manager into each task; this function is pickled by reference.
+    """
+    _RUN_BODY.get()()
 
 
 def _follow_kedro_log_level() -> None:

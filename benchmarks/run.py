@@ -264,7 +264,7 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
                     f"{1000 * (r['seconds'] - seq) / n:.2f} | {n / r['seconds']:.0f} | "
                     f"{r['seconds'] / seq:.1f} | {r['seconds'] / raw:.2f} |"
                 )
-                if runner in ("PrefectRunner", "raw Prefect tasks"):
+                if runner == "PrefectRunner":
                     plot.append(
                         (f"{case} {n}, {runner}, {api} (vs raw Prefect)", r["seconds"] / raw)
                     )
@@ -361,6 +361,7 @@ def write_plot(plot: list[tuple[str, float]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = [p[0] for p in plot]
@@ -371,6 +372,8 @@ def write_plot(plot: list[tuple[str, float]], path: Path) -> None:
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("ratio to the baseline measured in the same run (log scale, lower is better)")
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)

@@ -244,9 +244,10 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
         api = cases["api"]
         label = "ephemeral API" if api == "ephemeral" else "a Prefect server at `PREFECT_API_URL`"
         add(f"## 2. Per-node overhead, {label}\n")
+        what = "launch of the ephemeral API" if api == "ephemeral" else "first use of the server"
         add(
-            f"Ephemeral API start in this process: {cases['api_start_s']:.2f} s (excluded below: "
-            "every runner had a warm-up run first).\n"
+            f"Prefect API ready in this process after {cases['api_start_s']:.2f} s ({what}, with "
+            "`import prefect`; excluded below: every runner had a warm-up run first).\n"
         )
         add(
             "| case | runner | seconds | ms per node | ms per node over SequentialRunner | "
@@ -284,7 +285,7 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
             if runner in ("PrefectRunner", "layered Prefect flow", "ThreadRunner"):
                 plot.append((f"skewed, {runner}, {api} (vs critical path)", ratio))
         add("")
-        add(f"## 5. Scale, {label}\n")
+        add(f"## 5. Scale: 1,000 nodes, {label}\n")
         rows = _rows(cases, "scale")
         seq = rows["SequentialRunner"]["seconds"]
         add("| runner | nodes | total run | ms per node | x SequentialRunner |")

@@ -398,23 +398,36 @@ def bootstrap_worker(
     """Make the project importable and configured in this (worker) process. Idempotent."""
     if source_dir and Path(source_dir).is_dir() and source_dir not in sys.path:
         sys.path.insert(0, source_dir)
-    key = f"{package_name}:{source_dir}"
-    if _bootstrapped.get("key") == key:
+    key = (package_name, source_dir)
+    if _bootstrapped.get("key") != key:
+        if package_name:
+            from kedro.framework.project import configure_project
+
+            configure_project(package_name)
+        worker_hook_manager.cache_clear()
+        _bootstrapped["key"] = key
+    _bootstrapped["package_name"] = package_name
+    _bootstrapped["log_levels"] = log_levels
+
+
+def _ensure_worker_logging() -> None:
+    """Send node log records to the Prefect API from this worker, at the driver's levels.
+
+    Checked at the start of every node task: Prefect and Kedro (re)apply their logging config
+    with ``dictConfig`` when they start up in the worker, which drops handlers added before.
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    root = logging.getLogger()
+    if any(isinstance(handler, APILogHandler) for handler in root.handlers):
         return
-    if package_name:
-        from kedro.framework.project import configure_project
+    from kedro_prefect.logs import node_logs_to_prefect
 
-        configure_project(package_name)
-    for name, level in log_levels.items():
+    for name, level in _bootstrapped.get("log_levels", {}).items():
         logging.getLogger(name or None).setLevel(level)
-    if "logs" not in _bootstrapped:
-        from kedro_prefect.logs import node_logs_to_prefect
-
-        logs = node_logs_to_prefect(package_name)
-        logs.__enter__()
-        _bootstrapped["logs"] = logs
-    worker_hook_manager.cache_clear()
-    _bootstrapped["key"] = key
+    logs = node_logs_to_prefect(_bootstrapped.get("package_name"))
+    logs.__enter__()  # for the life of the worker process
+    _bootstrapped["logs"] = logs
 
 
 @functools.cache
@@ -459,21 +472,21 @@ def run_node_on_worker(
 
     from kedro_prefect.node_execution import run_node
 
+    _ensure_worker_logging()
     catalog = DataCatalog(dict(datasets))
-    for name, copy_mode in memory.items():
-        mode = "assign" if name in node.outputs else copy_mode
-        catalog[name] = MemoryDataset(copy_mode=mode)
     available = dict(given.data)
     for outputs in upstream.values():
         available.update(outputs.data)
-    for name in node.inputs:
-        if name in memory:
-            catalog.save(name, available[name])
+    for name, copy_mode in memory.items():
+        if name in node.outputs:
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        else:  # the dataset's own save() applies the copy mode, without catalog log lines
+            catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
     try:
         run_node(node, catalog, worker_hook_manager(), is_async, run_id)
     finally:
         APILogHandler().flush()  # ship the node's log records before the task ends
-    return NodeData({name: catalog.load(name) for name in node.outputs if name in memory})
+    return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})
 
 
 # --- the driver side -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ and the speed-up over SequentialRunner. PrefectRunner on Dask is measured twice:
 that is already running (``address=``) and with the LocalCluster it starts itself (start-up
 included).
 
-    python benchmarks/dask_cpu.py                 # defaults: 8 nodes of ~4 s each on one core
+    python benchmarks/dask_cpu.py                 # defaults: 8 nodes of 12M loops (~2-4 s each)
     python benchmarks/dask_cpu.py --nodes 4 --loops 2000000
 
 Writes JSON rows to ``benchmarks/results/dask_cpu.json``.
@@ -82,7 +82,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
-    parser.add_argument("--loops", type=int, default=4_000_000, help="work per node")
+    parser.add_argument("--loops", type=int, default=12_000_000, help="work per node")
     args = parser.parse_args()
     logging.getLogger("kedro").setLevel(logging.WARNING)
     logging.getLogger("kedro_prefect").setLevel(logging.WARNING)

@@ -57,18 +57,21 @@ def wide_pipeline(nodes: int):
     )
 
 
-def catalog(nodes: int, loops: int):
-    from kedro.io import DataCatalog, MemoryDataset
+def catalog(nodes: int, loops: int, shared: bool = False):
+    """The inputs; ``ParallelRunner`` needs Kedro's ``SharedMemoryDataCatalog``."""
+    from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataCatalog
 
     datasets = {f"seed{i}": MemoryDataset(i) for i in range(nodes)}
     datasets["params:loops"] = MemoryDataset(loops)
-    return DataCatalog(datasets)
+    return (SharedMemoryDataCatalog if shared else DataCatalog)(datasets)
 
 
 def timed(runner, nodes: int, loops: int) -> tuple[float, int]:
+    from kedro.runner import ParallelRunner
+
     pipeline = wide_pipeline(nodes)
     start = time.perf_counter()
-    out = runner.run(pipeline, catalog(nodes, loops))
+    out = runner.run(pipeline, catalog(nodes, loops, shared=isinstance(runner, ParallelRunner)))
     return time.perf_counter() - start, out["total"].load()
 
 

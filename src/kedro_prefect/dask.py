@@ -25,7 +25,9 @@ What happens, in order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 import ipaddress
 import logging
 import socket
@@ -166,6 +168,14 @@ def _task_runner_classes() -> tuple[type, type]:
                 client_kwargs=self.client_kwargs,
             )
 
+        def __exit__(self, *args: Any) -> None:
+            # Node log records are sent in the background on the workers; make sure they
+            # reached the API before the run ends (one flush per worker, not per task).
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    self._client.run(_flush_worker_logs)
+            super().__exit__(*args)
+
         def submit(  # type: ignore[override]
             self,
             task: Any,
@@ -197,6 +207,15 @@ def _task_runner_classes() -> tuple[type, type]:
             )
 
     return KedroDaskTaskRunner, KedroDaskFuture
+
+
+async def _flush_worker_logs() -> None:
+    """Send this worker's queued log records to the Prefect API (run on each worker)."""
+    from prefect.logging.handlers import APILogWorker
+
+    result = APILogWorker.drain_all(timeout=10)
+    if inspect.isawaitable(result):
+        await result
 
 
 def _flow_stand_in() -> None:
@@ -522,7 +541,6 @@ def run_node_on_worker(
     """
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
-    from prefect.logging.handlers import APILogHandler
 
     from kedro_prefect.node_execution import run_node
 
@@ -537,10 +555,7 @@ def run_node_on_worker(
             catalog[name] = MemoryDataset(copy_mode="assign")
         else:  # the dataset's own save() applies the copy mode, without catalog log lines
             catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
-    try:
-        run_node(node, catalog, worker_hook_manager(), is_async, run_id)
-    finally:
-        APILogHandler().flush()  # ship the node's log records before the task ends
+    run_node(node, catalog, worker_hook_manager(), is_async, run_id)
     return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})
 
 

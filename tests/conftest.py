@@ -60,4 +60,8 @@ def prefect_server(tmp_path_factory) -> PrefectServer:
     server = PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
     server.start()
     yield server
+    # Deliver what this process still queues for that server (events, logs) before it goes.
+    from kedro_prefect.prefect_api import _drain_prefect_workers
+
+    _drain_prefect_workers(timeout=10)
     server.stop()

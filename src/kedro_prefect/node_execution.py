@@ -48,11 +48,12 @@ def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
+    extra_tags = task_options.pop("tags", ())
     return task(
         fn,
         name=node.name,
         task_run_name=node.name,
-        tags=node_tags(node),
+        tags=node_tags(node) | set(extra_tags),
         cache_policy=NO_CACHE,
         persist_result=False,
         **task_options,

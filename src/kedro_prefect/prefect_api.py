@@ -25,12 +25,14 @@ def ephemeral_api_url() -> str:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
+    from kedro_prefect.cancellation import start_ephemeral_server
+
     server = SubprocessASGIServer()
     if not server.running:
         # The server process inherits the settings in force when it starts: no analytics
         # (they try to reach the internet and fight the first migration for the SQLite lock).
         with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            server.start()
+            server = start_ephemeral_server()  # detached from Ctrl-C, dies with this process
     return server.api_url
 
 

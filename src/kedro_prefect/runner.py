@@ -9,11 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
 
+from kedro_prefect.cancellation import Cancellation, RunCancelledError, run_flow_body
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import node_logs_to_prefect
-from kedro_prefect.node_execution import node_task
-from kedro_prefect.prefect_api import prefect_run_settings
+from kedro_prefect.node_execution import node_task, run_node
+from kedro_prefect.prefect_api import configured_api_url, prefect_run_settings
+from kedro_prefect.preflight import ensure_api_reachable
+from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_prefect_logs
+from kedro_prefect.task_options import (
+    NodeTaskOptions,
+    apply_concurrency_limits,
+    resolve_task_options,
+    timeout_error,
+)
 from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
 
 if TYPE_CHECKING:
@@ -67,6 +76,7 @@ class PrefectRunner(AbstractRunner):
     def _apply_project_defaults(self) -> None:
         """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""
         project = load_project_config(run_params_recorder.config_loader)
+        self._project_config = project
         if not project.runner:
             return
         given = self._options.model_dump(include=self._options.model_fields_set)
@@ -100,10 +110,23 @@ class PrefectRunner(AbstractRunner):
             self._logger.info("No nodes to run.")
             return
         flow_name, flow_run_name = self._flow_names(run_id)
+        tasks_config = self._project_config.tasks
+        self._task_options = resolve_task_options(
+            pipeline, self._options.model_dump(), tasks_config
+        )
+        secrets = project_secrets(run_params_recorder.config_loader)
+        self._node_fn = protect_secrets(run_node, secrets)
+        self._cancellation = cancellation = Cancellation()
 
-        def kedro_pipeline() -> None:
-            with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
-                self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
+        def kedro_pipeline() -> Any:
+            def body() -> None:
+                with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
+                    self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
+
+            state, outcome["error"] = run_flow_body(body, cancellation, secrets)
+            return state
+
+        outcome: dict[str, BaseException | None] = {"error": None}
 
         pipeline_flow = flow(
             kedro_pipeline,
@@ -113,8 +136,17 @@ class PrefectRunner(AbstractRunner):
             validate_parameters=False,
             log_prints=False,
         )
-        with prefect_run_settings(), node_logs_to_prefect(_package_name()):
-            pipeline_flow()
+        if configured_api_url():
+            ensure_api_reachable(configured_api_url())
+        with (
+            prefect_run_settings(),
+            node_logs_to_prefect(_package_name()),
+            redacted_prefect_logs(secrets),
+        ):
+            apply_concurrency_limits(tasks_config)
+            pipeline_flow(return_state=True)
+        if outcome["error"] is not None:
+            raise outcome["error"]
 
     def _run_nodes(
         self,
@@ -139,8 +171,9 @@ class PrefectRunner(AbstractRunner):
         failed: tuple[Node, Any] | None = None
 
         def submit(node: Node) -> None:
+            options: NodeTaskOptions = self._task_options[node.name]
             future = task_runner.submit(
-                node_task(node),
+                node_task(node, fn=self._node_fn, **options.prefect_kwargs()),
                 parameters={
                     "node": node,
                     "catalog": catalog,
@@ -153,6 +186,7 @@ class PrefectRunner(AbstractRunner):
             futures[node] = future
             future.add_done_callback(lambda _, node=node: finished.put(node))
 
+        self._cancellation.on_request(lambda: finished.put(None))  # wake the loop up
         in_flight = 0
         for node in pipeline.nodes:
             if not waiting_on[node]:
@@ -162,6 +196,8 @@ class PrefectRunner(AbstractRunner):
         total = len(pipeline.nodes)
         while in_flight:
             node = finished.get()
+            if node is None:  # cancellation requested: submit nothing more
+                continue
             in_flight -= 1
             future = futures[node]
             future.wait()  # already done: this only records the final state on the future
@@ -173,7 +209,7 @@ class PrefectRunner(AbstractRunner):
             self._logger.info("Completed node: %s", node.name)
             self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
             self._release_datasets(node, catalog, load_counts, pipeline)
-            if failed:
+            if failed or self._cancellation.requested:
                 continue
             for child in children[node]:
                 waiting_on[child] -= 1
@@ -181,10 +217,15 @@ class PrefectRunner(AbstractRunner):
                     submit(child)
                     in_flight += 1
 
-        if failed:
+        if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+        if failed:
+            if failed[1].name == "TimedOut":
+                raise timeout_error(failed[0], self._task_options.get(failed[0].name))
             failed[1].result(raise_on_failure=True)
             raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
+        if self._cancellation.requested:
+            raise RunCancelledError(self._cancellation.signum)
 
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""

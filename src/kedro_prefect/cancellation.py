@@ -62,7 +62,11 @@ class Cancellation:
         self.signum: int | None = None
         self.flow_run_id: Any = None
         self._wakers: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The flow function refers to the runner, which refers to this object, and Prefect's
+        # Dask task runner pickles the flow run context: leave the (driver-only) wakers out.
+        return {**self.__dict__, "_wakers": []}
 
     @property
     def requested(self) -> bool:

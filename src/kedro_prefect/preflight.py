@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kedro_prefect.errors import KedroPrefectError
 
 
@@ -22,3 +24,26 @@ def ensure_api_reachable(api_url: str, timeout: float = 10.0) -> None:
             f"({type(exc).__name__}: {exc}). Start that server (`prefect server start`), fix "
             "PREFECT_API_URL, or unset it to let kedro-prefect use a temporary local API."
         ) from None
+
+
+class MissingPipelineInputError(KedroPrefectError):
+    """A free input of the pipeline is neither in the catalog nor produced by a node."""
+
+
+def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:
+    """The error for Kedro's "Pipeline input(s) {...} not found" check, naming the inputs."""
+    import ast
+
+    try:
+        missing = sorted(ast.literal_eval(message[message.index("{") : message.index("}") + 1]))
+    except (ValueError, SyntaxError):
+        return MissingPipelineInputError(f"{message}; no node was run.")
+    users = sorted(
+        node.name for node in pipeline.nodes if any(name in node.inputs for name in missing)
+    )
+    return MissingPipelineInputError(
+        f"Pipeline input(s) {', '.join(missing)} not found in the catalog (needed by "
+        f"{', '.join(users)}); no node was run. Declare them in conf/<env>/catalog.yml, or "
+        "include the nodes that produce them in the run (check --pipeline, --from-nodes, "
+        "--to-nodes, --tags)."
+    )

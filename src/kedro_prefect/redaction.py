@@ -8,8 +8,8 @@ environment variables and resolvers are applied) never reach Prefect:
 * a node's exception whose message or traceback contains a credential is replaced, before
   Prefect sees it (state message, task run logs), by :class:`RedactedNodeError` with every
   credential value masked;
-* log records sent to the Prefect API (by any ``APILogHandler``, Prefect's own included) during
-  a run have credential values masked;
+* log records emitted during a run have credential values masked in every handler: those sent
+  to the Prefect API (Prefect's own ``APILogHandler`` included) and the terminal;
 * the flow body never raises: a failure ends the flow run with a ``Failed`` state built from the
   masked message, because Prefect writes a failing flow's exception to result storage
   (``$PREFECT_HOME/storage``) even with persistence off.
@@ -17,7 +17,7 @@ environment variables and resolvers are applied) never reach Prefect:
 
 from __future__ import annotations
 
-import functools
+import inspect
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -68,24 +68,35 @@ class RedactedNodeError(RuntimeError):
 
 def protect_secrets(fn: Callable[..., Any], secrets: frozenset[str]) -> Callable[..., Any]:
     """Wrap a node task body so that its exceptions never carry a credential value."""
-    if not secrets:
-        return fn
+    return MaskingTaskBody(fn, secrets) if secrets else fn
 
-    @functools.wraps(fn)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
+
+class MaskingTaskBody:
+    """A task body calling ``fn``; an exception mentioning a credential is masked.
+
+    A module-level class, so that it pickles by reference (Dask) like the function it wraps;
+    it exposes ``fn``'s signature, which Prefect binds the task parameters to.
+    """
+
+    def __init__(self, fn: Callable[..., Any], secrets: frozenset[str]):
+        self.fn = fn
+        self.secrets = secrets
+        self.__name__ = getattr(fn, "__name__", "node")
+        self.__doc__ = fn.__doc__
+        self.__signature__ = inspect.signature(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return self.fn(*args, **kwargs)
         except Exception as exc:
             full = "".join(traceback.format_exception(exc))
-            if not contains_secret(full, secrets):
+            if not contains_secret(full, self.secrets):
                 raise
-            summary = redact(f"{type(exc).__name__}: {exc}", secrets)
+            summary = redact(f"{type(exc).__name__}: {exc}", self.secrets)
             raise RedactedNodeError(
                 f"{summary}\n(credential values masked; original traceback, masked:)\n"
-                f"{redact(full, secrets)}"
+                f"{redact(full, self.secrets)}"
             ) from None
-
-    return guarded
 
 
 class _RedactSecrets(logging.Filter):
@@ -97,32 +108,32 @@ class _RedactSecrets(logging.Filter):
         message = record.getMessage()
         if contains_secret(message, self._secrets):
             record.msg, record.args = redact(message, self._secrets), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        if record.exc_text and contains_secret(record.exc_text, self._secrets):
-            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            if contains_secret(text, self._secrets):
+                # Rich and Prefect format exc_info themselves: replace it by masked text.
+                message = redact(record.getMessage(), self._secrets)
+                record.msg, record.args = f"{message}\n{redact(text, self._secrets)}", None
+                record.exc_info, record.exc_text = None, None
         return True
 
 
 @contextmanager
-def redacted_prefect_logs(secrets: frozenset[str]) -> Iterator[None]:
-    """Mask credential values in every record an ``APILogHandler`` sends while the block runs."""
+def redacted_logs(secrets: frozenset[str]) -> Iterator[None]:
+    """Mask credential values in what every log handler emits while the block runs.
+
+    That covers the ``APILogHandler`` instances sending logs to Prefect (Prefect's own and the
+    one for node logs) and, as a bonus, the terminal and log files of ``kedro run``.
+    """
     if not secrets:
         yield
         return
-    from prefect.logging.handlers import APILogHandler
-
     loggers = [logging.getLogger()] + [
         logger
         for logger in logging.Logger.manager.loggerDict.values()
         if isinstance(logger, logging.Logger)
     ]
-    handlers = {
-        id(handler): handler
-        for logger in loggers
-        for handler in logger.handlers
-        if isinstance(handler, APILogHandler)
-    }
+    handlers = {id(handler): handler for logger in loggers for handler in logger.handlers}
     redactor = _RedactSecrets(secrets)
     for handler in handlers.values():
         handler.addFilter(redactor)

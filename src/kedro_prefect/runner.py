@@ -15,8 +15,8 @@ from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import node_logs_to_prefect
 from kedro_prefect.node_execution import node_task, run_node
 from kedro_prefect.prefect_api import configured_api_url, prefect_run_settings
-from kedro_prefect.preflight import ensure_api_reachable
-from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_prefect_logs
+from kedro_prefect.preflight import ensure_api_reachable, missing_input_error
+from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.task_options import (
     NodeTaskOptions,
     apply_concurrency_limits,
@@ -83,6 +83,15 @@ class PrefectRunner(AbstractRunner):
         self._options = parse_runner_options({**project.runner, **given})
         self._task_runner_class = resolve_task_runner_class(self._options)
 
+    def run(self, pipeline: Pipeline, catalog: CatalogProtocol, *args: Any, **kwargs: Any) -> Any:
+        """Kedro's ``run``; a pipeline input missing from the catalog becomes a one-line error."""
+        try:
+            return super().run(pipeline, catalog, *args, **kwargs)
+        except ValueError as exc:
+            if not str(exc).startswith("Pipeline input(s)"):
+                raise
+            raise missing_input_error(pipeline, str(exc)) from None
+
     def _get_executor(self, max_workers: int) -> Executor | None:
         """Unused: Prefect's task runner plays the executor's part."""
         return None
@@ -141,7 +150,7 @@ class PrefectRunner(AbstractRunner):
         with (
             prefect_run_settings(),
             node_logs_to_prefect(_package_name()),
-            redacted_prefect_logs(secrets),
+            redacted_logs(secrets),
         ):
             apply_concurrency_limits(tasks_config)
             pipeline_flow(return_state=True)

@@ -12,10 +12,9 @@
 The handlers are installed inside the flow body (replacing, for its duration, the SIGTERM bridge
 Prefect's flow engine installs) and only in the main thread.
 
-Prefect's temporary API server is started in its own session (see
-:func:`start_ephemeral_server`): a Ctrl-C in the terminal reaches the whole foreground process
-group, and the server must survive it to record the ``Cancelled`` state. On Linux it also gets
-``PR_SET_PDEATHSIG`` so that it never outlives the ``kedro run`` process, even a killed one.
+Prefect's temporary API server (``kedro_prefect.prefect_api``) is started in its own session:
+a Ctrl-C in the terminal reaches the whole foreground process group, and the server must
+survive it to record the ``Cancelled`` state. It stops by itself when ``kedro run`` dies.
 """
 
 from __future__ import annotations
@@ -160,57 +159,7 @@ def stop_child_processes() -> None:
     for child in multiprocessing.active_children():
         with contextlib.suppress(Exception):
             child.terminate()
-    from prefect.server.api.server import SubprocessASGIServer
+    from kedro_prefect.prefect_api import EPHEMERAL_API
 
-    for server in list(SubprocessASGIServer._instances.values()):
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-def start_ephemeral_server() -> Any:
-    """Start Prefect's temporary API server detached from the terminal's process group.
-
-    Started as Prefect does (``SubprocessASGIServer``), plus: its own session, so that a Ctrl-C
-    in the terminal does not kill it before the run has recorded its Cancelled state; on Linux,
-    ``PR_SET_PDEATHSIG``, so that it dies with the ``kedro run`` process whatever the cause.
-    """
-    from prefect.server.api import server as server_module
-
-    server = server_module.SubprocessASGIServer()
-    if server.running:
-        return server
-    real_subprocess = server_module.subprocess
-    server_module.subprocess = _DetachedSubprocess(real_subprocess)  # type: ignore[assignment]
-    try:
-        server.start()
-    finally:
-        server_module.subprocess = real_subprocess
-    return server
-
-
-class _DetachedSubprocess:
-    """A stand-in for the ``subprocess`` module whose ``Popen`` detaches the child."""
-
-    def __init__(self, real: Any):
-        self._real = real
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def Popen(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("start_new_session", True)
-        if (
-            sys.platform.startswith("linux")
-            and threading.current_thread() is threading.main_thread()
-        ):
-            kwargs.setdefault("preexec_fn", _die_with_parent)
-        return self._real.Popen(*args, **kwargs)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent process dies (Linux only)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
     with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        EPHEMERAL_API.stop()

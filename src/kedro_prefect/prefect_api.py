@@ -5,12 +5,41 @@
   database under ``PREFECT_HOME``. It is started once per Python process, in the driver, and its
   URL is put into the settings of the run, so every task (also on Dask workers) talks to that
   one server instead of starting its own.
+
+Starting the ephemeral API costs seconds (the server imports ``prefect.server``, checks the
+database migrations, starts its services), so :class:`EphemeralAPI` launches the server process
+as soon as a ``PrefectRunner`` is constructed -- ``kedro run`` builds the runner before the session
+loads the project and the catalog -- and the run only waits for it to answer. The driver never
+imports ``prefect.server`` (another ~4 s of imports on a small machine): the server process is
+``python -m uvicorn`` serving :func:`kedro_prefect._ephemeral_app.create_app`, which is the app of
+Prefect's own ``SubprocessASGIServer``.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from kedro_prefect._ephemeral_app import PARENT_PID_ENV
+
+logger = logging.getLogger(__name__)
+
+#: The uvicorn app factory the ephemeral API process serves.
+APP_FACTORY = "kedro_prefect._ephemeral_app:create_app"
+#: uvicorn's exit code when the server could not start (e.g. the port was taken meanwhile).
+_STARTUP_FAILURE = 3
+#: The least time to wait for the server to answer: a loaded 2-core machine needs 20-30 s for a
+#: fresh database, more than Prefect's default ``server.ephemeral.startup_timeout_seconds`` (20).
+MIN_STARTUP_TIMEOUT = 90.0
 
 
 def configured_api_url() -> str | None:
@@ -20,20 +49,232 @@ def configured_api_url() -> str | None:
     return get_current_settings().api.url
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EphemeralAPI:
+    """Prefect's ephemeral API server process, launched at most once per Python process.
+
+    :meth:`start` launches the process and returns at once; :meth:`wait` waits until the API
+    answers and returns its URL. The process is stopped when the Python process exits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._ready = False
+        self._started_at = 0.0
+        self._owner_pid = os.getpid()
+        self._atexit_registered = False
+        #: Server processes launched so far (a relaunch happens only if one died).
+        self.launches = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/api"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the server process writes its output."""
+        from prefect.settings import get_current_settings
+
+        return Path(get_current_settings().home) / "kedro-prefect-ephemeral-api.log"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server process, if one was launched."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Launch the server process unless it is already running; do not wait for it."""
+        with self._lock:
+            if not self.running:
+                self._launch()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Wait until the API answers (launching it if needed); return its URL.
+
+        Raises:
+            RuntimeError: The server process exited or did not answer within ``timeout``
+                seconds; the message holds the end of its output.
+        """
+        with self._lock:
+            if self._ready and self.running:
+                return self.url
+            if not self.running:
+                self._launch()
+            timeout = timeout if timeout is not None else _startup_timeout()
+            deadline = time.monotonic() + timeout
+            relaunches = 0
+            import httpx
+
+            with httpx.Client(timeout=5) as client:
+                while True:
+                    assert self._process is not None
+                    code = self._process.poll()
+                    if code is not None:
+                        if code == _STARTUP_FAILURE and relaunches < 2:
+                            relaunches += 1
+                            self._launch()
+                            continue
+                        raise RuntimeError(
+                            f"Prefect's ephemeral API server exited with code {code}. "
+                            f"{self._log_tail()}"
+                        )
+                    with suppress(httpx.HTTPError):
+                        if client.get(f"{self.url}/health").status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(
+                            f"Prefect's ephemeral API server did not answer within {timeout:.0f} s "
+                            "(set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS to wait longer, "
+                            f"or PREFECT_API_URL to use a running server). {self._log_tail()}"
+                        )
+                    time.sleep(0.05)
+            self._ready = True
+            logger.info(
+                "Prefect ephemeral API at %s (ready %.1f s after launch)",
+                self.url,
+                time.monotonic() - self._started_at,
+            )
+            return self.url
+
+    def stop(self) -> None:
+        """Stop the server process (only from the process that launched it)."""
+        with self._lock:
+            process, self._process = self._process, None
+            self._ready = False
+            if process is None or os.getpid() != self._owner_pid:
+                return
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _stop_at_exit(self) -> None:
+        """Deliver the events and logs still queued in this process, then stop the server.
+
+        ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
+        drain those queues when it is imported, before any runner exists: this one runs first.
+        Draining here keeps the last task runs' events and log lines from being sent to a
+        server that is already gone.
+        """
+        if self.running and os.getpid() == self._owner_pid:
+            _drain_prefect_workers(timeout=5)
+        self.stop()
+
+    def _launch(self) -> None:
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        self._port = _free_port()
+        env = {
+            **os.environ,
+            **settings.to_environment_variables(exclude_unset=True),
+            # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services only.
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            # Analytics try to reach the internet and fight the first migration for the lock.
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The server stops by itself if this process dies without stopping it.
+            PARENT_PID_ENV: str(os.getpid()),
+        }
+        env.pop("PREFECT_API_URL", None)
+        log_path = self.log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    APP_FACTORY,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self._port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Not in the terminal's process group: a Ctrl-C must not stop the server
+                # before the run has recorded its Cancelled state (kedro_prefect.cancellation).
+                start_new_session=True,
+            )
+        self._owner_pid = os.getpid()
+        self._started_at = time.monotonic()
+        self._ready = False
+        self.launches += 1
+        if not self._atexit_registered:
+            atexit.register(self._stop_at_exit)
+            self._atexit_registered = True
+        logger.debug("Launched Prefect's ephemeral API server on port %s", self._port)
+
+    def _log_tail(self, chars: int = 3000) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+        return f"Its output ({self.log_path}):\n{tail}"
+
+
+def _drain_prefect_workers(timeout: float) -> None:
+    """Send what Prefect's events and API log workers still hold (if they were ever used)."""
+    for module, name in (
+        ("prefect.events.worker", "EventsWorker"),
+        ("prefect.logging.handlers", "APILogWorker"),
+    ):
+        worker = getattr(sys.modules.get(module), name, None)
+        if worker is None:
+            continue
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:  # exiting anyway: never let a flush failure mask the exit status
+            logger.debug("Could not drain %s at exit", name, exc_info=True)
+
+
+def _startup_timeout() -> float:
+    from prefect.settings import get_current_settings
+
+    configured = get_current_settings().server.ephemeral.startup_timeout_seconds
+    return max(float(configured), MIN_STARTUP_TIMEOUT)
+
+
+#: The one ephemeral API of this process.
+EPHEMERAL_API = EphemeralAPI()
+
+
+def start_ephemeral_api_early() -> None:
+    """Launch the ephemeral API in the background if this run will need it.
+
+    Called when a ``PrefectRunner`` is constructed, so the server starts while Kedro creates the
+    session and loads the catalog. Does nothing when ``PREFECT_API_URL`` is configured.
+    """
+    if not configured_api_url():
+        EPHEMERAL_API.start()
+
+
 def ephemeral_api_url() -> str:
     """Start (once per process) Prefect's ephemeral API server and return its URL."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-
-    from kedro_prefect.cancellation import start_ephemeral_server
-
-    server = SubprocessASGIServer()
-    if not server.running:
-        # The server process inherits the settings in force when it starts: no analytics
-        # (they try to reach the internet and fight the first migration for the SQLite lock).
-        with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            server = start_ephemeral_server()  # detached from Ctrl-C, dies with this process
-    return server.api_url
+    return EPHEMERAL_API.wait()
 
 
 @contextmanager

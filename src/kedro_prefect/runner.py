@@ -13,8 +13,12 @@ from kedro_prefect.cancellation import Cancellation, RunCancelledError, run_flow
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import node_logs_to_prefect
-from kedro_prefect.node_execution import node_task, run_node
-from kedro_prefect.prefect_api import configured_api_url, prefect_run_settings
+from kedro_prefect.node_execution import LocalNodeExecution, node_task
+from kedro_prefect.prefect_api import (
+    configured_api_url,
+    prefect_run_settings,
+    start_ephemeral_api_early,
+)
 from kedro_prefect.preflight import ensure_api_reachable, missing_input_error
 from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.task_options import (
@@ -67,11 +71,26 @@ class PrefectRunner(AbstractRunner):
         self._options = parse_runner_options({"is_async": is_async, **options})
         self._task_runner_class = resolve_task_runner_class(self._options)
         super().__init__(is_async=self._options.is_async)
+        # `kedro run` builds the runner before the session: start the API while it loads.
+        start_ephemeral_api_early()
 
     @property
     def options(self) -> RunnerOptions:
         """The validated options of this runner."""
         return self._options
+
+    def run(self, pipeline: Pipeline, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run the pipeline; see ``kedro.runner.AbstractRunner.run``.
+
+        A pipeline input missing from the catalog becomes a one-line error.
+        """
+        _follow_kedro_log_level()
+        try:
+            return super().run(pipeline, *args, **kwargs)
+        except ValueError as exc:
+            if not str(exc).startswith("Pipeline input(s)"):
+                raise
+            raise missing_input_error(pipeline, str(exc)) from None
 
     def _apply_project_defaults(self) -> None:
         """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""
@@ -82,15 +101,6 @@ class PrefectRunner(AbstractRunner):
         given = self._options.model_dump(include=self._options.model_fields_set)
         self._options = parse_runner_options({**project.runner, **given})
         self._task_runner_class = resolve_task_runner_class(self._options)
-
-    def run(self, pipeline: Pipeline, catalog: CatalogProtocol, *args: Any, **kwargs: Any) -> Any:
-        """Kedro's ``run``; a pipeline input missing from the catalog becomes a one-line error."""
-        try:
-            return super().run(pipeline, catalog, *args, **kwargs)
-        except ValueError as exc:
-            if not str(exc).startswith("Pipeline input(s)"):
-                raise
-            raise missing_input_error(pipeline, str(exc)) from None
 
     def _get_executor(self, max_workers: int) -> Executor | None:
         """Unused: Prefect's task runner plays the executor's part."""
@@ -113,7 +123,6 @@ class PrefectRunner(AbstractRunner):
         from prefect import flow
 
         hook_manager = hook_manager or _NullPluginManager()
-        _follow_kedro_log_level()
         self._apply_project_defaults()
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")
@@ -123,19 +132,25 @@ class PrefectRunner(AbstractRunner):
         self._task_options = resolve_task_options(
             pipeline, self._options.model_dump(), tasks_config
         )
-        secrets = project_secrets(run_params_recorder.config_loader)
-        self._node_fn = protect_secrets(run_node, secrets)
+        self._secrets = secrets = project_secrets(run_params_recorder.config_loader)
         self._cancellation = cancellation = Cancellation()
+        outcome: dict[str, BaseException | None] = {"error": None}
+
+        def body() -> None:
+            with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
+                self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
         def kedro_pipeline() -> Any:
-            def body() -> None:
-                with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
-                    self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
-
             state, outcome["error"] = run_flow_body(body, cancellation, secrets)
             return state
 
-        outcome: dict[str, BaseException | None] = {"error": None}
+        if _in_flow_run():
+            # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
+            # submit the node tasks into that flow run instead of starting a second flow.
+            with node_logs_to_prefect(_package_name()), redacted_logs(secrets):
+                apply_concurrency_limits(tasks_config)
+                body()
+            return
 
         pipeline_flow = flow(
             kedro_pipeline,
@@ -179,17 +194,14 @@ class PrefectRunner(AbstractRunner):
         done_nodes: set[Node] = set()
         failed: tuple[Node, Any] | None = None
 
+        execution = _node_execution(task_runner, pipeline, catalog, hook_manager, self, run_id)
+        task_fn = protect_secrets(execution.task_fn, self._secrets)
+
         def submit(node: Node) -> None:
             options: NodeTaskOptions = self._task_options[node.name]
             future = task_runner.submit(
-                node_task(node, fn=self._node_fn, **options.prefect_kwargs()),
-                parameters={
-                    "node": node,
-                    "catalog": catalog,
-                    "hook_manager": hook_manager,
-                    "is_async": self._is_async,
-                    "run_id": run_id,
-                },
+                node_task(node, task_fn, **options.prefect_kwargs()),
+                parameters=execution.parameters(node, futures),
                 wait_for=[futures[parent] for parent in parents[node]],
             )
             futures[node] = future
@@ -215,6 +227,7 @@ class PrefectRunner(AbstractRunner):
                 failed = failed or (node, state)
                 continue
             done_nodes.add(node)
+            execution.node_completed(node, futures)
             self._logger.info("Completed node: %s", node.name)
             self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
             self._release_datasets(node, catalog, load_counts, pipeline)
@@ -246,6 +259,22 @@ class PrefectRunner(AbstractRunner):
         return self._options.flow_name or project, run_name
 
 
+def _node_execution(
+    task_runner: TaskRunner,
+    pipeline: Pipeline,
+    catalog: CatalogProtocol,
+    hook_manager: PluginManager,
+    runner: PrefectRunner,
+    run_id: str | None,
+) -> Any:
+    """How node tasks get their parameters: a shared catalog (threads), or data via Dask."""
+    from kedro_prefect.dask import DaskNodeExecution, is_dask_runner
+
+    if is_dask_runner(task_runner):
+        return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
+    return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
+
+
 def _follow_kedro_log_level() -> None:
     """Log at the ``kedro`` logger's level unless the project configured ``kedro_prefect``.
 
@@ -257,6 +286,12 @@ def _follow_kedro_log_level() -> None:
     ours = logging.getLogger("kedro_prefect")
     if ours.level == logging.NOTSET:
         ours.setLevel(logging.getLogger("kedro").getEffectiveLevel())
+
+
+def _in_flow_run() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
 
 
 def _package_name() -> str | None:

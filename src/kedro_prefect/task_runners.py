@@ -68,6 +68,10 @@ def build_task_runner(
 
     if cls is None or cls is ThreadPoolTaskRunner:
         return ThreadPoolTaskRunner(max_workers=default_thread_count(pipeline, options.max_workers))
+    if options.task_runner == "dask":
+        from kedro_prefect.dask import dask_task_runner
+
+        return dask_task_runner(options)
     if options.max_workers is not None:
         try:
             return cls(max_workers=options.max_workers)  # type: ignore[call-arg]

@@ -1,0 +1,251 @@
+"""In-process benchmark cases for one Prefect API (ephemeral, or ``PREFECT_API_URL``).
+
+Run by ``benchmarks/run.py`` in a fresh process per API mode; prints one JSON document:
+``{"api": ..., "api_start_s": ..., "rows": [{"case", "runner", "seconds", ...}, ...]}``.
+Every timing is the median of ``--repeats`` runs after one warm-up run of a 3-node pipeline
+per runner (so per-process start costs, e.g. the ephemeral API start, are not in per-node numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pipelines as bp
+
+
+def _quiet() -> None:
+    logging.disable(logging.WARNING)
+
+
+def kedro_catalog(shared: bool = False):
+    if shared:
+        from kedro.io import SharedMemoryDataCatalog
+
+        return SharedMemoryDataCatalog()
+    from kedro.io import DataCatalog
+
+    return DataCatalog()
+
+
+def run_kedro_runner(name: str, pipeline) -> float:
+    from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
+
+    from kedro_prefect import PrefectRunner
+
+    runner: Any
+    if name == "SequentialRunner":
+        runner = SequentialRunner()
+    elif name == "ThreadRunner":
+        runner = ThreadRunner()
+    elif name == "ParallelRunner":
+        runner = ParallelRunner()
+    elif name == "PrefectRunner":
+        runner = PrefectRunner()
+    else:
+        raise ValueError(name)
+    catalog = kedro_catalog(shared=name == "ParallelRunner")
+    start = time.perf_counter()
+    runner.run(pipeline, catalog)
+    return time.perf_counter() - start
+
+
+def _raw_task(fn, name: str):
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_raw_prefect(pipeline) -> float:
+    """Prefect alone: one plain task per node, all submitted up front, wired by ``wait_for``."""
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from kedro_prefect.prefect_api import prefect_run_settings
+
+    def body():
+        futures = {}
+        for group in pipeline.grouped_nodes:
+            for n in group:
+                fn = n.func if isinstance(n.func, bp.Sleep) else bp.noop
+                futures[n] = _raw_task(fn, n.name).submit(
+                    wait_for=[futures[p] for p in pipeline.node_dependencies[n]]
+                )
+        for fut in futures.values():
+            fut.wait()
+
+    f = flow(
+        body,
+        name="raw-prefect",
+        task_runner=ThreadPoolTaskRunner(max_workers=32),
+        persist_result=False,
+        validate_parameters=False,
+    )
+    with prefect_run_settings():
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+
+
+def run_layered_flow(pipeline) -> float:
+    """The old Kedro docs' approach: run layer by layer, each layer waits for the whole previous."""
+    from kedro.framework.hooks.manager import _NullPluginManager
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from kedro_prefect.node_execution import node_task
+    from kedro_prefect.prefect_api import prefect_run_settings
+
+    catalog = kedro_catalog()
+    for ds in pipeline.datasets():
+        catalog.get(ds, fallback_to_runtime_pattern=True)
+    hooks = _NullPluginManager()
+
+    def body():
+        for group in pipeline.grouped_nodes:
+            futures = [
+                node_task(n).submit(
+                    node=n, catalog=catalog, hook_manager=hooks, is_async=False, run_id=None
+                )
+                for n in group
+            ]
+            for fut in futures:
+                fut.result()
+
+    f = flow(
+        body,
+        name="layered",
+        task_runner=ThreadPoolTaskRunner(max_workers=32),
+        persist_result=False,
+        validate_parameters=False,
+    )
+    with prefect_run_settings():
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+
+
+def measure(fn, pipeline, repeats: int) -> float:
+    return statistics.median(fn(pipeline) for _ in range(repeats))
+
+
+def build_time(n: int, repeats: int) -> float:
+    """Seconds to build what PrefectRunner builds before submitting: dependency maps + tasks."""
+    from kedro_prefect.node_execution import node_task
+
+    pipeline = bp.layered(n, 10)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        parents = pipeline.node_dependencies
+        children: dict = {node: [] for node in pipeline.nodes}
+        for node, node_parents in parents.items():
+            for parent in node_parents:
+                children[parent].append(node)
+        for node in pipeline.nodes:
+            node_task(node)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller pipelines, for smoke tests")
+    args = parser.parse_args()
+    _quiet()
+    from kedro_prefect.prefect_api import prefect_run_settings
+
+    n = 20 if args.quick else 200
+    big = 100 if args.quick else 1000
+    rows: list[dict[str, Any]] = []
+
+    api = "server" if os.environ.get("PREFECT_API_URL") else "ephemeral"
+    start = time.perf_counter()
+    with prefect_run_settings():
+        pass
+    api_start = time.perf_counter() - start
+
+    warm = bp.chain(3)
+    kedro_runners = ["SequentialRunner", "ThreadRunner", "ParallelRunner", "PrefectRunner"]
+    for name in kedro_runners:
+        run_kedro_runner(name, warm)
+    run_raw_prefect(warm)
+    run_layered_flow(warm)
+
+    def add(case: str, runner: str, seconds: float, **extra: Any) -> None:
+        rows.append(
+            {
+                "case": case,
+                "runner": runner,
+                "seconds": seconds,
+                "nodes": extra.pop("nodes"),
+                **extra,
+            }
+        )
+        print(f"{api:9} {case:14} {runner:18} {seconds:8.3f} s", file=sys.stderr, flush=True)
+
+    chain_p, indep_p = bp.chain(n), bp.independent(n)
+    for case, pipeline in (("chain", chain_p), ("independent", indep_p)):
+        for name in kedro_runners:
+            # ParallelRunner on a chain: a process round trip per node, slow: measured once.
+            reps = 1 if name == "ParallelRunner" and case == "chain" else args.repeats
+            add(
+                case,
+                name,
+                measure(lambda p, name=name: run_kedro_runner(name, p), pipeline, reps),
+                nodes=n,
+            )
+        add(case, "raw Prefect tasks", measure(run_raw_prefect, pipeline, args.repeats), nodes=n)
+
+    skew = bp.skewed()
+    cp = bp.critical_path(skew)
+    for name in kedro_runners:
+        add(
+            "skewed",
+            name,
+            measure(lambda p, name=name: run_kedro_runner(name, p), skew, args.repeats),
+            nodes=len(skew.nodes),
+            critical_path=cp,
+        )
+    add(
+        "skewed",
+        "raw Prefect tasks",
+        measure(run_raw_prefect, skew, args.repeats),
+        nodes=len(skew.nodes),
+        critical_path=cp,
+    )
+    add(
+        "skewed",
+        "layered Prefect flow",
+        measure(run_layered_flow, skew, args.repeats),
+        nodes=len(skew.nodes),
+        critical_path=cp,
+    )
+
+    scale = bp.layered(big, 10)
+    for name in ("SequentialRunner", "ThreadRunner", "PrefectRunner"):
+        add(
+            "scale",
+            name,
+            measure(lambda p, name=name: run_kedro_runner(name, p), scale, 1),
+            nodes=big,
+        )
+    for size in (big // 4, big // 2, big):
+        add("build", "PrefectRunner", build_time(size, args.repeats), nodes=size)
+
+    json.dump({"api": api, "api_start_s": api_start, "rows": rows}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

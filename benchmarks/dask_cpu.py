@@ -1,0 +1,145 @@
+"""CPU-bound wide pipeline: PrefectRunner on Dask vs Kedro's Sequential, Thread, Parallel runners.
+
+Each node does pure-Python arithmetic (it holds the GIL, so threads cannot run two at once);
+``--nodes`` such nodes are independent and a last node sums their results. Every runner runs the
+same pipeline in this process after a warm-up run; the table reports wall time of ``runner.run``
+and the speed-up over SequentialRunner. PrefectRunner on Dask is measured twice: on a cluster
+that is already running (``address=``) and with the LocalCluster it starts itself (start-up
+included).
+
+    python benchmarks/dask_cpu.py                 # defaults: 8 nodes of ~4 s each on one core
+    python benchmarks/dask_cpu.py --nodes 4 --loops 2000000
+
+Writes JSON rows to ``benchmarks/results/dask_cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+if "PREFECT_API_URL" not in os.environ:
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="kedro-prefect-bench-"))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def burn(seed: int, loops: int) -> int:
+    """Pure-Python work: holds the GIL for the whole call."""
+    acc = seed
+    for i in range(loops):
+        acc = (acc * 31 + i) % 1_000_003
+    return acc
+
+
+def total(*values: int) -> int:
+    return sum(values)
+
+
+def wide_pipeline(nodes: int):
+    from kedro.pipeline import Pipeline, node
+
+    return Pipeline(
+        [node(burn, [f"seed{i}", "params:loops"], f"out{i}", name=f"burn{i}") for i in range(nodes)]
+        + [node(total, [f"out{i}" for i in range(nodes)], "total", name="total")]
+    )
+
+
+def catalog(nodes: int, loops: int):
+    from kedro.io import DataCatalog, MemoryDataset
+
+    datasets = {f"seed{i}": MemoryDataset(i) for i in range(nodes)}
+    datasets["params:loops"] = MemoryDataset(loops)
+    return DataCatalog(datasets)
+
+
+def timed(runner, nodes: int, loops: int) -> tuple[float, int]:
+    pipeline = wide_pipeline(nodes)
+    start = time.perf_counter()
+    out = runner.run(pipeline, catalog(nodes, loops))
+    return time.perf_counter() - start, out["total"].load()
+
+
+def main() -> None:
+    import logging
+
+    from distributed import LocalCluster
+    from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
+
+    from kedro_prefect import PrefectRunner
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--loops", type=int, default=4_000_000, help="work per node")
+    args = parser.parse_args()
+    logging.getLogger("kedro").setLevel(logging.WARNING)
+    logging.getLogger("kedro_prefect").setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cores = os.cpu_count() or 1
+
+    # Warm-up: imports, the ephemeral Prefect API, the per-process caches.
+    timed(SequentialRunner(), 2, 1000)
+    timed(PrefectRunner(), 2, 1000)
+
+    rows = []
+    expected = None
+
+    def record(name: str, seconds: float, result: int) -> None:
+        nonlocal expected
+        expected = result if expected is None else expected
+        assert result == expected, f"{name} computed {result}, expected {expected}"
+        rows.append({"runner": name, "seconds": round(seconds, 2)})
+        print(f"  {name}: {seconds:.2f} s", file=sys.stderr)
+
+    record("SequentialRunner", *timed(SequentialRunner(), args.nodes, args.loops))
+    record("ThreadRunner", *timed(ThreadRunner(max_workers=cores), args.nodes, args.loops))
+    record("ParallelRunner", *timed(ParallelRunner(max_workers=cores), args.nodes, args.loops))
+    with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True) as cluster:
+        runner = PrefectRunner(task_runner="dask", address=cluster.scheduler_address)
+        timed(runner, 2, 1000)  # workers import Prefect, Kedro and this script once
+        record("PrefectRunner dask (running cluster)", *timed(runner, args.nodes, args.loops))
+    record(
+        "PrefectRunner dask (LocalCluster started by the run)",
+        *timed(
+            PrefectRunner(task_runner="dask", n_workers=cores, threads_per_worker=1),
+            args.nodes,
+            args.loops,
+        ),
+    )
+
+    sequential = rows[0]["seconds"]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for row in rows:
+        row.update(
+            benchmark="dask_cpu",
+            speedup_vs_sequential=round(sequential / row["seconds"], 2),
+            nodes=args.nodes,
+            loops=args.loops,
+            cores=cores,
+            load_average=round(os.getloadavg()[0], 2),
+            python=platform.python_version(),
+            timestamp=stamp,
+        )
+    print(f"\nCPU-bound wide pipeline: {args.nodes} nodes x {args.loops} loops, {cores} cores\n")
+    print("| runner | seconds | speed-up vs SequentialRunner |")
+    print("|---|---:|---:|")
+    for row in rows:
+        print(f"| {row['runner']} | {row['seconds']:.2f} | {row['speedup_vs_sequential']:.2f}x |")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "dask_cpu.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The app served by the ephemeral API process that :mod:`kedro_prefect.prefect_api` launches.
+
+It is Prefect's own server app (``prefect.server.api.server:create_app``, what Prefect's
+``SubprocessASGIServer`` serves), with one change, applied only in that process:
+
+Every Prefect task run that has tags asks the API for slots of its ``tag:<tag>`` concurrency
+limits. The server reads the limits and then runs an ``UPDATE`` on them in the same transaction,
+even when no limit exists (the usual case). On SQLite that turns a read into a write: under a few
+concurrent task runs the upgrade fails with ``SQLITE_BUSY_SNAPSHOT``, the API answers 503, and the
+client retries after 2 s, then 4 s -- the multi-second stalls between Kedro nodes seen with the
+ephemeral API. Here an increment of *no* limits returns at once, which is exactly what the
+``UPDATE`` would have returned (0 rows == 0 limits); increments of real limits are unchanged.
+
+It also stops itself when the process that launched it is gone (``kill -9`` of ``kedro run``),
+instead of running on as an orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+#: Set by :mod:`kedro_prefect.prefect_api`: the process that launched this server.
+PARENT_PID_ENV = "KEDRO_PREFECT_EPHEMERAL_PARENT_PID"
+
+
+def _skip_empty_slot_increments() -> None:
+    from prefect.server.models import concurrency_limits_v2
+
+    original = getattr(concurrency_limits_v2, "bulk_increment_active_slots", None)
+    if original is None:  # another Prefect version: leave its server as it is
+        return
+    if getattr(original, "_kedro_prefect_skips_empty", False):
+        return
+
+    async def bulk_increment_active_slots(*args: Any, **kwargs: Any) -> bool:
+        if not kwargs.get("concurrency_limit_ids", True):
+            return True
+        return await original(*args, **kwargs)
+
+    bulk_increment_active_slots._kedro_prefect_skips_empty = True  # type: ignore[attr-defined]
+    concurrency_limits_v2.bulk_increment_active_slots = bulk_increment_active_slots
+
+
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Stop this server (as on Ctrl+C) once the process that launched it is gone.
+
+    The launcher stops the server when it exits normally; this covers the cases where it
+    cannot (``kill -9``, a crash), so no orphaned server keeps the port and the database.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="kedro-prefect-parent-watch", daemon=True).start()
+
+
+def create_app() -> Any:
+    """uvicorn factory: Prefect's API app for an ephemeral server (see the module docstring)."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and parent.isdigit():
+        _exit_with_parent(int(parent))
+    _skip_empty_slot_increments()
+    from prefect.server.api.server import create_app as prefect_create_app
+
+    return prefect_create_app()

@@ -1,0 +1,330 @@
+"""Prefect deployments of Kedro pipelines: the deployable flow and the Python API.
+
+Every deployment runs the same module-level flow, :func:`kedro_pipeline` (entrypoint
+``kedro_prefect.deploy.kedro_pipeline``, imported by module path, so ``prefect.serve`` and workers
+re-import it from the installed package whatever their working directory). The flow opens a
+``KedroSession`` for the project and runs the pipeline with :class:`~kedro_prefect.PrefectRunner`,
+which, seeing the running flow run, submits one task per node into it: one flow run, N task runs.
+
+The flow's parameters are names and plain values only (project path, pipeline, env, runtime
+parameters, runner options): the catalog and credentials are loaded inside the run, from the
+project's ``conf/``, and never reach the Prefect API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import flow
+
+from kedro_prefect.config import (
+    DeploymentConfig,
+    ProjectConfig,
+    ProjectConfigError,
+    ScheduleConfig,
+    check_deployment_name,
+)
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+#: The entrypoint of every kedro-prefect deployment (a module path, no file path).
+FLOW_ENTRYPOINT = "kedro_prefect.deploy.kedro_pipeline"
+
+
+class DeployError(RuntimeError):
+    """A deployment cannot be created: no reachable Prefect API, a missing work pool..."""
+
+
+def _flow_run_name() -> str:
+    """``<project dir>-<pipeline>-<scheduled start, UTC>``, like ``kedro run``'s flow run names."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    project = Path(parameters.get("project_path") or "kedro").name
+    start = flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H.%M.%SZ")
+    return f"{project}-{parameters.get('pipeline') or '__default__'}-{start}"
+
+
+@flow(
+    name="kedro-pipeline",
+    flow_run_name=_flow_run_name,
+    persist_result=False,
+    log_prints=False,
+)
+def kedro_pipeline(
+    project_path: str,
+    pipeline: str = "__default__",
+    env: str | None = None,
+    params: dict[str, Any] | None = None,
+    runner_options: dict[str, Any] | None = None,
+) -> None:
+    """Run one Kedro pipeline of the project at ``project_path`` with ``PrefectRunner``.
+
+    Args:
+        project_path: Absolute path of the Kedro project (where its ``pyproject.toml`` is).
+        pipeline: Name of a registered pipeline.
+        env: Kedro environment (``conf/<env>``); default: Kedro's default (``local``).
+        params: Runtime parameters, as ``kedro run --params``.
+        runner_options: :class:`~kedro_prefect.RunnerOptions` fields, as ``--runner-params``.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from kedro_prefect.runner import PrefectRunner
+
+    path = Path(project_path).resolve()
+    runner = PrefectRunner(**(runner_options or {}))
+    with contextlib.chdir(path):
+        bootstrap_project(path)
+        with KedroSession.create(project_path=path, env=env, runtime_params=params) as session:
+            session.run(pipeline_names=[pipeline], runner=runner)
+
+
+def kedro_deployment(
+    name: str,
+    project_path: str | Path = ".",
+    pipeline: str = "__default__",
+    *,
+    env: str | None = None,
+    params: dict[str, Any] | None = None,
+    runner_options: dict[str, Any] | None = None,
+    cron: str | None = None,
+    interval: float | timedelta | None = None,
+    rrule: str | None = None,
+    timezone: str | None = None,
+    anchor_date: datetime | None = None,
+    tags: Iterable[str] = (),
+    description: str | None = None,
+    version: str | None = None,
+    work_pool: str | None = None,
+    work_queue: str | None = None,
+    job_variables: dict[str, Any] | None = None,
+    paused: bool | None = None,
+    concurrency_limit: int | None = None,
+    flow_name: str | None = None,
+) -> RunnerDeployment:
+    """A Prefect ``RunnerDeployment`` running ``pipeline`` of the Kedro project at ``project_path``.
+
+    Serve it with ``prefect.serve(deployment)``, or register it for a work pool with
+    ``prefect.deploy(deployment, work_pool_name=...)`` or ``deployment.apply(work_pool_name=...)``.
+    Everything is validated before anything is created; a bad value raises
+    :class:`~kedro_prefect.config.ProjectConfigError` naming it.
+
+    Args:
+        name: Deployment name (unique per flow; re-applying the same name updates it).
+        project_path: The Kedro project directory.
+        pipeline: A registered pipeline of the project.
+        env: Kedro environment of the runs.
+        params: Kedro runtime parameters (plain values), as ``kedro run --params``.
+        runner_options: PrefectRunner options, as ``--runner-params``.
+        cron: Cron schedule, e.g. ``"0 2 * * *"``.
+        interval: Seconds (or a ``timedelta``) between runs.
+        rrule: iCalendar RRULE schedule.
+        timezone: IANA time zone of the schedule (default UTC).
+        anchor_date: Start of the intervals (``interval`` only).
+        tags: Deployment tags.
+        description: Deployment description (shown in the UI).
+        version: Deployment version label.
+        work_pool: Work pool the deployment is for (only needed with ``apply``).
+        work_queue: Work queue of that pool.
+        job_variables: Overrides of the work pool's job template.
+        paused: Create the deployment paused.
+        concurrency_limit: Most runs of this deployment at once.
+        flow_name: Name of the Prefect flow; default: the project's ``runner.flow_name`` in
+            ``prefect.yml``, else its package name (the flow ``kedro run`` reports to).
+
+    Returns:
+        The deployment, not yet registered with the API.
+    """
+    kinds = {"cron": cron, "interval": interval, "rrule": rrule}
+    schedule: dict[str, Any] | None = None
+    if any(value is not None for value in kinds.values()):
+        schedule = {key: value for key, value in kinds.items() if value is not None}
+        schedule.update(
+            {
+                key: value
+                for key, value in {"timezone": timezone, "anchor_date": anchor_date}.items()
+                if value is not None
+            }
+        )
+    elif timezone or anchor_date:
+        raise ProjectConfigError("timezone and anchor_date need one of cron, interval or rrule")
+    raw = {
+        "pipeline": pipeline,
+        "env": env,
+        "schedule": schedule,
+        "parameters": params or {},
+        "runner": runner_options or {},
+        "tags": list(tags),
+        "description": description,
+        "version": version,
+        "work_pool": work_pool,
+        "work_queue": work_queue,
+        "job_variables": job_variables or {},
+        "paused": paused,
+        "concurrency_limit": concurrency_limit,
+    }
+    config = validate_deployment(name, raw)
+    project = load_project(Path(project_path), env)
+    project.check_pipeline(name, config.pipeline)
+    return project.deployment(name, config, default_env=env, flow_name=flow_name)
+
+
+def validate_deployment(name: str, raw: dict[str, Any]) -> DeploymentConfig:
+    """Validate one deployment as if it were ``deployments: {name: raw}`` in prefect.yml."""
+    from kedro_prefect.config import validate_project_config
+
+    return validate_project_config({"deployments": {name: raw}}).deployments[name]
+
+
+def load_project(project_path: Path, env: str | None = None) -> Project:
+    """Bootstrap the Kedro project and read its validated prefect.yml for ``env``."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from kedro_prefect.config import load_project_config
+
+    path = project_path.resolve()
+    metadata = bootstrap_project(path)
+    with KedroSession.create(project_path=path, env=env, save_on_close=False) as session:
+        config_loader = session.load_context().config_loader
+    return Project(path, metadata.package_name, load_project_config(config_loader))
+
+
+class Project:
+    """A Kedro project on disk (bootstrapped): its package, pipelines and prefect.yml."""
+
+    def __init__(self, path: Path, package_name: str, config: ProjectConfig):
+        self.path = path
+        self.package_name = package_name
+        self.config = config
+
+    def check_pipeline(self, deployment: str, pipeline: str) -> None:
+        from kedro.framework.project import pipelines
+
+        if pipeline not in pipelines:
+            allowed = ", ".join(sorted(pipelines)) or "(none registered)"
+            raise ProjectConfigError(
+                f"Invalid prefect.yml:\n  deployments.{deployment}.pipeline: unknown pipeline "
+                f"{pipeline!r}; the project's pipelines are: {allowed}"
+            )
+
+    def flow_name(self, config: DeploymentConfig) -> str:
+        return (
+            config.runner.get("flow_name")
+            or self.config.runner.get("flow_name")
+            or self.package_name
+        )
+
+    def deployment(
+        self,
+        name: str,
+        config: DeploymentConfig,
+        *,
+        default_env: str | None = None,
+        flow_name: str | None = None,
+    ) -> RunnerDeployment:
+        from prefect.client.schemas.actions import DeploymentScheduleCreate
+        from prefect.deployments.runner import EntrypointType
+
+        check_deployment_name(name)
+        parameters = {
+            "project_path": str(self.path),
+            "pipeline": config.pipeline,
+            "env": config.env or default_env,
+            "params": config.parameters,
+            "runner_options": config.runner,
+        }
+        schedules = None
+        if config.schedule is not None:
+            schedules = [
+                DeploymentScheduleCreate(
+                    schedule=config.schedule.to_prefect(), active=config.schedule.active
+                )
+            ]
+        named_flow = kedro_pipeline.with_options(name=flow_name or self.flow_name(config))
+        deployment = named_flow.to_deployment(
+            name=name,
+            schedules=schedules,
+            parameters=parameters,
+            tags=config.tags,
+            description=config.description
+            or f"Kedro pipeline {config.pipeline!r} of {self.package_name}",
+            version=config.version,
+            paused=config.paused,
+            concurrency_limit=config.concurrency_limit,
+            work_pool_name=config.work_pool,
+            work_queue_name=config.work_queue,
+            job_variables=config.job_variables or None,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        # Without this, an empty schedule list would not clear a schedule removed from prefect.yml.
+        if schedules is None:
+            deployment.schedules = []
+        return deployment
+
+
+def check_api_reachable(timeout: float = 10) -> str:
+    """Return ``PREFECT_API_URL`` if a Prefect API answers there; raise :class:`DeployError`.
+
+    Deployments and schedules need a running Prefect server (or Prefect Cloud): Prefect's
+    ephemeral API, used by ``kedro run`` when ``PREFECT_API_URL`` is unset, cannot schedule runs.
+    """
+    import httpx
+    from prefect.settings import get_current_settings
+
+    from kedro_prefect.prefect_api import configured_api_url
+
+    url = configured_api_url()
+    if not url:
+        raise DeployError(
+            "PREFECT_API_URL is not set. Deployments and schedules need a Prefect server: start "
+            "one with `prefect server start` and run `prefect config set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api` (or log in to Prefect Cloud)."
+        )
+    # One plain request, no retries: a server that is down must fail fast, not back off.
+    settings = get_current_settings()
+    api_key = settings.api.key.get_secret_value() if settings.api.key else None
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", headers=headers, timeout=timeout)
+        problem = None if response.status_code == 200 else f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if problem:
+        raise DeployError(
+            f"No Prefect API answers at PREFECT_API_URL={url} ({problem}). Start the server "
+            "(`prefect server start`) or set PREFECT_API_URL to a running one."
+        )
+    return url
+
+
+def check_work_pool(name: str) -> None:
+    """Raise :class:`DeployError` if the work pool ``name`` does not exist."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            pools = ", ".join(sorted(p.name for p in client.read_work_pools())) or "none"
+            raise DeployError(
+                f"work pool {name!r} does not exist (existing pools: {pools}); create it with "
+                f"`prefect work-pool create {name} --type process`"
+            ) from None
+
+
+__all__ = [
+    "FLOW_ENTRYPOINT",
+    "DeployError",
+    "ScheduleConfig",
+    "check_api_reachable",
+    "kedro_deployment",
+    "kedro_pipeline",
+]

@@ -1,0 +1,175 @@
+"""The ephemeral Prefect API: launched once per process, reused by every run, and still Prefect.
+
+No timings here (they are in benchmarks/); these tests count launches, check which modules the
+driver imports and that tag concurrency limits still hold on the ephemeral API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from kedro.io import DataCatalog
+from kedro.pipeline import Pipeline, node
+
+from kedro_prefect import PrefectRunner
+from kedro_prefect.prefect_api import EPHEMERAL_API
+
+pytestmark = pytest.mark.integration
+
+
+def _one(x=None):
+    return 1
+
+
+def _chain(prefix: str) -> Pipeline:
+    return Pipeline(
+        [
+            node(_one, None, f"{prefix}_a", name=f"{prefix}_first"),
+            node(_one, f"{prefix}_a", f"{prefix}_b", name=f"{prefix}_second"),
+        ]
+    )
+
+
+async def _flow_run_count(api_url: str, flow_name: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name]))
+            )
+    return len(runs)
+
+
+def test_ephemeral_api_is_launched_once_and_reused_by_every_run():
+    runner = PrefectRunner(flow_name="ephemeral-reuse")
+    # Launched (or already running) as soon as the runner exists, before any run.
+    assert EPHEMERAL_API.running
+    runner.run(_chain("first"), DataCatalog())
+    launches, url = EPHEMERAL_API.launches, EPHEMERAL_API.url
+
+    PrefectRunner(flow_name="ephemeral-reuse").run(_chain("second"), DataCatalog())
+    runner.run(_chain("third"), DataCatalog())
+
+    assert EPHEMERAL_API.launches == launches
+    assert EPHEMERAL_API.url == url
+    assert asyncio.run(_flow_run_count(url, "ephemeral-reuse")) == 3
+
+
+def test_driver_never_imports_the_prefect_server_package(tmp_path):
+    """The server runs in its own process; the ``kedro run`` process only needs the client."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from kedro.io import DataCatalog
+        from kedro.pipeline import Pipeline, node
+        from kedro_prefect import PrefectRunner
+
+        def one(x=None):
+            return 1
+
+        pipeline = Pipeline([node(one, None, "a", name="n1"), node(one, "a", "b", name="n2")])
+        PrefectRunner().run(pipeline, DataCatalog())
+        print(sorted(m for m in sys.modules if m.startswith("prefect.server")))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tag_concurrency_limits_still_hold_on_the_ephemeral_api():
+    """Nodes tagged ``serial`` under a ``tag:serial`` limit of 1 never overlap."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = EPHEMERAL_API.wait()
+
+    async def create_limit() -> None:
+        with temporary_settings({PREFECT_API_URL: url}):
+            async with get_client() as client:
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name="tag:kp-serial", limit=1)
+                )
+
+    asyncio.run(create_limit())
+    intervals: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def work(x=None):
+        start = time.monotonic()
+        time.sleep(0.5)
+        with lock:
+            intervals.append((start, time.monotonic()))
+        return 1
+
+    pipeline = Pipeline(
+        [node(work, None, f"serial_{i}", name=f"serial_{i}", tags=["kp-serial"]) for i in range(2)]
+    )
+    PrefectRunner(max_workers=2).run(pipeline, DataCatalog())
+
+    assert len(intervals) == 2
+    first, second = sorted(intervals)
+    assert first[1] <= second[0], f"tagged nodes overlapped: {intervals}"
+
+
+def test_ephemeral_api_stops_when_its_launcher_is_killed(tmp_path):
+    """``kill -9`` of the process that launched the server leaves no orphaned server behind."""
+    import psutil
+
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from kedro_prefect import PrefectRunner
+        from kedro_prefect.prefect_api import EPHEMERAL_API
+
+        PrefectRunner()
+        EPHEMERAL_API.wait()
+        print(EPHEMERAL_API.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == -9, result.stderr[-3000:]
+    server_pid = int(result.stdout.strip().splitlines()[-1])
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 60
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not gone():
+        psutil.Process(server_pid).kill()
+        pytest.fail("the ephemeral API server outlived the process that launched it")

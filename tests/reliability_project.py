@@ -9,6 +9,7 @@ Pipelines:
   ``data/step_<i>.txt``.
 * ``secrets_ok`` / ``secrets_fail``: read a dataset holding credentials; ``leak_node`` fails
   with an error message containing the credential (like a driver echoing a connection string).
+* ``parallel``: ``pause_1`` ... ``pause_3``, independent, each sleeping ``STEP_SECONDS``.
 * ``needs_input``: needs ``missing_input``, which is not in the catalog.
 
 A project hook appends ``<hook> <node>`` lines to ``data/events.log``.
@@ -173,6 +174,11 @@ FILES = {
             return previous + "step done\\n"
 
 
+        def pause(seconds):
+            time.sleep(seconds)
+            return "paused"
+
+
         def copy_text(source):
             logger.info("copying %d characters", len(source["text"]))
             return source["text"]
@@ -217,6 +223,18 @@ FILES = {
                     [
                         node(nodes.copy_text, "secret_source", "secret_copy", name="copy_node"),
                         node(nodes.leak, "secret_source", "leaked", name="leak_node"),
+                    ]
+                ),
+                "parallel": Pipeline(
+                    [
+                        node(
+                            nodes.pause,
+                            "params:step_seconds",
+                            f"pause_{{i}}",
+                            name=f"pause_{{i}}",
+                            tags=["pause"],
+                        )
+                        for i in (1, 2, 3)
                     ]
                 ),
                 "needs_input": Pipeline([node(nodes.needs, "missing_input", "x", name="needs")]),

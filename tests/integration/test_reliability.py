@@ -10,6 +10,7 @@ CLI's output are the point. Runs whose state is read back report to the session'
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sqlite3
@@ -101,12 +102,26 @@ def task_runs(server, flow_run_id: str, count: int) -> list[dict]:
 # --- retries and timeouts ---------------------------------------------------------------
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_flaky_node_passes_with_two_retries_and_hooks_fire_per_attempt(
-    project, session_run, prefect_server, capfd
+    project, session_run, prefect_server
 ):
     # a rule matching no node is only a warning
     write_prefect_yml(project, "tasks:\n  rules:\n    - namespace: regoins\n      retries: 3\n")
-    session_run("flaky", prefect_server.api_url, retries=2)
+    warnings = _Records()
+    logging.getLogger("kedro_prefect.task_options").addHandler(warnings)
+    try:
+        session_run("flaky", prefect_server.api_url, retries=2)
+    finally:
+        logging.getLogger("kedro_prefect.task_options").removeHandler(warnings)
     attempt = ["before_node_run flaky_node", "on_node_error flaky_node"]
     assert events(project) == [
         *attempt,
@@ -115,10 +130,10 @@ def test_flaky_node_passes_with_two_retries_and_hooks_fire_per_attempt(
         "after_node_run flaky_node",
     ]
     assert (project / "data" / "flaky.txt").read_text() == "succeeded on attempt 3"
-    captured = capfd.readouterr()
-    assert "prefect.yml tasks.rules[0] (namespace: regoins) matches no node" in (
-        captured.out + captured.err
-    )
+    assert warnings.messages == [
+        "prefect.yml tasks.rules[0] (namespace: regoins) matches no node of this pipeline; "
+        "check the node name, namespace or tag"
+    ]
 
 
 def test_flaky_node_fails_with_one_retry_from_a_rule_overriding_the_runner_option(
@@ -150,6 +165,34 @@ def test_node_past_its_timeout_fails_the_run_naming_node_and_limit(
     assert run["state"]["type"] == "FAILED"
     [task] = task_runs(prefect_server, run["id"], 1)
     assert task["state"]["name"] == "TimedOut"
+
+
+def test_concurrency_limit_from_prefect_yml_keeps_tagged_nodes_apart(
+    project, session_run, prefect_server
+):
+    tag = f"serial-{time.time_ns()}"
+    write_prefect_yml(
+        project,
+        f"""
+        tasks:
+          rules:
+            - tag: pause
+              concurrency_tags: [{tag}]
+          concurrency_limits:
+            {tag}: 1
+        """,
+    )
+    session_run("parallel", prefect_server.api_url, max_workers=3)
+    # with a limit of 1, each node ends before the next one starts (the thread pool would
+    # otherwise start all three at once)
+    seen = events(project)
+    assert len(seen) == 6
+    for start in range(0, 6, 2):
+        before, after = seen[start], seen[start + 1]
+        assert before.startswith("before_node_run pause_")
+        assert after == before.replace("before_node_run", "after_node_run")
+    response = httpx.get(f"{prefect_server.api_url}/v2/concurrency_limits/tag:{tag}", timeout=30)
+    assert response.json()["limit"] == 1
 
 
 # --- cancellation -----------------------------------------------------------------------

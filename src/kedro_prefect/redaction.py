@@ -7,7 +7,8 @@ environment variables and resolvers are applied) never reach Prefect:
   and are neither cached nor persisted: Prefect computes no cache key from the catalog;
 * a node's exception whose message or traceback contains a credential is replaced, before
   Prefect sees it (state message, task run logs), by :class:`RedactedNodeError` with every
-  credential value masked;
+  credential value masked; while the node runs, log handlers of the process running it (a Dask
+  worker too) mask credential values;
 * log records emitted during a run have credential values masked in every handler: those sent
   to the Prefect API (Prefect's own ``APILogHandler`` included) and the terminal;
 * the flow body never raises: a failure ends the flow run with a ``Failed`` state built from the
@@ -87,7 +88,9 @@ class MaskingTaskBody:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return self.fn(*args, **kwargs)
+            # Also in Dask worker processes, which ship node log records to Prefect themselves.
+            with redacted_logs(self.secrets):
+                return self.fn(*args, **kwargs)
         except Exception as exc:
             full = "".join(traceback.format_exception(exc))
             if not contains_secret(full, self.secrets):

@@ -33,6 +33,32 @@ def _target_loggers(package_name: str | None) -> list[logging.Logger]:
     return loggers
 
 
+def keep_project_log_handlers() -> None:
+    """Let Prefect set up its logging once without replacing the project's root handlers.
+
+    Prefect configures logging from its own ``logging.yml`` the first time ``prefect.main`` is
+    imported, and keeps the root handlers only if one of them has a formatter: Kedro's
+    ``RichHandler`` has none, so the project's console output would turn into Prefect's. Call
+    this before the first ``from prefect import ...`` of a run; later calls do nothing.
+    """
+    from prefect.logging import configuration
+
+    if configuration.PROCESS_LOGGING_CONFIG:
+        return
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configuration.setup_logging()
+    if not handlers:
+        return
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 @contextmanager
 def node_logs_to_prefect(package_name: str | None) -> Iterator[None]:
     """Attach Prefect's ``APILogHandler`` to the project's loggers while the block runs."""

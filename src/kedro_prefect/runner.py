@@ -12,8 +12,9 @@ from kedro.runner import AbstractRunner
 from kedro_prefect.cancellation import Cancellation, RunCancelledError, run_flow_body
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
-from kedro_prefect.logs import node_logs_to_prefect
+from kedro_prefect.logs import keep_project_log_handlers, node_logs_to_prefect
 from kedro_prefect.node_execution import LocalNodeExecution, node_task
+from kedro_prefect.observers import NULL_OBSERVER, RunObserver, observe_run
 from kedro_prefect.prefect_api import (
     configured_api_url,
     prefect_run_settings,
@@ -56,6 +57,8 @@ class PrefectRunner(AbstractRunner):
     Example:
         ``kedro run --runner=kedro_prefect.PrefectRunner --runner-params=max_workers=4``
     """
+
+    _observer: RunObserver = NULL_OBSERVER  # artifacts and terminal progress, set per run
 
     def __init__(self, is_async: bool = False, **options: Any):
         """Validate the options; an unknown option or a bad value raises before anything runs.
@@ -120,6 +123,8 @@ class PrefectRunner(AbstractRunner):
                 has been logged.
         """
         from kedro.framework.hooks.manager import _NullPluginManager
+
+        keep_project_log_handlers()
         from prefect import flow
 
         hook_manager = hook_manager or _NullPluginManager()
@@ -137,7 +142,10 @@ class PrefectRunner(AbstractRunner):
         outcome: dict[str, BaseException | None] = {"error": None}
 
         def body() -> None:
-            with build_task_runner(self._task_runner_class, self._options, pipeline) as runner:
+            with (
+                build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
+                observe_run(pipeline, runner, flow_name, run_id) as self._observer,
+            ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
         def kedro_pipeline() -> Any:
@@ -205,6 +213,7 @@ class PrefectRunner(AbstractRunner):
                 wait_for=[futures[parent] for parent in parents[node]],
             )
             futures[node] = future
+            self._observer.on_node_submitted(node, future)
             future.add_done_callback(lambda _, node=node: finished.put(node))
 
         self._cancellation.on_request(lambda: finished.put(None))  # wake the loop up
@@ -223,6 +232,7 @@ class PrefectRunner(AbstractRunner):
             future = futures[node]
             future.wait()  # already done: this only records the final state on the future
             state = future.state
+            self._observer.on_node_finished(node, future)
             if not state.is_completed():
                 failed = failed or (node, state)
                 continue

@@ -1,0 +1,350 @@
+"""What the runner tells observers about a pipeline run, and the record of each node run.
+
+``PrefectRunner`` calls four methods of a :class:`RunObserver` from its driver loop:
+``on_run_start`` (inside the flow run, before any node is submitted), ``on_node_submitted``,
+``on_node_finished`` (with the node's Prefect future, already done) and ``on_run_end``.
+:func:`observe_run` wires the built-in observers (Prefect artifacts, terminal progress) behind
+one object that never lets an observer's error break the pipeline run.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+    from prefect.futures import PrefectFuture
+    from prefect.states import State
+    from prefect.task_runners import TaskRunner
+
+logger = logging.getLogger(__name__)
+
+#: How long the end of a run waits for the Prefect API to have recorded the final state of
+#: every task run (task run states reach the server as events, a moment after they happen).
+API_SETTLE_SECONDS = 5.0
+
+
+@dataclass
+class NodeRun:
+    """What is known about one node of a run; filled in as the run goes on."""
+
+    node: Node
+    future: PrefectFuture[Any] | None = None
+    submitted_at: float | None = None  # time.monotonic()
+    finished_at: float | None = None  # time.monotonic()
+    state: State | None = None
+    attempts: int | None = None
+    start: datetime | None = None
+    duration: timedelta | None = None
+    worker: str | None = None
+
+    @property
+    def state_name(self) -> str:
+        """``Completed``, ``Failed``... or ``Not run`` for a node that was never submitted."""
+        if self.state is not None:
+            return self.state.name or self.state.type.value.title()
+        return "Running" if self.future is not None else "Not run"
+
+    @property
+    def failed(self) -> bool:
+        return self.state is not None and not self.state.is_completed()
+
+    @property
+    def seconds(self) -> float | None:
+        """Run time from the Prefect API; else the time between submission and completion."""
+        if self.duration is not None:
+            return self.duration.total_seconds()
+        if self.submitted_at is not None and self.finished_at is not None:
+            return self.finished_at - self.submitted_at
+        return None
+
+
+@dataclass
+class PipelineRun:
+    """One pipeline run as observers see it."""
+
+    pipeline: Pipeline
+    task_runner: TaskRunner
+    flow_name: str
+    pipeline_names: list[str]
+    flow_run_id: Any = None
+    flow_run_name: str | None = None
+    api_url: str | None = None
+    ui_url: str | None = None
+    dashboard_url: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    error: BaseException | None = None
+    nodes: dict[str, NodeRun] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.nodes = {node.name: NodeRun(node) for node in self.pipeline.nodes}
+
+    @property
+    def key_stem(self) -> str:
+        """Artifact key prefix, stable for a flow and pipeline(s): ``sales-demo-default``."""
+        return _slug(f"{self.flow_name}-{'-'.join(self.pipeline_names)}")
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+
+class RunObserver:
+    """Receives the events of a pipeline run. Every method is a no-op by default."""
+
+    def on_run_start(self, run: PipelineRun) -> None:
+        """The flow run has started; no node has been submitted yet."""
+
+    def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
+        """``node`` was handed to the task runner."""
+
+    def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
+        """``node``'s task run reached a final state (``future.state``)."""
+
+    def on_run_end(self, run: PipelineRun) -> None:
+        """The run is over (``run.error`` is the exception if it failed)."""
+
+
+NULL_OBSERVER = RunObserver()
+
+
+class RunRecorder(RunObserver):
+    """Keeps :class:`PipelineRun` up to date; at the end reads the task runs back from the API."""
+
+    def __init__(self, run: PipelineRun):
+        self.run = run
+
+    def on_run_start(self, run: PipelineRun) -> None:
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        if context is not None and context.flow_run is not None:
+            run.flow_run_id = context.flow_run.id
+            run.flow_run_name = context.flow_run.name
+        with _warn_on_error("finding the flow run's UI link"):
+            run.api_url, run.ui_url = _api_and_ui_urls(run.flow_run_id)
+        run.dashboard_url = _dask_dashboard(run.task_runner)
+
+    def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
+        record = self.run.nodes[node.name]
+        record.future, record.submitted_at = future, time.monotonic()
+
+    def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
+        record = self.run.nodes[node.name]
+        record.finished_at, record.state = time.monotonic(), future.state
+
+    def on_run_end(self, run: PipelineRun) -> None:
+        run.ended_at = time.monotonic()
+        with _warn_on_error("reading the task runs back from the Prefect API"):
+            _read_task_runs(run)
+        with _warn_on_error("finding which worker ran each node"):
+            _find_workers(run)
+        for record in run.nodes.values():
+            record.future = None  # let go of Dask futures and results
+
+
+class _Observers(RunObserver):
+    """Calls each observer in turn; an observer that raises is logged and switched off."""
+
+    def __init__(self, run: PipelineRun, observers: list[RunObserver]):
+        self.run = run
+        self._observers = observers
+
+    def _each(self, method: str, *args: Any) -> None:
+        for observer in list(self._observers):
+            try:
+                getattr(observer, method)(*args)
+            except Exception as exc:
+                logger.warning(
+                    "kedro-prefect: %s.%s failed (%s: %s); it is switched off for this run",
+                    type(observer).__name__,
+                    method,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._observers.remove(observer)
+
+    def on_run_start(self, run: PipelineRun) -> None:
+        self._each("on_run_start", run)
+
+    def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
+        self._each("on_node_submitted", node, future)
+
+    def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
+        self._each("on_node_finished", node, future)
+
+    def on_run_end(self, run: PipelineRun) -> None:
+        self._each("on_run_end", run)
+
+
+@contextmanager
+def observe_run(
+    pipeline: Pipeline, task_runner: TaskRunner, flow_name: str, run_id: str | None
+) -> Iterator[RunObserver]:
+    """The observers of one run: records, Prefect artifacts and terminal progress.
+
+    Enter inside the flow function, after the task runner has started.
+    """
+    from kedro_prefect.artifacts import ArtifactWriter
+    from kedro_prefect.hooks import run_params_recorder
+    from kedro_prefect.progress import TerminalProgress
+
+    names = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
+    run = PipelineRun(pipeline, task_runner, flow_name, list(names))
+    observers = _Observers(run, [RunRecorder(run), ArtifactWriter(), TerminalProgress()])
+    observers.on_run_start(run)
+    try:
+        yield observers
+    except BaseException as exc:
+        run.error = exc
+        raise
+    finally:
+        observers.on_run_end(run)
+
+
+@contextmanager
+def _warn_on_error(doing: str) -> Iterator[None]:
+    """Log a warning instead of raising: observing a run must not break it."""
+    try:
+        yield
+    except Exception as exc:
+        logger.warning("kedro-prefect: %s failed (%s: %s)", doing, type(exc).__name__, exc)
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isalnum() else "-" for ch in text.lower())
+    return "-".join(part for part in out.split("-") if part) or "kedro"
+
+
+def _api_and_ui_urls(flow_run_id: Any) -> tuple[str | None, str | None]:
+    """The API URL in use, and the flow run's page when that server serves Prefect's UI."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    api_url = settings.api.url
+    ui_url = settings.ui_url
+    if not api_url or not ui_url or flow_run_id is None or not _serves_ui(api_url, ui_url):
+        return api_url, None
+    return api_url, f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def _serves_ui(api_url: str, ui_url: str) -> bool:
+    """Prefect Cloud does; a server does unless it is ephemeral or started with ``--no-ui``.
+
+    A Prefect 3 server answers ``GET <ui>/ui-settings`` even without a UI, listing the UIs it
+    serves in ``available_uis``.
+    """
+    if "api.prefect.cloud" in api_url:
+        return True
+    import httpx
+
+    try:
+        response = httpx.get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2)
+        if response.status_code != 200:
+            return False
+        settings = response.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    if not isinstance(settings, dict):
+        return False
+    if "available_uis" in settings:
+        return bool(settings["available_uis"])
+    return bool(settings.get("api_url"))
+
+
+def _dask_dashboard(task_runner: TaskRunner) -> str | None:
+    """The dashboard link of a ``DaskTaskRunner``'s client; ``None`` for other task runners.
+
+    The Dask task runner connects to (or creates) its cluster on first use; this is that first
+    use, just before the first node is submitted.
+    """
+    import sys
+
+    if "prefect_dask" not in sys.modules:
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if not isinstance(task_runner, DaskTaskRunner):
+        return None
+    return task_runner.client.dashboard_link or ""
+
+
+def _read_task_runs(run: PipelineRun) -> None:
+    """Attempts, start and duration of each submitted node, as the Prefect API recorded them.
+
+    Task run states reach the API as events, so this waits (up to ``API_SETTLE_SECONDS``) until
+    the API shows the final state the runner saw for each node.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+    by_id = {
+        record.future.task_run_id: record
+        for record in run.nodes.values()
+        if record.future is not None and record.state is not None
+    }
+    if not by_id:
+        return
+    # After Ctrl-C or SystemExit, read once and do not hold up the exit.
+    interrupted = run.error is not None and not isinstance(run.error, Exception)
+    started = time.monotonic()
+    deadline = started + (0 if interrupted else API_SETTLE_SECONDS)
+    with get_client(sync_client=True) as client:
+        while True:
+            task_runs = client.read_task_runs(
+                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=list(by_id))),
+                limit=len(by_id),
+            )
+            settled = {
+                tr.id: tr
+                for tr in task_runs
+                if tr.state_type is not None and tr.state_type == by_id[tr.id].state.type
+            }
+            if len(settled) == len(by_id) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    logger.debug(
+        "Read %d of %d task runs back from the Prefect API in %.2f s",
+        len(settled),
+        len(by_id),
+        time.monotonic() - started,
+    )
+    for task_run_id, task_run in settled.items():
+        record = by_id[task_run_id]
+        record.attempts = task_run.run_count
+        record.start = task_run.start_time
+        if task_run.start_time and task_run.end_time:
+            record.duration = task_run.end_time - task_run.start_time
+        elif task_run.total_run_time:
+            record.duration = task_run.total_run_time
+
+
+def _find_workers(run: PipelineRun) -> None:
+    """Which worker ran each node: the Dask worker's address, else the local host's threads."""
+    dask_futures = {
+        name: wrapped
+        for name, record in run.nodes.items()
+        if record.future is not None
+        and (wrapped := getattr(record.future, "wrapped_future", None)) is not None
+        and hasattr(wrapped, "key")
+        and hasattr(wrapped, "client")
+    }
+    local = f"{socket.gethostname()} ({type(run.task_runner).__name__})"
+    if dask_futures:
+        client = next(iter(dask_futures.values())).client
+        who_has = client.who_has(list(dask_futures.values()))
+        for name, future in dask_futures.items():
+            workers = who_has.get(future.key) or ()
+            run.nodes[name].worker = ", ".join(sorted(workers)) or None
+    for record in run.nodes.values():
+        if record.future is not None and record.worker is None and not dask_futures:
+            record.worker = local

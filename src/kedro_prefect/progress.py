@@ -1,0 +1,220 @@
+"""Terminal output of a run: live progress while nodes run, and a compact summary at the end.
+
+Shown only when standard output is a terminal (``rich`` decides, so ``TERM=dumb``,
+``NO_COLOR`` and friends are respected); in pipes, CI logs and files the run's log records are
+left alone. Log records printed while the progress bar is on screen appear above it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from kedro_prefect.observers import PipelineRun, RunObserver
+
+if TYPE_CHECKING:
+    from kedro.pipeline.node import Node
+    from prefect.futures import PrefectFuture
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+#: Nodes listed in the summary as the slowest.
+SLOWEST = 5
+#: Node names shown after "running:" before "+N more".
+RUNNING_SHOWN = 3
+
+
+class TerminalProgress(RunObserver):
+    """A rich progress bar (done/total, nodes running now) and an end-of-run summary."""
+
+    def __init__(self, console: Console | None = None):
+        from rich import get_console
+
+        self.console = console or get_console()
+        self.enabled = self.console.is_terminal and not self.console.is_dumb_terminal
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._running: dict[str, None] = {}  # insertion-ordered set
+        self._lock = threading.Lock()
+        self._streams: Any = None
+
+    def on_run_start(self, run: PipelineRun) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        if run.ui_url:
+            self.console.print(f"[bold]Prefect flow run:[/] {run.ui_url}")
+        if run.dashboard_url:
+            self.console.print(f"[bold]Dask dashboard:[/] {run.dashboard_url}")
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("nodes"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[running]}"),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._progress.add_task(
+            run.flow_name, total=len(run.pipeline.nodes), running=""
+        )
+        self._progress.start()
+        self._streams = _redirect_streams(self.console)
+        self._streams.__enter__()
+
+    def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            self._running[node.name] = None
+            self._update()
+
+    def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            self._running.pop(node.name, None)
+            self._progress.advance(self._task)
+            self._update()
+
+    def _update(self) -> None:
+        names = list(self._running)
+        text = ""
+        if names:
+            text = "running: " + ", ".join(names[:RUNNING_SHOWN])
+            if len(names) > RUNNING_SHOWN:
+                text += f" +{len(names) - RUNNING_SHOWN} more"
+        self._progress.update(self._task, running=text)
+
+    def on_run_end(self, run: PipelineRun) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self._streams is not None:
+            self._streams.__exit__(None, None, None)
+            self._streams = None
+        if self.enabled:
+            self.console.print(summary(run))
+
+
+def summary(run: PipelineRun) -> Any:
+    """A compact rich renderable: counts, the slowest nodes, failures, the flow run's URL."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    records = list(run.nodes.values())
+    done = sum(1 for r in records if r.state is not None and r.state.is_completed())
+    failed = [r for r in records if r.failed]
+    not_run = sum(1 for r in records if r.state is None)
+    headline = Text.assemble(
+        ("Pipeline ", "bold"),
+        ("failed" if run.error or failed else "completed", "bold red" if failed else "bold green"),
+        f": {done}/{len(records)} nodes completed",
+        f", {len(failed)} failed" if failed else "",
+        f", {not_run} not run" if not_run else "",
+        f" in {run.elapsed:.1f} s",
+    )
+    parts: list[Any] = [headline]
+
+    timed = sorted(
+        (r for r in records if r.seconds is not None and r.state is not None),
+        key=lambda r: r.seconds,
+        reverse=True,
+    )
+    if timed:
+        table = Table(box=None, pad_edge=False, title_justify="left", show_edge=False)
+        table.add_column("slowest nodes", style="bold")
+        table.add_column("duration", justify="right")
+        table.add_column("attempts", justify="right")
+        for record in timed[:SLOWEST]:
+            table.add_row(record.node.name, f"{record.seconds:.2f} s", _attempts(record))
+        parts.append(table)
+    for record in failed:
+        reason = _failure_reason(record)
+        parts.append(
+            Text.assemble(
+                ("failed: ", "bold red"),
+                (record.node.name, "bold"),
+                f" ({record.state_name}, {_attempts(record)} attempt(s))",
+                f": {reason}" if reason else "",
+            )
+        )
+    if run.ui_url:
+        parts.append(Text.assemble(("Prefect flow run: ", "bold"), run.ui_url))
+    return Group(*parts)
+
+
+def _attempts(record: Any) -> str:
+    return str(record.attempts) if record.attempts is not None else "?"
+
+
+def _failure_reason(record: Any) -> str:
+    """The node's exception as ``Type: message``, from its final state."""
+    state = record.state
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        return text if len(text) <= 200 else text[:197] + "..."
+    return state.message or ""
+
+
+@contextmanager
+def _redirect_streams(console: Console) -> Iterator[None]:
+    """Route log handlers writing straight to the terminal through ``console``.
+
+    Prefect's console handler and plain ``StreamHandler`` objects hold the real ``sys.stdout``
+    / ``sys.stderr``; writes from them would tear the live progress bar apart.
+    """
+    import sys
+
+    from rich.file_proxy import FileProxy
+
+    out = getattr(sys.stdout, "rich_proxied_file", sys.stdout)
+    err = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+    proxies = {id(out): FileProxy(console, out), id(err): FileProxy(console, err)}
+    undo: list[Any] = []
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(item for item in known if isinstance(item, logging.Logger))]
+    seen: set[int] = set()
+    for logger_ in loggers:
+        for handler in logger_.handlers:
+            if id(handler) in seen:
+                continue
+            seen.add(id(handler))
+            handler_console = getattr(handler, "console", None)
+            if handler_console is not None and handler_console is not console:
+                file = getattr(handler_console, "_file", None)
+                if file is not None and id(file) in proxies:
+                    handler_console.file = proxies[id(file)]
+                    undo.append(lambda c=handler_console, f=file: setattr(c, "file", f))
+            elif (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and id(handler.stream) in proxies
+            ):
+                original = handler.setStream(proxies[id(handler.stream)])
+                undo.append(lambda h=handler, s=original: h.setStream(s))
+    try:
+        yield
+    finally:
+        for restore in reversed(undo):
+            with suppress(Exception):
+                restore()
+        for proxy in proxies.values():
+            with suppress(Exception):
+                proxy.flush()

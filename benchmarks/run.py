@@ -244,9 +244,10 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
         api = cases["api"]
         label = "ephemeral API" if api == "ephemeral" else "a Prefect server at `PREFECT_API_URL`"
         add(f"## 2. Per-node overhead, {label}\n")
+        what = "launch of the ephemeral API" if api == "ephemeral" else "first use of the server"
         add(
-            f"Ephemeral API start in this process: {cases['api_start_s']:.2f} s (excluded below: "
-            "every runner had a warm-up run first).\n"
+            f"Prefect API ready in this process after {cases['api_start_s']:.2f} s ({what}, with "
+            "`import prefect`; excluded below: every runner had a warm-up run first).\n"
         )
         add(
             "| case | runner | seconds | ms per node | ms per node over SequentialRunner | "
@@ -264,7 +265,7 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
                     f"{1000 * (r['seconds'] - seq) / n:.2f} | {n / r['seconds']:.0f} | "
                     f"{r['seconds'] / seq:.1f} | {r['seconds'] / raw:.2f} |"
                 )
-                if runner in ("PrefectRunner", "raw Prefect tasks"):
+                if runner == "PrefectRunner":
                     plot.append(
                         (f"{case} {n}, {runner}, {api} (vs raw Prefect)", r["seconds"] / raw)
                     )
@@ -284,7 +285,7 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
             if runner in ("PrefectRunner", "layered Prefect flow", "ThreadRunner"):
                 plot.append((f"skewed, {runner}, {api} (vs critical path)", ratio))
         add("")
-        add(f"## 5. Scale, {label}\n")
+        add(f"## 5. Scale: 1,000 nodes, {label}\n")
         rows = _rows(cases, "scale")
         seq = rows["SequentialRunner"]["seconds"]
         add("| runner | nodes | total run | ms per node | x SequentialRunner |")
@@ -361,6 +362,7 @@ def write_plot(plot: list[tuple[str, float]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = [p[0] for p in plot]
@@ -371,6 +373,8 @@ def write_plot(plot: list[tuple[str, float]], path: Path) -> None:
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("ratio to the baseline measured in the same run (log scale, lower is better)")
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)

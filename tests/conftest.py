@@ -36,7 +36,7 @@ def pytest_sessionfinish(session, exitstatus):
     """Stop the ephemeral Prefect API the runner started, while pytest can still log."""
     from kedro_prefect.prefect_api import EPHEMERAL_API
 
-    EPHEMERAL_API._stop_at_exit()
+    EPHEMERAL_API.shutdown()
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 

@@ -141,13 +141,14 @@ class RunRecorder(RunObserver):
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
         record = self.run.nodes[node.name]
         record.finished_at, record.state = time.monotonic(), future.state
+        # Now, not at the end: on Dask the runner releases a future once its data is consumed.
+        with _warn_on_error("finding which worker ran a node"):
+            record.worker = _worker_of(future, self.run.task_runner)
 
     def on_run_end(self, run: PipelineRun) -> None:
         run.ended_at = time.monotonic()
         with _warn_on_error("reading the task runs back from the Prefect API"):
             _read_task_runs(run)
-        with _warn_on_error("finding which worker ran each node"):
-            _find_workers(run)
         for record in run.nodes.values():
             record.future = None  # let go of Dask futures and results
 
@@ -328,23 +329,10 @@ def _read_task_runs(run: PipelineRun) -> None:
             record.duration = task_run.total_run_time
 
 
-def _find_workers(run: PipelineRun) -> None:
-    """Which worker ran each node: the Dask worker's address, else the local host's threads."""
-    dask_futures = {
-        name: wrapped
-        for name, record in run.nodes.items()
-        if record.future is not None
-        and (wrapped := getattr(record.future, "wrapped_future", None)) is not None
-        and hasattr(wrapped, "key")
-        and hasattr(wrapped, "client")
-    }
-    local = f"{socket.gethostname()} ({type(run.task_runner).__name__})"
-    if dask_futures:
-        client = next(iter(dask_futures.values())).client
-        who_has = client.who_has(list(dask_futures.values()))
-        for name, future in dask_futures.items():
-            workers = who_has.get(future.key) or ()
-            run.nodes[name].worker = ", ".join(sorted(workers)) or None
-    for record in run.nodes.values():
-        if record.future is not None and record.worker is None and not dask_futures:
-            record.worker = local
+def _worker_of(future: PrefectFuture[Any], task_runner: TaskRunner) -> str:
+    """Which worker ran a finished task: the Dask worker's address, else this host's threads."""
+    wrapped = getattr(future, "wrapped_future", None)
+    if wrapped is not None and hasattr(wrapped, "key") and hasattr(wrapped, "client"):
+        workers = wrapped.client.who_has([wrapped]).get(wrapped.key) or ()
+        return ", ".join(sorted(workers)) or "?"
+    return f"{socket.gethostname()} ({type(task_runner).__name__})"

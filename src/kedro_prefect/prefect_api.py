@@ -162,7 +162,7 @@ class EphemeralAPI:
                 process.kill()
                 process.wait()
 
-    def _stop_at_exit(self) -> None:
+    def shutdown(self) -> None:
         """Deliver the events and logs still queued in this process, then stop the server.
 
         ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
@@ -224,7 +224,7 @@ class EphemeralAPI:
         self._ready = False
         self.launches += 1
         if not self._atexit_registered:
-            atexit.register(self._stop_at_exit)
+            atexit.register(self.shutdown)
             self._atexit_registered = True
         logger.debug("Launched Prefect's ephemeral API server on port %s", self._port)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 from collections import Counter
+from collections.abc import Callable
+from contextvars import ContextVar
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -148,10 +150,6 @@ class PrefectRunner(AbstractRunner):
             ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
-        def kedro_pipeline() -> Any:
-            state, outcome["error"] = run_flow_body(body, cancellation, secrets)
-            return state
-
         if _in_flow_run():
             # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
             # submit the node tasks into that flow run instead of starting a second flow.
@@ -161,7 +159,7 @@ class PrefectRunner(AbstractRunner):
             return
 
         pipeline_flow = flow(
-            kedro_pipeline,
+            _pipeline_flow,
             name=flow_name,
             flow_run_name=flow_run_name,
             persist_result=False,
@@ -170,13 +168,22 @@ class PrefectRunner(AbstractRunner):
         )
         if configured_api_url():
             ensure_api_reachable(configured_api_url())
-        with (
-            prefect_run_settings(),
-            node_logs_to_prefect(_package_name()),
-            redacted_logs(secrets),
-        ):
-            apply_concurrency_limits(tasks_config)
-            pipeline_flow(return_state=True)
+
+        def flow_body() -> Any:
+            state, outcome["error"] = run_flow_body(body, cancellation, secrets)
+            return state
+
+        token = _RUN_BODY.set(flow_body)
+        try:
+            with (
+                prefect_run_settings(),
+                node_logs_to_prefect(_package_name()),
+                redacted_logs(secrets),
+            ):
+                apply_concurrency_limits(tasks_config)
+                pipeline_flow(return_state=True)
+        finally:
+            _RUN_BODY.reset(token)
         if outcome["error"] is not None:
             raise outcome["error"]
 
@@ -283,6 +290,20 @@ def _node_execution(
     if is_dask_runner(task_runner):
         return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
+
+
+#: The body of the flow run being started by ``PrefectRunner._run`` in this context.
+_RUN_BODY: ContextVar[Callable[[], Any]] = ContextVar("kedro_prefect_run_body")
+
+
+def _pipeline_flow() -> Any:
+    """The function of every PrefectRunner flow: runs the body its runner set in ``_RUN_BODY``.
+
+    It is module-level on purpose. Prefect sends the flow object along with every task it
+    submits to another process (Dask): a closure would carry the runner, the pipeline, the
+    catalog and the hook manager into each task; this function is pickled by reference.
+    """
+    return _RUN_BODY.get()()  # the flow run's final state (None: Completed)
 
 
 def _follow_kedro_log_level() -> None:

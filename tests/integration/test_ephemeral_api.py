@@ -65,37 +65,6 @@ def test_ephemeral_api_is_launched_once_and_reused_by_every_run():
     assert asyncio.run(_flow_run_count(url, "ephemeral-reuse")) == 3
 
 
-def test_driver_never_imports_the_prefect_server_package(tmp_path):
-    """The server runs in its own process; the ``kedro run`` process only needs the client."""
-    script = textwrap.dedent(
-        """
-        import sys
-        from kedro.io import DataCatalog
-        from kedro.pipeline import Pipeline, node
-        from kedro_prefect import PrefectRunner
-
-        def one(x=None):
-            return 1
-
-        pipeline = Pipeline([node(one, None, "a", name="n1"), node(one, "a", "b", name="n2")])
-        PrefectRunner().run(pipeline, DataCatalog())
-        print(sorted(m for m in sys.modules if m.startswith("prefect.server")))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
-
-
 def test_tag_concurrency_limits_still_hold_on_the_ephemeral_api():
     """Nodes tagged ``serial`` under a ``tag:serial`` limit of 1 never overlap."""
     from prefect.client.orchestration import get_client
@@ -132,18 +101,29 @@ def test_tag_concurrency_limits_still_hold_on_the_ephemeral_api():
     assert first[1] <= second[0], f"tagged nodes overlapped: {intervals}"
 
 
-def test_ephemeral_api_stops_when_its_launcher_is_killed(tmp_path):
-    """``kill -9`` of the process that launched the server leaves no orphaned server behind."""
+def test_driver_never_imports_prefect_server_and_no_server_outlives_a_killed_driver(tmp_path):
+    """In a fresh process: run a pipeline on the ephemeral API, then ``kill -9`` that process.
+
+    The server runs in its own process, so the driver only needs Prefect's client (importing
+    ``prefect.server`` costs seconds); and when the driver dies without stopping the server,
+    the server stops by itself instead of running on as an orphan.
+    """
     import psutil
 
     script = textwrap.dedent(
         """
-        import os, signal
+        import os, signal, sys
+        from kedro.io import DataCatalog
+        from kedro.pipeline import Pipeline, node
         from kedro_prefect import PrefectRunner
         from kedro_prefect.prefect_api import EPHEMERAL_API
 
-        PrefectRunner()
-        EPHEMERAL_API.wait()
+        def one(x=None):
+            return 1
+
+        pipeline = Pipeline([node(one, None, "a", name="n1"), node(one, "a", "b", name="n2")])
+        PrefectRunner().run(pipeline, DataCatalog())
+        print(sorted(m for m in sys.modules if m.startswith("prefect.server")), flush=True)
         print(EPHEMERAL_API.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -159,11 +139,12 @@ def test_ephemeral_api_stops_when_its_launcher_is_killed(tmp_path):
         check=False,
     )
     assert result.returncode == -9, result.stderr[-3000:]
-    server_pid = int(result.stdout.strip().splitlines()[-1])
+    server_modules, server_pid = result.stdout.strip().splitlines()[-2:]
+    assert server_modules == "[]"
 
     def gone() -> bool:
         try:
-            return psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+            return psutil.Process(int(server_pid)).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return True
 
@@ -171,5 +152,5 @@ def test_ephemeral_api_stops_when_its_launcher_is_killed(tmp_path):
     while not gone() and time.monotonic() < deadline:
         time.sleep(0.2)
     if not gone():
-        psutil.Process(server_pid).kill()
+        psutil.Process(int(server_pid)).kill()
         pytest.fail("the ephemeral API server outlived the process that launched it")

@@ -56,7 +56,13 @@ def session_run(project, monkeypatch):
         ):
             return session.run(pipeline_names=[pipeline], runner=runner)
 
-    return run
+    yield run
+    # Deliver this run's queued events and logs now, so that they do not delay later tests'.
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all(timeout=30)
+    APILogWorker.drain_all(timeout=30)
 
 
 def kedro_run(project: Path, *args: str, env: dict[str, str] | None = None):

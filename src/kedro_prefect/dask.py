@@ -25,12 +25,16 @@ What happens, in order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 import ipaddress
 import logging
 import socket
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -128,8 +132,21 @@ def _task_runner_classes() -> tuple[type, type]:
         def wait(self, timeout: float | None = None) -> None:
             try:
                 state = self.summary.result(timeout=timeout)
-            except Exception:
+            except distributed.TimeoutError:
                 return
+            except Exception as exc:
+                # The task never produced a Prefect state (e.g. the worker could not unpickle
+                # it, or it died too often): fail with Dask's error instead of a PENDING state.
+                from prefect.states import Failed
+
+                state = Failed(
+                    message=(
+                        f"Dask could not run the task: {exc!r}. If the scheduler's log shows "
+                        "a deserialization error, the scheduler and workers need the same "
+                        "packages as the kedro run process."
+                    ),
+                    data=exc,
+                )
             self._final_state = state
 
         def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -152,6 +169,14 @@ def _task_runner_classes() -> tuple[type, type]:
                 client_kwargs=self.client_kwargs,
             )
 
+        def __exit__(self, *args: Any) -> None:
+            # Node log records are sent in the background on the workers; make sure they
+            # reached the API before the run ends (one flush per worker, not per task).
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    self._client.run(_flush_worker_logs)
+            super().__exit__(*args)
+
         def submit(  # type: ignore[override]
             self,
             task: Any,
@@ -165,15 +190,16 @@ def _task_runner_classes() -> tuple[type, type]:
             wait_for = [f.summary if isinstance(f, KedroDaskFuture) else f for f in wait_for or []]
             wait_for = self._optimize_futures(wait_for) or None
             resources = node_resources(set(task.tags)) or None
-            future = self.client.submit(
-                task,
-                parameters=parameters,
-                wait_for=wait_for,
-                dependencies=dependencies,
-                return_type="state",
-                resources=resources,
-                pure=False,
-            )
+            with _light_flow_run_context():
+                future = self.client.submit(
+                    task,
+                    parameters=parameters,
+                    wait_for=wait_for,
+                    dependencies=dependencies,
+                    return_type="state",
+                    resources=resources,
+                    pure=False,
+                )
             summary = self.client.submit(
                 _without_data, future, pure=False, key=f"state-{future.key}"
             )
@@ -181,9 +207,55 @@ def _task_runner_classes() -> tuple[type, type]:
                 wrapped_future=future, task_run_id=future.task_run_id, summary=summary
             )
 
-    del distributed
     return KedroDaskTaskRunner, KedroDaskFuture
 
+
+async def _flush_worker_logs() -> None:
+    """Send this worker's queued log records to the Prefect API (run on each worker)."""
+    from prefect.logging.handlers import APILogWorker
+
+    result = APILogWorker.drain_all(timeout=10)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _flow_stand_in() -> None:
+    """The function of the flow object that travels with each task (never called)."""
+
+
+@contextmanager
+def _light_flow_run_context() -> Iterator[None]:
+    """Submit tasks with a flow run context whose flow object is a light stand-in.
+
+    prefect-dask pickles the current flow run context, flow object included, into every task.
+    The runner's flow function closes over the pipeline, the catalog and the hook manager:
+    pickling those per task is slow, and the Dask scheduler (which deserializes task graphs)
+    would need the project's code. The stand-in keeps the flow's name and result settings.
+    """
+    from prefect import Flow
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow is None:
+        yield
+        return
+    flow = context.flow
+    stand_in = _stand_ins.get(id(flow))
+    if stand_in is None or stand_in.name != flow.name:
+        stand_in = Flow(
+            _flow_stand_in,
+            name=flow.name,
+            persist_result=flow.persist_result,
+            log_prints=flow.log_prints,
+            validate_parameters=False,
+        )
+        _stand_ins.clear()
+        _stand_ins[id(flow)] = stand_in
+    with context.model_copy(update={"flow": stand_in}):
+        yield
+
+
+_stand_ins: dict[int, Any] = {}
 
 #: The data of a completed state as the driver sees it: the node's outputs stay on the worker.
 DATA_ON_WORKER = "kedro-prefect: in-memory outputs stay on the Dask worker"
@@ -399,23 +471,36 @@ def bootstrap_worker(
     """Make the project importable and configured in this (worker) process. Idempotent."""
     if source_dir and Path(source_dir).is_dir() and source_dir not in sys.path:
         sys.path.insert(0, source_dir)
-    key = f"{package_name}:{source_dir}"
-    if _bootstrapped.get("key") == key:
+    key = (package_name, source_dir)
+    if _bootstrapped.get("key") != key:
+        if package_name:
+            from kedro.framework.project import configure_project
+
+            configure_project(package_name)
+        worker_hook_manager.cache_clear()
+        _bootstrapped["key"] = key
+    _bootstrapped["package_name"] = package_name
+    _bootstrapped["log_levels"] = log_levels
+
+
+def _ensure_worker_logging() -> None:
+    """Send node log records to the Prefect API from this worker, at the driver's levels.
+
+    Checked at the start of every node task: Prefect and Kedro (re)apply their logging config
+    with ``dictConfig`` when they start up in the worker, which drops handlers added before.
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    root = logging.getLogger()
+    if any(isinstance(handler, APILogHandler) for handler in root.handlers):
         return
-    if package_name:
-        from kedro.framework.project import configure_project
+    from kedro_prefect.logs import node_logs_to_prefect
 
-        configure_project(package_name)
-    for name, level in log_levels.items():
+    for name, level in _bootstrapped.get("log_levels", {}).items():
         logging.getLogger(name or None).setLevel(level)
-    if "logs" not in _bootstrapped:
-        from kedro_prefect.logs import node_logs_to_prefect
-
-        logs = node_logs_to_prefect(package_name)
-        logs.__enter__()
-        _bootstrapped["logs"] = logs
-    worker_hook_manager.cache_clear()
-    _bootstrapped["key"] = key
+    logs = node_logs_to_prefect(_bootstrapped.get("package_name"))
+    logs.__enter__()  # for the life of the worker process
+    _bootstrapped["logs"] = logs
 
 
 @functools.cache
@@ -435,10 +520,8 @@ def worker_hook_manager() -> Any:
 
 
 def run_node_on_worker(
-    node: Node,
-    datasets: dict[str, Any],
+    payload: bytes,
     upstream: dict[str, NodeData],
-    given: NodeData,
     memory: dict[str, Any],
     is_async: bool,
     run_id: str | None,
@@ -446,35 +529,35 @@ def run_node_on_worker(
     """The body of a node task on a Dask worker; returns the node's in-memory outputs.
 
     Args:
-        node: The node.
-        datasets: The persisted datasets the node loads or saves, by name.
+        payload: ``cloudpickle`` of ``(node, datasets, given)``: the node, the persisted datasets
+            it loads or saves (by name), and its in-memory inputs that no node produces (e.g.
+            parameters). Pickled by the driver and unpickled here, after the worker plugin has
+            made the project importable: the Dask scheduler deserializes task graphs and must
+            not need the project's code.
         upstream: Producer node name -> that producer's in-memory outputs (resolved by Dask
             from the producer's task result, worker to worker).
-        given: In-memory inputs that no node produces (e.g. parameters), by name.
         memory: Copy mode (or ``None``) of each in-memory dataset the node uses, by name.
         is_async: Kedro's ``is_async``.
         run_id: The Kedro run id.
     """
+    import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
-    from prefect.logging.handlers import APILogHandler
 
     from kedro_prefect.node_execution import run_node
 
+    _ensure_worker_logging()
+    node, datasets, given = cloudpickle.loads(payload)
     catalog = DataCatalog(dict(datasets))
-    for name, copy_mode in memory.items():
-        mode = "assign" if name in node.outputs else copy_mode
-        catalog[name] = MemoryDataset(copy_mode=mode)
-    available = dict(given.data)
+    available = dict(given)
     for outputs in upstream.values():
         available.update(outputs.data)
-    for name in node.inputs:
-        if name in memory:
-            catalog.save(name, available[name])
-    try:
-        run_node(node, catalog, worker_hook_manager(), is_async, run_id)
-    finally:
-        APILogHandler().flush()  # ship the node's log records before the task ends
-    return NodeData({name: catalog.load(name) for name in node.outputs if name in memory})
+    for name, copy_mode in memory.items():
+        if name in node.outputs:
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        else:  # the dataset's own save() applies the copy mode, without catalog log lines
+            catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
+    run_node(node, catalog, worker_hook_manager(), is_async, run_id)
+    return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})
 
 
 # --- the driver side -----------------------------------------------------------------------------
@@ -550,20 +633,21 @@ class DaskNodeExecution:
         client.register_plugin(_project_bootstrap(), name=_PLUGIN_NAME)
 
     def parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
+        import cloudpickle
+
         given = {
             name: self._catalog.load(name)
             for name in node.inputs
             if name in self._memory and name not in self._producer
         }
+        datasets = {
+            name: self._datasets[name]
+            for name in (*node.inputs, *node.outputs)
+            if name in self._datasets
+        }
         return {
-            "node": node,
-            "datasets": {
-                name: self._datasets[name]
-                for name in (*node.inputs, *node.outputs)
-                if name in self._datasets
-            },
+            "payload": cloudpickle.dumps((node, datasets, given)),
             "upstream": {p.name: futures[p] for p in self._upstream[node]},
-            "given": NodeData(given),
             "memory": {
                 name: self._memory[name]
                 for name in (*node.inputs, *node.outputs)

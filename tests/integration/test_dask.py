@@ -153,6 +153,10 @@ def chunks(x):
         yield {"chunked": x + i, "count": i}
 
 
+def boom(x):
+    raise ValueError(f"boom on {x}")
+
+
 def worker_pid(x):
     return os.getpid()
 
@@ -279,6 +283,31 @@ def test_node_asking_for_a_resource_runs_only_on_the_worker_declaring_it(cluster
     assert {got[f"gpu{i}"] for i in range(4)} == gpu_pids
     assert os.getpid() not in got.values()  # nodes ran in the worker processes
     assert len(other_pids) == 1
+
+
+def _spawned_processes() -> set[int]:
+    """PIDs of this process's descendants started by multiprocessing (Dask worker processes)."""
+    import psutil
+
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+    return pids
+
+
+def test_local_cluster_is_closed_when_a_node_fails_and_the_node_error_is_raised(api, tmp_path):
+    pipeline = Pipeline(
+        [node(add_one, "source", "base", name="prepare"), node(boom, "base", "out", name="boom")]
+    )
+    before = _spawned_processes()
+    with pytest.raises(ValueError, match="boom on 2"):
+        PrefectRunner(task_runner="dask", n_workers=1, threads_per_worker=1).run(
+            pipeline, _catalog(tmp_path)
+        )
+    assert (tmp_path / "base.txt").read_text() == "2"  # the first node ran on the cluster
+    assert not _spawned_processes() - before  # the LocalCluster's worker processes are gone
 
 
 # --- bad inputs: clear errors before any node runs ------------------------------------------------

@@ -20,18 +20,24 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from kedro_prefect.errors import KedroPrefectError
+from kedro_prefect.task_options import TasksConfig
+
 #: Short names accepted by ``task_runner``; anything else must be an import path of a
 #: ``prefect.task_runners.TaskRunner`` subclass.
 TASK_RUNNER_ALIASES = ("thread", "dask")
 
 
-class PrefectRunnerConfigError(ValueError):
+class PrefectRunnerConfigError(KedroPrefectError, ValueError):
     """A runner option is unknown or has a bad value.
 
     Raised by ``PrefectRunner(...)`` before anything runs; the message names the option, the
@@ -91,6 +97,20 @@ class RunnerOptions(BaseModel):
             "task_runner=dask: address of an existing Dask scheduler, e.g. "
             "`tcp://10.0.0.5:8786`; the cluster is used and left running."
         ),
+    )
+    # Runner-wide Prefect task options; `tasks:` rules in prefect.yml override them per node.
+    retries: NonNegativeInt | None = Field(
+        default=None, description="How many times a failed node is run again. Default: 0."
+    )
+    retry_delay_seconds: NonNegativeFloat | None = Field(
+        default=None, description="Seconds to wait before retrying a failed node. Default: 0."
+    )
+    retry_jitter_factor: NonNegativeFloat | None = Field(
+        default=None, description="Randomise the retry delay by up to this factor."
+    )
+    timeout_seconds: PositiveFloat | None = Field(
+        default=None,
+        description="Fail a node when one attempt runs longer than this. Default: no limit.",
     )
 
     @field_validator("task_runner")
@@ -171,7 +191,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     return "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)
 
 
-class ProjectConfigError(ValueError):
+class ProjectConfigError(KedroPrefectError, ValueError):
     """``prefect.yml`` has an unknown key or a bad value; the message names both."""
 
 
@@ -191,8 +211,9 @@ class ProjectConfig(BaseModel):
     deployments: dict[DeploymentName, DeploymentConfig] = Field(
         default_factory=dict, description="Deployments created by `kedro prefect deploy`."
     )
-    tasks: dict[str, Any] = Field(
-        default_factory=dict, description="Prefect task options for nodes (retries, timeouts...)."
+    tasks: TasksConfig = Field(
+        default_factory=TasksConfig,
+        description="Prefect task options per node (retries, timeouts, tags, concurrency).",
     )
 
     @field_validator("runner")
@@ -222,11 +243,29 @@ def validate_project_config(raw: dict[str, Any]) -> ProjectConfig:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"]) or "(top level)"
             if error["type"] == "extra_forbidden":
-                allowed = ", ".join(ProjectConfig.model_fields)
+                allowed = ", ".join(_model_at(error["loc"][:-1]).model_fields)
                 lines.append(f"unknown key {where!r}; allowed keys: {allowed}")
             else:
-                lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+                message = error["msg"].removeprefix("Value error, ")
+                got = "" if error["type"] == "value_error" else f" (got {error['input']!r})"
+                lines.append(f"{where}: {message}{got}")
         raise ProjectConfigError("Invalid prefect.yml:\n  " + "\n  ".join(lines)) from None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The pydantic model validating the mapping at ``loc`` of ``prefect.yml``."""
+    import typing
+
+    model: type[BaseModel] = ProjectConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:  # a list index or a mapping key (a deployment name)
+            continue
+        for candidate in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+    return model
 
 
 # --- Deployments: the ``deployments:`` section of prefect.yml (owned by the deploy helper) ------

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kedro_prefect.config import PrefectRunnerConfigError
+from kedro_prefect.errors import KedroPrefectError
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -61,11 +62,11 @@ RESOURCE_TAG_PREFIX = "dask-"
 _PLUGIN_NAME = "kedro-prefect-project"
 
 
-class DaskSchedulerUnreachableError(ConnectionError):
+class DaskSchedulerUnreachableError(KedroPrefectError, ConnectionError):
     """The Dask scheduler at ``address=`` did not answer; raised before any node runs."""
 
 
-class DaskDatasetError(ValueError):
+class DaskDatasetError(KedroPrefectError, ValueError):
     """A dataset of the pipeline cannot be used across processes; raised before any node runs."""
 
 

@@ -51,6 +51,7 @@ def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
     every node: it is built once per ``fn`` and options, and each node gets a copy of it with its
     own name and tags.
     """
+    extra_tags = task_options.pop("tags", ())
     try:
         template = _task_template(fn, tuple(sorted(task_options.items())))
     except TypeError:  # an unhashable option value: build this task from scratch
@@ -58,7 +59,7 @@ def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
     task = copy.copy(template)
     task.name = node.name
     task.task_run_name = node.name
-    task.tags = node_tags(node)
+    task.tags = node_tags(node) | set(extra_tags)
     return task
 
 

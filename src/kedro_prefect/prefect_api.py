@@ -215,6 +215,9 @@ class EphemeralAPI:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Not in the terminal's process group: a Ctrl-C must not stop the server
+                # before the run has recorded its Cancelled state (kedro_prefect.cancellation).
+                start_new_session=True,
             )
         self._owner_pid = os.getpid()
         self._started_at = time.monotonic()

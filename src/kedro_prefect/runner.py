@@ -11,12 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
 
+from kedro_prefect.cancellation import Cancellation, RunCancelledError, run_flow_body
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import keep_project_log_handlers, node_logs_to_prefect
 from kedro_prefect.node_execution import LocalNodeExecution, node_task
 from kedro_prefect.observers import NULL_OBSERVER, RunObserver, observe_run
-from kedro_prefect.prefect_api import prefect_run_settings, start_ephemeral_api_early
+from kedro_prefect.prefect_api import (
+    configured_api_url,
+    prefect_run_settings,
+    start_ephemeral_api_early,
+)
+from kedro_prefect.preflight import ensure_api_reachable, missing_input_error
+from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_logs
+from kedro_prefect.task_options import (
+    NodeTaskOptions,
+    apply_concurrency_limits,
+    resolve_task_options,
+    timeout_error,
+)
 from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
 
 if TYPE_CHECKING:
@@ -71,14 +84,23 @@ class PrefectRunner(AbstractRunner):
         """The validated options of this runner."""
         return self._options
 
-    def run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Run the pipeline; see ``kedro.runner.AbstractRunner.run``."""
+    def run(self, pipeline: Pipeline, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run the pipeline; see ``kedro.runner.AbstractRunner.run``.
+
+        A pipeline input missing from the catalog becomes a one-line error.
+        """
         _follow_kedro_log_level()
-        return super().run(*args, **kwargs)
+        try:
+            return super().run(pipeline, *args, **kwargs)
+        except ValueError as exc:
+            if not str(exc).startswith("Pipeline input(s)"):
+                raise
+            raise missing_input_error(pipeline, str(exc)) from None
 
     def _apply_project_defaults(self) -> None:
         """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""
         project = load_project_config(run_params_recorder.config_loader)
+        self._project_config = project
         if not project.runner:
             return
         given = self._options.model_dump(include=self._options.model_fields_set)
@@ -113,8 +135,15 @@ class PrefectRunner(AbstractRunner):
             self._logger.info("No nodes to run.")
             return
         flow_name, flow_run_name = self._flow_names(run_id)
+        tasks_config = self._project_config.tasks
+        self._task_options = resolve_task_options(
+            pipeline, self._options.model_dump(), tasks_config
+        )
+        self._secrets = secrets = project_secrets(run_params_recorder.config_loader)
+        self._cancellation = cancellation = Cancellation()
+        outcome: dict[str, BaseException | None] = {"error": None}
 
-        def run_pipeline() -> None:
+        def body() -> None:
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
                 observe_run(pipeline, runner, flow_name, run_id) as self._observer,
@@ -124,8 +153,9 @@ class PrefectRunner(AbstractRunner):
         if _in_flow_run():
             # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
             # submit the node tasks into that flow run instead of starting a second flow.
-            with node_logs_to_prefect(_package_name()):
-                run_pipeline()
+            with node_logs_to_prefect(_package_name()), redacted_logs(secrets):
+                apply_concurrency_limits(tasks_config)
+                body()
             return
 
         pipeline_flow = flow(
@@ -136,12 +166,26 @@ class PrefectRunner(AbstractRunner):
             validate_parameters=False,
             log_prints=False,
         )
-        token = _RUN_BODY.set(run_pipeline)
+        if configured_api_url():
+            ensure_api_reachable(configured_api_url())
+
+        def flow_body() -> Any:
+            state, outcome["error"] = run_flow_body(body, cancellation, secrets)
+            return state
+
+        token = _RUN_BODY.set(flow_body)
         try:
-            with prefect_run_settings(), node_logs_to_prefect(_package_name()):
-                pipeline_flow()
+            with (
+                prefect_run_settings(),
+                node_logs_to_prefect(_package_name()),
+                redacted_logs(secrets),
+            ):
+                apply_concurrency_limits(tasks_config)
+                pipeline_flow(return_state=True)
         finally:
             _RUN_BODY.reset(token)
+        if outcome["error"] is not None:
+            raise outcome["error"]
 
     def _run_nodes(
         self,
@@ -166,10 +210,12 @@ class PrefectRunner(AbstractRunner):
         failed: tuple[Node, Any] | None = None
 
         execution = _node_execution(task_runner, pipeline, catalog, hook_manager, self, run_id)
+        task_fn = protect_secrets(execution.task_fn, self._secrets)
 
         def submit(node: Node) -> None:
+            options: NodeTaskOptions = self._task_options[node.name]
             future = task_runner.submit(
-                node_task(node, execution.task_fn),
+                node_task(node, task_fn, **options.prefect_kwargs()),
                 parameters=execution.parameters(node, futures),
                 wait_for=[futures[parent] for parent in parents[node]],
             )
@@ -177,6 +223,7 @@ class PrefectRunner(AbstractRunner):
             self._observer.on_node_submitted(node, future)
             future.add_done_callback(lambda _, node=node: finished.put(node))
 
+        self._cancellation.on_request(lambda: finished.put(None))  # wake the loop up
         in_flight = 0
         for node in pipeline.nodes:
             if not waiting_on[node]:
@@ -186,6 +233,8 @@ class PrefectRunner(AbstractRunner):
         total = len(pipeline.nodes)
         while in_flight:
             node = finished.get()
+            if node is None:  # cancellation requested: submit nothing more
+                continue
             in_flight -= 1
             future = futures[node]
             future.wait()  # already done: this only records the final state on the future
@@ -199,7 +248,7 @@ class PrefectRunner(AbstractRunner):
             self._logger.info("Completed node: %s", node.name)
             self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
             self._release_datasets(node, catalog, load_counts, pipeline)
-            if failed:
+            if failed or self._cancellation.requested:
                 continue
             for child in children[node]:
                 waiting_on[child] -= 1
@@ -207,10 +256,15 @@ class PrefectRunner(AbstractRunner):
                     submit(child)
                     in_flight += 1
 
-        if failed:
+        if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+        if failed:
+            if failed[1].name == "TimedOut":
+                raise timeout_error(failed[0], self._task_options.get(failed[0].name))
             failed[1].result(raise_on_failure=True)
             raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
+        if self._cancellation.requested:
+            raise RunCancelledError(self._cancellation.signum)
 
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""
@@ -239,17 +293,17 @@ def _node_execution(
 
 
 #: The body of the flow run being started by ``PrefectRunner._run`` in this context.
-_RUN_BODY: ContextVar[Callable[[], None]] = ContextVar("kedro_prefect_run_body")
+_RUN_BODY: ContextVar[Callable[[], Any]] = ContextVar("kedro_prefect_run_body")
 
 
-def _pipeline_flow() -> None:
+def _pipeline_flow() -> Any:
     """The function of every PrefectRunner flow: runs the body its runner set in ``_RUN_BODY``.
 
     It is module-level on purpose. Prefect sends the flow object along with every task it
     submits to another process (Dask): a closure would carry the runner, the pipeline, the
     catalog and the hook manager into each task; this function is pickled by reference.
     """
-    _RUN_BODY.get()()
+    return _RUN_BODY.get()()  # the flow run's final state (None: Completed)
 
 
 def _follow_kedro_log_level() -> None:

@@ -1,0 +1,165 @@
+"""Ctrl-C (SIGINT) and SIGTERM during ``kedro run``, and the outcome of the flow run.
+
+* First signal: no new node starts; the nodes already running finish (so every output they
+  save is complete), the Dask cluster the run started is closed as usual, the flow run ends
+  ``Cancelled`` in Prefect, and ``kedro run`` exits with ``128 + signal number`` (130 for Ctrl-C)
+  after logging Kedro's resume hint.
+* Second signal: stop at once. The flow run is marked ``Crashed``, child processes the run
+  started (Dask workers, Prefect's temporary API server) are terminated, and the process exits
+  with ``128 + signal number`` without waiting for running nodes (their outputs may be partial;
+  outputs of completed nodes are untouched).
+
+The handlers are installed inside the flow body (replacing, for its duration, the SIGTERM bridge
+Prefect's flow engine installs) and only in the main thread.
+
+Prefect's temporary API server (``kedro_prefect.prefect_api``) is started in its own session:
+a Ctrl-C in the terminal reaches the whole foreground process group, and the server must
+survive it to record the ``Cancelled`` state. It stops by itself when ``kedro run`` dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from kedro_prefect.errors import KedroPrefectError
+from kedro_prefect.redaction import redact
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+logger = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunCancelledError(KedroPrefectError):
+    """The run was stopped by SIGINT or SIGTERM; ``kedro run`` exits with 128 + signal."""
+
+    def __init__(self, signum: int, running: int = 0):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"Run cancelled by {name}: no new node was started after it"
+            + (f"; the {running} running node(s) were allowed to finish" if running else "")
+            + ". Outputs of completed nodes are saved; see the resume hint above."
+        )
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class Cancellation:
+    """Signal handling for one run, shared by the flow body and the driver loop."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.flow_run_id: Any = None
+        self._wakers: list[Callable[[], None]] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The flow function refers to the runner, which refers to this object, and Prefect's
+        # Dask task runner pickles the flow run context: leave the (driver-only) wakers out.
+        return {**self.__dict__, "_wakers": []}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def on_request(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the signal handler: reentrant-safe code only) on cancel."""
+        self._wakers.append(callback)
+
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """Install the SIGINT/SIGTERM handlers while the block runs (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        if context and context.flow_run:
+            self.flow_run_id = context.flow_run.id
+        previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self._handle)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            logger.warning(
+                "Received %s: no new node will start; waiting for running nodes to finish. "
+                "Send it again to stop at once.",
+                signal.Signals(signum).name,
+            )
+            for wake in self._wakers:
+                wake()
+            return
+        self._stop_now(signum)
+
+    def _stop_now(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        logger.error("Received %s again: stopping now, running nodes are abandoned.", name)
+        mark_flow_run_crashed(self.flow_run_id, f"Stopped by a second {name}")
+        stop_child_processes()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+
+def run_flow_body(
+    body: Callable[[], None], cancellation: Cancellation, secrets: frozenset[str]
+) -> tuple[State | None, BaseException | None]:
+    """Run the flow body; return the flow run's final state (None: Completed) and the error.
+
+    The flow body must not raise: Prefect writes the exception of a failing flow to result
+    storage even with persistence off. The caller re-raises the error after the flow run ended.
+    """
+    from prefect.states import Cancelled, Failed
+
+    with cancellation.handling_signals():
+        try:
+            body()
+        except RunCancelledError as exc:
+            return Cancelled(message=str(exc)), exc
+        except Exception as exc:
+            message = redact(f"{type(exc).__name__}: {exc}", secrets).splitlines()[0]
+            return Failed(message=message[:1000]), exc
+    return None, None
+
+
+def mark_flow_run_crashed(flow_run_id: Any, message: str) -> None:
+    """Best effort: set the flow run's state to Crashed in the Prefect API."""
+    if flow_run_id is None:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+    except Exception as exc:
+        logger.error("Could not mark flow run %s Crashed: %s", flow_run_id, exc)
+
+
+def stop_child_processes() -> None:
+    """Terminate the processes this run started: Dask workers/nannies, Prefect's API server."""
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(Exception):
+            child.terminate()
+    from kedro_prefect.prefect_api import EPHEMERAL_API
+
+    with contextlib.suppress(Exception):
+        EPHEMERAL_API.stop()

@@ -14,7 +14,7 @@ from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
-from kedro_prefect.prefect_api import ephemeral_api_url
+from kedro_prefect.prefect_api import _drain_prefect_workers, ephemeral_api_url
 from tests import pipelines as p
 
 
@@ -227,6 +227,7 @@ def _latest_flow_run_and_tasks(flow_name: str):
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    _drain_prefect_workers(timeout=10)  # task run states reach the API as events
     with temporary_settings({PREFECT_API_URL: ephemeral_api_url()}):
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_runs(

@@ -292,5 +292,30 @@ def prefect_run_settings() -> Iterator[str]:
     )
 
     api_url = configured_api_url() or ephemeral_api_url()
+    _events_go_to(api_url)
     with temporary_settings({PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield api_url
+
+
+#: The API that this process's Prefect events worker sends to (``None``: not used yet).
+_events_api_url: str | None = None
+
+
+def _events_go_to(api_url: str) -> None:
+    """Make Prefect's events (task run states, artifacts) go to ``api_url``.
+
+    Prefect keeps one events worker per process for any self-hosted API, bound to the URL in
+    force when it started: a second run in the same process against another API (a notebook
+    switching from the ephemeral API to a server, a test suite) would send its task run states
+    to the first one. When the URL changes, the old worker is drained and stopped, and Prefect
+    starts a new one for the new URL.
+    """
+    global _events_api_url
+    if _events_api_url not in (None, api_url):
+        worker = getattr(sys.modules.get("prefect.events.worker"), "EventsWorker", None)
+        if worker is not None:
+            try:
+                worker.drain_all(timeout=10)
+            except Exception:  # the old API may be gone: its events cannot be delivered anyway
+                logger.debug("Could not drain the events worker for %s", _events_api_url)
+    _events_api_url = api_url

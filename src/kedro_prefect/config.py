@@ -20,9 +20,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -30,7 +27,13 @@ from pydantic import (
 )
 
 from kedro_prefect.errors import KedroPrefectError
-from kedro_prefect.task_options import TasksConfig
+from kedro_prefect.task_options import (
+    Retries,
+    RetryDelaySeconds,
+    RetryJitterFactor,
+    TasksConfig,
+    TimeoutSeconds,
+)
 
 #: Short names accepted by ``task_runner``; anything else must be an import path of a
 #: ``prefect.task_runners.TaskRunner`` subclass.
@@ -99,19 +102,10 @@ class RunnerOptions(BaseModel):
         ),
     )
     # Runner-wide Prefect task options; `tasks:` rules in prefect.yml override them per node.
-    retries: NonNegativeInt | None = Field(
-        default=None, description="How many times a failed node is run again. Default: 0."
-    )
-    retry_delay_seconds: NonNegativeFloat | None = Field(
-        default=None, description="Seconds to wait before retrying a failed node. Default: 0."
-    )
-    retry_jitter_factor: NonNegativeFloat | None = Field(
-        default=None, description="Randomise the retry delay by up to this factor."
-    )
-    timeout_seconds: PositiveFloat | None = Field(
-        default=None,
-        description="Fail a node when one attempt runs longer than this. Default: no limit.",
-    )
+    retries: Retries = None
+    retry_delay_seconds: RetryDelaySeconds = None
+    retry_jitter_factor: RetryJitterFactor = None
+    timeout_seconds: TimeoutSeconds = None
 
     @field_validator("task_runner")
     @classmethod

@@ -29,7 +29,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -50,6 +50,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The task options that are also runner options (runner-wide defaults): declared once here.
+Retries = Annotated[
+    NonNegativeInt | None,
+    Field(description="How many times a failed node is run again. Default: 0."),
+]
+RetryDelaySeconds = Annotated[
+    NonNegativeFloat | None,
+    Field(description="Seconds to wait before retrying a failed node. Default: 0."),
+]
+RetryJitterFactor = Annotated[
+    NonNegativeFloat | None,
+    Field(description="Randomise the retry delay by up to this factor (Prefect's jitter)."),
+]
+TimeoutSeconds = Annotated[
+    PositiveFloat | None,
+    Field(description="Fail a node when one attempt runs longer than this. Default: no limit."),
+]
+
 #: The options that one value overrides (as opposed to tags, which accumulate).
 SCALAR_OPTIONS = ("retries", "retry_delay_seconds", "retry_jitter_factor", "timeout_seconds")
 SELECTORS = ("tag", "namespace", "node")  # in increasing precedence
@@ -60,19 +78,10 @@ class TaskOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    retries: NonNegativeInt | None = Field(
-        default=None, description="How many times a failed node is run again."
-    )
-    retry_delay_seconds: NonNegativeFloat | None = Field(
-        default=None, description="Seconds to wait before each retry."
-    )
-    retry_jitter_factor: NonNegativeFloat | None = Field(
-        default=None,
-        description="Randomise the retry delay by up to this factor (Prefect's jitter).",
-    )
-    timeout_seconds: PositiveFloat | None = Field(
-        default=None, description="Fail the node when one attempt runs longer than this."
-    )
+    retries: Retries = None
+    retry_delay_seconds: RetryDelaySeconds = None
+    retry_jitter_factor: RetryJitterFactor = None
+    timeout_seconds: TimeoutSeconds = None
     tags: list[str] = Field(
         default_factory=list, description="Extra Prefect tags of the node's task runs."
     )

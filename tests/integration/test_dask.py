@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 from kedro_prefect.dask import DaskDatasetError, DaskSchedulerUnreachableError
 from tests.helpers import REPO, free_port, run_kedro
+from tests.pipelines import TextFileDataset
 
 pytestmark = pytest.mark.integration
 
@@ -165,25 +166,6 @@ def pid_then_sleep(x, pid_file):
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(8)
     return x + 100
-
-
-class TextFileDataset(AbstractDataset):
-    """An integer in a text file: a persisted dataset, loaded and saved on the worker."""
-
-    def __init__(self, filepath: str):
-        self._path = Path(filepath)
-
-    def load(self) -> int:
-        return int(self._path.read_text())
-
-    def save(self, data: int) -> None:
-        self._path.write_text(str(data))
-
-    def _exists(self) -> bool:
-        return self._path.exists()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._path)}
 
 
 class SingleProcessDataset(TextFileDataset):

@@ -29,7 +29,7 @@ os.environ.pop("PREFECT_PROFILES_PATH", None)
 
 import pytest  # noqa: E402
 
-from tests.helpers import EXAMPLE_PROJECT, PrefectServer  # noqa: E402
+from tests.helpers import PrefectServer, copy_example_project  # noqa: E402
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -43,15 +43,7 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture
 def example_project(tmp_path: Path) -> Path:
     """A fresh copy of ``examples/sales_demo`` with no outputs yet."""
-    target = tmp_path / "sales_demo"
-    shutil.copytree(
-        EXAMPLE_PROJECT,
-        target,
-        ignore=shutil.ignore_patterns(
-            "*.parquet", "region_report.csv", "top_products.csv", "__pycache__", "logs"
-        ),
-    )
-    return target
+    return copy_example_project(tmp_path / "sales_demo")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,11 +42,24 @@ def run_kedro(
     )
 
 
+def copy_example_project(target: Path) -> Path:
+    """A fresh copy of ``examples/sales_demo`` at ``target``, with no outputs yet."""
+    shutil.copytree(
+        EXAMPLE_PROJECT,
+        target,
+        ignore=shutil.ignore_patterns(
+            "*.parquet", "region_report.csv", "top_products.csv", "__pycache__", "logs"
+        ),
+    )
+    return target
+
+
 class PrefectServer:
     """``prefect server start`` on 127.0.0.1 with a free port and its own ``PREFECT_HOME``."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, ui: bool = False):
         self.home = home
+        self.ui = ui
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen[bytes] | None = None
@@ -55,7 +69,7 @@ class PrefectServer:
         """Environment for clients of this server."""
         return {"PREFECT_API_URL": self.api_url}
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 180) -> None:
         env = {
             **os.environ,
             "PREFECT_HOME": str(self.home),
@@ -71,7 +85,7 @@ class PrefectServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--no-ui",
+                "--ui" if self.ui else "--no-ui",
                 "--analytics-off",
             ],
             env=env,

@@ -11,16 +11,14 @@ import json
 import os
 import pty
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
-from tests.helpers import EXAMPLE_PROJECT, KEDRO, PREFECT, PrefectServer
+from tests.helpers import EXAMPLE_PROJECT, KEDRO, PrefectServer, copy_example_project
 from tests.integration.test_quickstart import quickstart_server_command
 
 pytestmark = pytest.mark.integration
@@ -39,17 +37,6 @@ NODES = {
 }
 # Colours, cursor moves and hyperlinks that rich writes to a terminal.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-
-
-def _fresh_project(target: Path) -> Path:
-    shutil.copytree(
-        EXAMPLE_PROJECT,
-        target,
-        ignore=shutil.ignore_patterns(
-            "*.parquet", "region_report.csv", "top_products.csv", "__pycache__", "logs"
-        ),
-    )
-    return target
 
 
 def _kedro(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -91,37 +78,9 @@ def _kedro_in_pty(project: Path, *args: str, env: dict[str, str]) -> tuple[int, 
     return process.wait(timeout=60), ANSI_ESCAPE.sub("", output)
 
 
-class PrefectServerWithUI(PrefectServer):
-    """``prefect server start`` serving Prefect's UI (the shared fixture's server has none)."""
-
-    def start(self, timeout: float = 180) -> None:
-        env = {**os.environ, "PREFECT_HOME": str(self.home)}
-        env.pop("PREFECT_API_URL", None)
-        command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [*command, "--analytics-off"],
-            env=env,
-            stdout=open(self.home / "server.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.home / "server.log").read_text())
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError("prefect server (with UI) did not become healthy in time")
-
-
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory):
-    server = PrefectServerWithUI(tmp_path_factory.mktemp("prefect-ui-home"))
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-ui-home"), ui=True)
     server.start()
     yield server
     server.stop()
@@ -132,7 +91,7 @@ def server_run(prefect_server, tmp_path_factory):
     """The quick start's server command on the example project, output to pipes."""
     _, args = quickstart_server_command()
     assert "flow_name=nightly" in " ".join(args)  # the flow the tests below look for
-    project = _fresh_project(tmp_path_factory.mktemp("observed") / "sales_demo")
+    project = copy_example_project(tmp_path_factory.mktemp("observed") / "sales_demo")
     result = _kedro(project, *args, env=prefect_server.env)
     assert result.returncode == 0, result.stdout + result.stderr
     return project, result
@@ -258,7 +217,7 @@ def test_no_progress_or_summary_in_a_pipe(server_run):
 
 @pytest.mark.timeout(900)  # starts a Prefect server with its UI, then runs the project
 def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
-    project = _fresh_project(tmp_path / "sales_demo")
+    project = copy_example_project(tmp_path / "sales_demo")
     # top_n must be an int: rank_products fails, its siblings and ancestors still complete.
     code, output = _kedro_in_pty(
         project,

@@ -68,10 +68,6 @@ def _raw_task(fn, name: str):
 
 def run_raw_prefect(pipeline) -> float:
     """Prefect alone: one plain task per node, all submitted up front, wired by ``wait_for``."""
-    from prefect import flow
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    from kedro_prefect.prefect_api import prefect_run_settings
 
     def body():
         futures = {}
@@ -89,6 +85,11 @@ def run_raw_prefect(pipeline) -> float:
 
 def _timed_flow(body, name: str) -> float:
     """Seconds one run of ``body`` as a Prefect flow takes (32 threads, nothing persisted)."""
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from kedro_prefect.prefect_api import prefect_run_settings
+
     f = flow(
         body,
         name=name,
@@ -105,11 +106,8 @@ def _timed_flow(body, name: str) -> float:
 def run_layered_flow(pipeline) -> float:
     """The old Kedro docs' approach: run layer by layer, each layer waits for the whole previous."""
     from kedro.framework.hooks.manager import _NullPluginManager
-    from prefect import flow
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     from kedro_prefect.node_execution import node_task
-    from kedro_prefect.prefect_api import prefect_run_settings
 
     catalog = kedro_catalog()
     for ds in pipeline.datasets():

@@ -1,0 +1,13 @@
+"""Choosing the task runner: what a user sees when the Dask extra is missing."""
+
+import sys
+
+import pytest
+
+from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
+
+
+def test_dask_without_the_extra_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prefect_dask", None)  # import prefect_dask -> ImportError
+    with pytest.raises(PrefectRunnerConfigError, match=r"pip install 'kedro-prefect\[dask\]'"):
+        PrefectRunner(task_runner="dask")

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -186,6 +187,12 @@ def bench_dask(quick: bool, home: Path) -> dict[str, Any]:
     return out
 
 
+def _markdown_only(output: str) -> str:
+    """A Dask script's table and caption, without the log lines Kedro printed to stdout."""
+    kept = [line for line in output.splitlines() if not line or line[0] not in "[ \t"]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -318,7 +325,7 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
         if "error" in d:
             add(f"_failed:_\n\n```\n{d['error']}\n```\n")
         else:
-            add(d["markdown"].strip() + "\n")
+            add(_markdown_only(d["markdown"]) + "\n")
     add("## Where PrefectRunner's overhead went\n")
     add(
         textwrap.dedent(

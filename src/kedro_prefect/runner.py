@@ -67,8 +67,8 @@ class PrefectRunner(AbstractRunner):
 
         Args:
             is_async: Load inputs and save outputs of a node in threads (Kedro's ``is_async``).
-            **options: The fields of :class:`kedro_prefect.RunnerOptions`: ``task_runner``,
-                ``max_workers``, ``flow_name``.
+            **options: The fields of :class:`kedro_prefect.RunnerOptions` (``task_runner``,
+                ``max_workers``, ``flow_name``, the Dask options, retries and timeouts).
 
         Raises:
             PrefectRunnerConfigError: An option is unknown or its value is invalid.

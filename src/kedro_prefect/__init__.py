@@ -5,27 +5,40 @@ one task run per node, each node starting as soon as the nodes producing its inp
 ``kedro_deployment(...)`` wraps the same runner in a Prefect deployment.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from kedro_prefect.config import PrefectRunnerConfigError, ProjectConfigError, RunnerOptions
-from kedro_prefect.runner import PrefectRunner
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro_prefect.config import PrefectRunnerConfigError, ProjectConfigError, RunnerOptions
+    from kedro_prefect.deploy import kedro_deployment
+    from kedro_prefect.runner import PrefectRunner
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PrefectRunner",
-    "PrefectRunnerConfigError",
-    "ProjectConfigError",
-    "RunnerOptions",
-    "__version__",
-    "kedro_deployment",
-]
+#: Public name -> module defining it. Imported on first use: the ephemeral API server process
+#: imports ``kedro_prefect._ephemeral_app`` and must not pay for Kedro (and ``kedro run`` must
+#: not pay for the deploy module, which imports Prefect).
+_EXPORTS = {
+    "PrefectRunner": "kedro_prefect.runner",
+    "PrefectRunnerConfigError": "kedro_prefect.config",
+    "ProjectConfigError": "kedro_prefect.config",
+    "RunnerOptions": "kedro_prefect.config",
+    "kedro_deployment": "kedro_prefect.deploy",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    # The deploy module imports prefect at import time; `kedro run` should not pay for it.
-    if name == "kedro_deployment":
-        from kedro_prefect.deploy import kedro_deployment
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kedro_prefect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return kedro_deployment
-    raise AttributeError(f"module 'kedro_prefect' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -12,7 +12,9 @@ ephemeral API. Here an increment of *no* limits returns at once, which is exactl
 ``UPDATE`` would have returned (0 rows == 0 limits); increments of real limits are unchanged.
 
 It also stops itself when the process that launched it is gone (``kill -9`` of ``kedro run``),
-instead of running on as an orphan.
+instead of running on as an orphan; and when launched before the driver knew whether the run
+needs it (:data:`SPECULATIVE_ENV`), it exits with :data:`NOT_NEEDED_EXIT_CODE` before touching the
+database if Prefect's settings name an API URL (a profile, ``prefect.toml``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from typing import Any
 
 #: Set by :mod:`kedro_prefect.prefect_api`: the process that launched this server.
 PARENT_PID_ENV = "KEDRO_PREFECT_EPHEMERAL_PARENT_PID"
+#: Set when the server was launched before the driver imported Prefect's settings.
+SPECULATIVE_ENV = "KEDRO_PREFECT_EPHEMERAL_SPECULATIVE"
+#: Exit code of a speculative launch whose settings name an API URL: no ephemeral API needed.
+NOT_NEEDED_EXIT_CODE = 4
 
 
 def _skip_empty_slot_increments() -> None:
@@ -62,6 +68,11 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
 
 def create_app() -> Any:
     """uvicorn factory: Prefect's API app for an ephemeral server (see the module docstring)."""
+    if os.environ.get(SPECULATIVE_ENV):
+        from prefect.settings import get_current_settings
+
+        if get_current_settings().api.url:
+            raise SystemExit(NOT_NEEDED_EXIT_CODE)
     parent = os.environ.get(PARENT_PID_ENV)
     if parent and parent.isdigit():
         _exit_with_parent(int(parent))

@@ -9,10 +9,13 @@
 Starting the ephemeral API costs seconds (the server imports ``prefect.server``, checks the
 database migrations, starts its services), so :class:`EphemeralAPI` launches the server process
 as soon as a ``PrefectRunner`` is constructed -- ``kedro run`` builds the runner before the session
-loads the project and the catalog -- and the run only waits for it to answer. The driver never
-imports ``prefect.server`` (another ~4 s of imports on a small machine): the server process is
-``python -m uvicorn`` serving :func:`kedro_prefect._ephemeral_app.create_app`, which is the app of
-Prefect's own ``SubprocessASGIServer``.
+loads the project and the catalog -- and the run only waits for it to answer. In a process that
+has not imported Prefect yet (``kedro run``), the launch happens even before the driver imports
+Prefect (~2 s): the server resolves Prefect's settings itself and exits at once if they name an
+API URL after all. The driver never imports ``prefect.server`` (another ~4 s of imports on a
+small machine): the server process is ``python -m uvicorn`` serving
+:func:`kedro_prefect._ephemeral_app.create_app`, which is the app of Prefect's own
+``SubprocessASGIServer``.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from kedro_prefect._ephemeral_app import PARENT_PID_ENV
+from kedro_prefect._ephemeral_app import NOT_NEEDED_EXIT_CODE, PARENT_PID_ENV, SPECULATIVE_ENV
 
 logger = logging.getLogger(__name__)
 
 #: The uvicorn app factory the ephemeral API process serves.
 APP_FACTORY = "kedro_prefect._ephemeral_app:create_app"
+#: The file under ``PREFECT_HOME`` that the server process writes its output to.
+LOG_FILE_NAME = "kedro-prefect-ephemeral-api.log"
 #: uvicorn's exit code when the server could not start (e.g. the port was taken meanwhile).
 _STARTUP_FAILURE = 3
 #: The least time to wait for the server to answer: a loaded 2-core machine needs 20-30 s for a
@@ -70,6 +75,8 @@ class EphemeralAPI:
         self._started_at = 0.0
         self._owner_pid = os.getpid()
         self._atexit_registered = False
+        self._log_path: Path | None = None
+        self._speculative = False
         #: Server processes launched so far (a relaunch happens only if one died).
         self.launches = 0
 
@@ -79,10 +86,12 @@ class EphemeralAPI:
 
     @property
     def log_path(self) -> Path:
-        """Where the server process writes its output."""
-        from prefect.settings import get_current_settings
+        """Where the server process writes its output (under ``PREFECT_HOME``)."""
+        if self._log_path is None:
+            from prefect.settings import get_current_settings
 
-        return Path(get_current_settings().home) / "kedro-prefect-ephemeral-api.log"
+            return Path(get_current_settings().home) / LOG_FILE_NAME
+        return self._log_path
 
     @property
     def pid(self) -> int | None:
@@ -99,6 +108,29 @@ class EphemeralAPI:
             if not self.running:
                 self._launch()
 
+    def start_before_prefect_import(self) -> bool:
+        """Launch the server now if this process has not imported Prefect yet; say if it did.
+
+        Prefect's settings (which tell whether an API URL is configured) take ~2 s to import;
+        the server imports them anyway. So when ``PREFECT_API_URL`` is not in the environment,
+        the server is launched first and checks the settings itself: if a profile or
+        ``prefect.toml`` names an API URL, it exits before touching the database, and
+        :meth:`not_needed` forgets it. Only when Prefect is not imported yet: then no
+        in-process setting (``temporary_settings``) can differ from what the server reads.
+        """
+        if "prefect" in sys.modules or os.environ.get("PREFECT_API_URL"):
+            return False
+        with self._lock:
+            if self._process is None:
+                self._launch(speculative=True)
+        return True
+
+    def not_needed(self) -> None:
+        """A speculative launch turned out unneeded (an API URL is configured): stop it."""
+        with self._lock:
+            if self._speculative:
+                self.stop()
+
     def wait(self, timeout: float | None = None) -> str:
         """Wait until the API answers (launching it if needed); return its URL.
 
@@ -111,6 +143,10 @@ class EphemeralAPI:
                 return self.url
             if not self.running:
                 self._launch()
+            logger.debug(
+                "Waiting for Prefect's ephemeral API (launched %.1f s ago)",
+                time.monotonic() - self._started_at,
+            )
             timeout = timeout if timeout is not None else _startup_timeout()
             deadline = time.monotonic() + timeout
             relaunches = 0
@@ -121,6 +157,10 @@ class EphemeralAPI:
                     assert self._process is not None
                     code = self._process.poll()
                     if code is not None:
+                        if code == NOT_NEEDED_EXIT_CODE and self._speculative:
+                            # It saw an API URL this process does not use: launch for real.
+                            self._launch()
+                            continue
                         if code == _STARTUP_FAILURE and relaunches < 2:
                             relaunches += 1
                             self._launch()
@@ -174,25 +214,42 @@ class EphemeralAPI:
             _drain_prefect_workers(timeout=5)
         self.stop()
 
-    def _launch(self) -> None:
-        from prefect.settings import get_current_settings
+    def _launch(self, speculative: bool = False) -> None:
+        if speculative:
+            # Prefect is not imported: the server reads the same environment, profile and
+            # prefect.toml as Prefect in this process would.
+            settings_env: dict[str, str] = {SPECULATIVE_ENV: "1"}
+            home = os.environ.get("PREFECT_HOME") or "~/.prefect"
+            log_path = Path(home).expanduser() / LOG_FILE_NAME
+        else:
+            from prefect.settings import get_current_settings
 
-        settings = get_current_settings()
+            settings = get_current_settings()
+            settings_env = settings.to_environment_variables(exclude_unset=True)
+            log_path = Path(settings.home) / LOG_FILE_NAME
         self._port = _free_port()
         env = {
             **os.environ,
-            **settings.to_environment_variables(exclude_unset=True),
+            **settings_env,
             # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services only.
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
             # Analytics try to reach the internet and fight the first migration for the lock.
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Registering Prefect's block types at every start imports every installed Prefect
+            # collection (prefect-dask brings dask and distributed): ~1 s, and node runs use no
+            # blocks. `prefect server start` on the same database registers them.
+            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+            "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
             # The server stops by itself if this process dies without stopping it.
             PARENT_PID_ENV: str(os.getpid()),
         }
         env.pop("PREFECT_API_URL", None)
-        log_path = self.log_path
+        if not speculative:
+            env.pop(SPECULATIVE_ENV, None)
+        self._log_path = log_path
+        self._speculative = speculative
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self._process = subprocess.Popen(
@@ -266,9 +323,14 @@ def start_ephemeral_api_early() -> None:
     """Launch the ephemeral API in the background if this run will need it.
 
     Called when a ``PrefectRunner`` is constructed, so the server starts while Kedro creates the
-    session and loads the catalog. Does nothing when ``PREFECT_API_URL`` is configured.
+    session and loads the catalog -- before this process imports Prefect, when it has not yet.
+    Does nothing when ``PREFECT_API_URL`` is configured.
     """
-    if not configured_api_url():
+    launched = EPHEMERAL_API.start_before_prefect_import()
+    if configured_api_url():
+        if launched:
+            EPHEMERAL_API.not_needed()
+    elif not launched:
         EPHEMERAL_API.start()
 
 

@@ -31,11 +31,11 @@ def resolve_task_runner_class(options: RunnerOptions) -> type[TaskRunner] | None
 
     Called by the runner's constructor so that a typo fails before the session starts.
     """
-    from prefect.task_runners import TaskRunner
-
     name = options.task_runner
     if name == "thread":
         return None
+    from prefect.task_runners import TaskRunner
+
     if name == "dask":
         try:
             from prefect_dask import DaskTaskRunner

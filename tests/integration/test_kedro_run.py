@@ -139,3 +139,38 @@ def test_real_server_records_one_flow_run_with_a_task_run_per_node(
     # The project hook's logger and Kedro's own logger, emitted inside the node's task.
     assert "sales_demo hook: node combine_regions took" in messages
     assert "Saving data to region_report" in messages
+
+
+def test_profile_naming_a_server_sends_the_run_there_without_an_ephemeral_database(
+    example_project, prefect_server, tmp_path
+):
+    """``PREFECT_API_URL`` set in the active Prefect profile, not in the environment.
+
+    The runner launches the ephemeral API before it has read Prefect's settings; that server
+    must see the profile and step aside before creating a database under ``PREFECT_HOME``.
+    """
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / "profiles.toml").write_text(
+        f'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "{prefect_server.api_url}"\n'
+    )
+    result = run_kedro(
+        example_project,
+        "run",
+        "--runner=kedro_prefect.PrefectRunner",
+        "--runner-params=flow_name=sales-demo-from-profile",
+        env={"PREFECT_HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (home / "prefect.db").exists()
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        with get_client(sync_client=True) as client:
+            flow_runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["sales-demo-from-profile"]))
+            )
+    assert [run.state.name for run in flow_runs] == ["Completed"]

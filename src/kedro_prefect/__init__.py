@@ -28,7 +28,14 @@ _EXPORTS = {
     "kedro_deployment": "kedro_prefect.deploy",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "PrefectRunner",
+    "PrefectRunnerConfigError",
+    "ProjectConfigError",
+    "RunnerOptions",
+    "__version__",
+    "kedro_deployment",
+]
 
 
 def __getattr__(name: str) -> Any:

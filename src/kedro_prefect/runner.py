@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from kedro.runner import AbstractRunner
 
 from kedro_prefect.cancellation import Cancellation, RunCancelledError, run_flow_body
+from kedro_prefect.concurrency_slots import slots_only_for_limited_tags
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.logs import keep_project_log_handlers, node_logs_to_prefect
@@ -154,8 +155,8 @@ class PrefectRunner(AbstractRunner):
             # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
             # submit the node tasks into that flow run instead of starting a second flow.
             with node_logs_to_prefect(_package_name()), redacted_logs(secrets):
-                apply_concurrency_limits(tasks_config)
-                body()
+                with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
+                    body()
             return
 
         pipeline_flow = flow(
@@ -180,8 +181,8 @@ class PrefectRunner(AbstractRunner):
                 node_logs_to_prefect(_package_name()),
                 redacted_logs(secrets),
             ):
-                apply_concurrency_limits(tasks_config)
-                pipeline_flow(return_state=True)
+                with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
+                    pipeline_flow(return_state=True)
         finally:
             _RUN_BODY.reset(token)
         if outcome["error"] is not None:

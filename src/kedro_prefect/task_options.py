@@ -212,33 +212,44 @@ def resolve_task_options(
     return resolved
 
 
-def apply_concurrency_limits(config: TasksConfig) -> None:
+def apply_concurrency_limits(config: TasksConfig) -> frozenset[str]:
     """Create or update the tag concurrency limits of ``tasks.concurrency_limits``.
 
     Prefect enforces a tag's limit on every task run carrying the tag (slots are named
     ``tag:<tag>``). A ``concurrency_tags`` entry without a limit here or on the server is
     reported, because it would limit nothing.
+
+    Returns:
+        The names (``tag:<tag>``) of all tag concurrency limits on the server after that.
     """
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     wanted = {tag for rule in config.rules for tag in rule.concurrency_tags}
-    if not wanted and not config.concurrency_limits:
-        return
     with get_client(sync_client=True) as client:
         for tag, limit in config.concurrency_limits.items():
             client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
-        for tag in sorted(wanted - set(config.concurrency_limits)):
-            try:
-                client.read_global_concurrency_limit_by_name(f"tag:{tag}")
-            except ObjectNotFound:
-                logger.warning(
-                    "concurrency tag %r has no concurrency limit in Prefect: add it under "
-                    "tasks.concurrency_limits in prefect.yml or run "
-                    "`prefect concurrency-limit create %s <N>`",
-                    tag,
-                    tag,
-                )
+        limited = _tag_limit_names(client)
+    for tag in sorted(wanted - set(config.concurrency_limits)):
+        if f"tag:{tag}" not in limited:
+            logger.warning(
+                "concurrency tag %r has no concurrency limit in Prefect: add it under "
+                "tasks.concurrency_limits in prefect.yml or run "
+                "`prefect concurrency-limit create %s <N>`",
+                tag,
+                tag,
+            )
+    return limited
+
+
+def _tag_limit_names(client: Any, page: int = 200) -> frozenset[str]:
+    names: set[str] = set()
+    offset = 0
+    while True:
+        limits = client.read_global_concurrency_limits(limit=page, offset=offset)
+        names.update(limit.name for limit in limits if limit.name.startswith("tag:"))
+        if len(limits) < page:
+            return frozenset(names)
+        offset += page
 
 
 class NodeTimeoutError(KedroPrefectError, TimeoutError):

@@ -42,6 +42,20 @@ def run_kedro(
     )
 
 
+def eventually(get, timeout: float = 60.0, interval: float = 0.2):
+    """Call ``get`` until it returns a truthy value or ``timeout`` passes; return the last value.
+
+    Prefect task runs reach the API as events, which the server records a moment later: a test
+    reading them right after a run polls instead of racing the server.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def copy_example_project(target: Path) -> Path:
     """A fresh copy of ``examples/sales_demo`` at ``target``, with no outputs yet."""
     shutil.copytree(

@@ -16,6 +16,7 @@ from kedro.runner import SequentialRunner
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 from kedro_prefect.prefect_api import _drain_prefect_workers, ephemeral_api_url
 from tests import pipelines as p
+from tests.helpers import eventually
 
 
 def _run(runner, pipeline: Pipeline, catalog_factory=p.make_catalog, **run_kwargs):
@@ -221,7 +222,8 @@ def test_task_runner_by_import_path():
 # --- what Prefect records -----------------------------------------------------------------------
 
 
-def _latest_flow_run_and_tasks(flow_name: str):
+def _latest_flow_run_and_tasks(flow_name: str, nodes: int):
+    """The flow's latest flow run, and its task runs once ``nodes`` of them are final."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter
     from prefect.client.schemas.sorting import FlowRunSort
@@ -235,16 +237,23 @@ def _latest_flow_run_and_tasks(flow_name: str):
                 sort=FlowRunSort.START_TIME_DESC,
                 limit=1,
             )[0]
-            task_runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]})
+
+            def read():
+                return client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]})
+                )
+
+            eventually(
+                lambda: len(runs := read()) == nodes and all(t.state.is_final() for t in runs)
             )
+            task_runs = read()
     return flow_run, task_runs
 
 
 def test_one_flow_run_with_one_named_tagged_task_run_per_node():
     flow_name = f"namespaced-{time.time_ns()}"
     _run(PrefectRunner(flow_name=flow_name), p.namespaced())
-    flow_run, task_runs = _latest_flow_run_and_tasks(flow_name)
+    flow_run, task_runs = _latest_flow_run_and_tasks(flow_name, len(p.namespaced().nodes))
     assert flow_run.state.is_completed()
     by_name = {t.name: t for t in task_runs}
     assert set(by_name) == {n.name for n in p.namespaced().nodes}
@@ -262,6 +271,6 @@ def test_failed_node_fails_the_flow_run():
     pipeline = Pipeline([node(p.boom, "source", "x", name="explode")])
     with pytest.raises(ValueError, match="boom"):
         _run(PrefectRunner(flow_name=flow_name), pipeline)
-    flow_run, task_runs = _latest_flow_run_and_tasks(flow_name)
+    flow_run, task_runs = _latest_flow_run_and_tasks(flow_name, 1)
     assert flow_run.state.is_failed()
     assert [t.state.is_failed() for t in task_runs] == [True]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kedro.runner import Task as KedroTask
@@ -13,6 +18,8 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from pluggy import PluginManager
     from prefect import Task
+    from prefect.client.schemas.objects import TaskRun
+    from prefect.states import State
 
 
 def run_node(
@@ -68,7 +75,56 @@ def _task_template(fn: Any, task_options: tuple[tuple[str, Any], ...]) -> Task:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(fn, cache_policy=NO_CACHE, persist_result=False, **dict(task_options))
+    return task(
+        fn,
+        cache_policy=NO_CACHE,
+        persist_result=False,
+        on_completion=[_record_task_run],
+        on_failure=[_record_task_run],
+        **dict(task_options),
+    )
+
+
+@dataclass(frozen=True)
+class TaskRunRecord:
+    """A node's task run as Prefect's task engine ended it (what it also sends to the API)."""
+
+    attempts: int
+    start: datetime | None
+    duration: timedelta | None
+
+
+#: Where the engine's final view of each task run goes, by task run id (set for a run).
+_TASK_RUN_RECORDS: ContextVar[dict[Any, TaskRunRecord] | None] = ContextVar(
+    "kedro_prefect_task_run_records", default=None
+)
+
+
+@contextmanager
+def recording_task_runs() -> Iterator[dict[Any, TaskRunRecord]]:
+    """Collect a :class:`TaskRunRecord` for each node task run that ends in this context.
+
+    Filled by a completion/failure hook that runs where the task ran: for the thread task
+    runner, in this process; task runs on Dask workers are not recorded here.
+    """
+    records: dict[Any, TaskRunRecord] = {}
+    token = _TASK_RUN_RECORDS.set(records)
+    try:
+        yield records
+    finally:
+        _TASK_RUN_RECORDS.reset(token)
+
+
+def _record_task_run(task: Task, task_run: TaskRun, state: State) -> None:
+    records = _TASK_RUN_RECORDS.get()
+    if records is None:
+        return
+    duration = None
+    if task_run.start_time and task_run.end_time:
+        duration = task_run.end_time - task_run.start_time
+    elif task_run.total_run_time:
+        duration = task_run.total_run_time
+    records[task_run.id] = TaskRunRecord(task_run.run_count, task_run.start_time, duration)
 
 
 class LocalNodeExecution:

@@ -118,10 +118,16 @@ NULL_OBSERVER = RunObserver()
 
 
 class RunRecorder(RunObserver):
-    """Keeps :class:`PipelineRun` up to date; at the end reads the task runs back from the API."""
+    """Keeps :class:`PipelineRun` up to date.
 
-    def __init__(self, run: PipelineRun):
+    Attempts, start and duration of a node come from Prefect's task engine when the task ran in
+    this process (``task_run_records``); for the others (Dask workers) they are read back from the
+    API at the end of the run.
+    """
+
+    def __init__(self, run: PipelineRun, task_run_records: dict[Any, Any] | None = None):
         self.run = run
+        self._task_run_records = task_run_records if task_run_records is not None else {}
 
     def on_run_start(self, run: PipelineRun) -> None:
         from prefect.context import FlowRunContext
@@ -141,6 +147,11 @@ class RunRecorder(RunObserver):
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
         record = self.run.nodes[node.name]
         record.finished_at, record.state = time.monotonic(), future.state
+        engine_record = self._task_run_records.get(future.task_run_id)
+        if engine_record is not None:
+            record.attempts = engine_record.attempts
+            record.start = engine_record.start
+            record.duration = engine_record.duration
         # Now, not at the end: on Dask the runner releases a future once its data is consumed.
         with _warn_on_error("finding which worker ran a node"):
             record.worker = _worker_of(future, self.run.task_runner)
@@ -197,19 +208,22 @@ def observe_run(
     """
     from kedro_prefect.artifacts import ArtifactWriter
     from kedro_prefect.hooks import run_params_recorder
+    from kedro_prefect.node_execution import recording_task_runs
     from kedro_prefect.progress import TerminalProgress
 
     names = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
     run = PipelineRun(pipeline, task_runner, flow_name, list(names))
-    observers = _Observers(run, [RunRecorder(run), ArtifactWriter(), TerminalProgress()])
-    observers.on_run_start(run)
-    try:
-        yield observers
-    except BaseException as exc:
-        run.error = exc
-        raise
-    finally:
-        observers.on_run_end(run)
+    with recording_task_runs() as records:
+        recorder = RunRecorder(run, records)
+        observers = _Observers(run, [recorder, ArtifactWriter(), TerminalProgress()])
+        observers.on_run_start(run)
+        try:
+            yield observers
+        except BaseException as exc:
+            run.error = exc
+            raise
+        finally:
+            observers.on_run_end(run)
 
 
 @contextmanager
@@ -280,7 +294,7 @@ def _dask_dashboard(task_runner: TaskRunner) -> str | None:
 
 
 def _read_task_runs(run: PipelineRun) -> None:
-    """Attempts, start and duration of each submitted node, as the Prefect API recorded them.
+    """Attempts, start and duration of the nodes not known yet, as the Prefect API recorded them.
 
     Task run states reach the API as events, so this waits (up to ``API_SETTLE_SECONDS``) until
     the API shows the final state the runner saw for each node.
@@ -291,7 +305,7 @@ def _read_task_runs(run: PipelineRun) -> None:
     by_id = {
         record.future.task_run_id: record
         for record in run.nodes.values()
-        if record.future is not None and record.state is not None
+        if record.future is not None and record.state is not None and record.attempts is None
     }
     if not by_id:
         return

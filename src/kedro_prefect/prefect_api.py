@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from kedro_prefect._ephemeral_app import NOT_NEEDED_EXIT_CODE, PARENT_PID_ENV, SPECULATIVE_ENV
 
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 #: The uvicorn app factory the ephemeral API process serves.
 APP_FACTORY = "kedro_prefect._ephemeral_app:create_app"
+#: How long stopping the server waits for it to record the task run states sent to it: a base,
+#: plus a little per task run (recording is asynchronous; hundreds of runs take a few seconds).
+SETTLE_SECONDS = 10.0
+SETTLE_SECONDS_PER_TASK_RUN = 0.05
 #: The file under ``PREFECT_HOME`` that the server process writes its output to.
 LOG_FILE_NAME = "kedro-prefect-ephemeral-api.log"
 #: uvicorn's exit code when the server could not start (e.g. the port was taken meanwhile).
@@ -77,6 +82,8 @@ class EphemeralAPI:
         self._atexit_registered = False
         self._log_path: Path | None = None
         self._speculative = False
+        #: Final state type of each task run sent to this server, by id, until it shows them.
+        self._unsettled: dict[Any, Any] = {}
         #: Server processes launched so far (a relaunch happens only if one died).
         self.launches = 0
 
@@ -202,17 +209,56 @@ class EphemeralAPI:
                 process.kill()
                 process.wait()
 
+    def expect_final_states(self, states: dict[Any, Any]) -> None:
+        """Task runs (id -> final state type) whose states this server must show before it stops.
+
+        Task run states travel to the API as events, which the server records a moment later;
+        :meth:`shutdown` waits for them, so the database under ``PREFECT_HOME`` is complete.
+        """
+        with self._lock:
+            self._unsettled.update(states)
+
     def shutdown(self) -> None:
-        """Deliver the events and logs still queued in this process, then stop the server.
+        """Deliver what this process still queues, wait until it is recorded, stop the server.
 
         ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
-        drain those queues when it is imported, before any runner exists: this one runs first.
-        Draining here keeps the last task runs' events and log lines from being sent to a
-        server that is already gone.
+        drain its events and log queues when it is imported, before any runner exists: this one
+        runs first. Draining here keeps the last task runs' events and log lines from being sent
+        to a server that is already gone; and the server records task run states from events
+        asynchronously, so stopping it at once would leave the last task runs Running in the
+        database.
         """
         if self.running and os.getpid() == self._owner_pid:
             _drain_prefect_workers(timeout=5)
+            with suppress(Exception):  # exiting anyway: never mask the exit status
+                self._wait_until_recorded()
         self.stop()
+
+    def _wait_until_recorded(self) -> None:
+        """Wait (bounded) until the server shows the final state of every expected task run."""
+        if not self._unsettled or not self._ready:
+            return
+        from prefect.client.orchestration import SyncPrefectClient
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+        started = time.monotonic()
+        deadline = started + SETTLE_SECONDS + SETTLE_SECONDS_PER_TASK_RUN * len(self._unsettled)
+        with SyncPrefectClient(self.url) as client:
+            while self._unsettled and time.monotonic() < deadline:
+                batch = list(self._unsettled)[:200]
+                task_runs = client.read_task_runs(
+                    task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)), limit=200
+                )
+                settled = [tr.id for tr in task_runs if tr.state_type == self._unsettled[tr.id]]
+                for task_run_id in settled:
+                    del self._unsettled[task_run_id]
+                if len(settled) < len(batch):
+                    time.sleep(0.1)
+        logger.debug(
+            "Waited %.2f s for the ephemeral API to record task run states (%d not recorded)",
+            time.monotonic() - started,
+            len(self._unsettled),
+        )
 
     def _launch(self, speculative: bool = False) -> None:
         if speculative:
@@ -381,3 +427,15 @@ def _events_go_to(api_url: str) -> None:
             except Exception:  # the old API may be gone: its events cannot be delivered anyway
                 logger.debug("Could not drain the events worker for %s", _events_api_url)
     _events_api_url = api_url
+
+
+def expect_recorded(states: dict[Any, Any]) -> None:
+    """Have ``states`` (task run id -> final state type) recorded before the ephemeral API stops.
+
+    Does nothing when the run reported to a server given by ``PREFECT_API_URL``: that server
+    keeps running and records them.
+    """
+    from prefect.settings import get_current_settings
+
+    if states and EPHEMERAL_API.running and get_current_settings().api.url == EPHEMERAL_API.url:
+        EPHEMERAL_API.expect_final_states(states)

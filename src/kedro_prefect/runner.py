@@ -20,6 +20,7 @@ from kedro_prefect.node_execution import LocalNodeExecution, node_task
 from kedro_prefect.observers import NULL_OBSERVER, RunObserver, observe_run
 from kedro_prefect.prefect_api import (
     configured_api_url,
+    expect_recorded,
     prefect_run_settings,
     start_ephemeral_api_early,
 )
@@ -209,6 +210,7 @@ class PrefectRunner(AbstractRunner):
         finished: queue.SimpleQueue[Node] = queue.SimpleQueue()
         done_nodes: set[Node] = set()
         failed: tuple[Node, Any] | None = None
+        final_states: dict[Any, Any] = {}
 
         execution = _node_execution(task_runner, pipeline, catalog, hook_manager, self, run_id)
         task_fn = protect_secrets(execution.task_fn, self._secrets)
@@ -240,6 +242,7 @@ class PrefectRunner(AbstractRunner):
             future = futures[node]
             future.wait()  # already done: this only records the final state on the future
             state = future.state
+            final_states[future.task_run_id] = state.type
             self._observer.on_node_finished(node, future)
             if not state.is_completed():
                 failed = failed or (node, state)
@@ -257,6 +260,7 @@ class PrefectRunner(AbstractRunner):
                     submit(child)
                     in_flight += 1
 
+        expect_recorded(final_states)
         if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, done_nodes, catalog)
         if failed:

@@ -10,6 +10,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from kedro_prefect import PrefectRunner
 from kedro_prefect.prefect_api import _drain_prefect_workers, ephemeral_api_url
 from tests import pipelines as p
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +34,6 @@ def test_server_then_ephemeral_api_in_one_process(prefect_server):
     PrefectRunner(flow_name=on_ephemeral).run(pipeline, p.make_catalog(pipeline, p.EventLog()))
     _drain_prefect_workers(timeout=10)
 
-    assert _task_run_names(prefect_server.api_url, on_server) == names
-    assert _task_run_names(ephemeral_api_url(), on_ephemeral) == names
+    assert eventually(lambda: _task_run_names(prefect_server.api_url, on_server) == names)
+    assert eventually(lambda: _task_run_names(ephemeral_api_url(), on_ephemeral) == names)
     assert _task_run_names(prefect_server.api_url, on_ephemeral) == set()

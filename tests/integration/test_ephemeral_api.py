@@ -154,3 +154,57 @@ def test_driver_never_imports_prefect_server_and_no_server_outlives_a_killed_dri
     if not gone():
         psutil.Process(int(server_pid)).kill()
         pytest.fail("the ephemeral API server outlived the process that launched it")
+
+
+def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path):
+    """A run's task run states reach the ephemeral API as events, recorded asynchronously.
+
+    The driver returns as soon as the nodes are done; when it exits, the server must still
+    record every final state before it stops, or the database keeps task runs "Running".
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from kedro_prefect.prefect_api import EphemeralAPI
+
+    nodes = 120
+    script = textwrap.dedent(
+        f"""
+        from kedro.io import DataCatalog
+        from kedro.pipeline import Pipeline, node
+        from kedro_prefect import PrefectRunner
+
+        def one():
+            return 1
+
+        pipeline = Pipeline([node(one, None, f"out{{i}}", name=f"n{{i}}") for i in range({nodes})])
+        PrefectRunner(flow_name="settle-at-exit").run(pipeline, DataCatalog())
+        """
+    )
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**env, "PREFECT_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # Open the same database with a server of its own: what a user sees afterwards.
+    reader = EphemeralAPI()
+    with temporary_settings({PREFECT_HOME: home}):
+        url = reader.wait()
+    try:
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            states = [
+                task_run.state_name
+                for offset in range(0, nodes, 100)
+                for task_run in client.read_task_runs(limit=100, offset=offset)
+            ]
+    finally:
+        reader.stop()
+    assert states == ["Completed"] * nodes

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from tests.helpers import run_kedro
+from tests.helpers import eventually, run_kedro
 
 pytestmark = pytest.mark.integration
 
@@ -126,14 +126,22 @@ def test_real_server_records_one_flow_run_with_a_task_run_per_node(
             assert len(flow_runs) == 1
             assert flow_runs[0].state.is_completed()
             assert flow_runs[0].name.startswith("sales_demo-__default__-")
-            task_runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id={"any_": [flow_runs[0].id]})
-            )
+
+            def read():
+                return client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id={"any_": [flow_runs[0].id]})
+                )
+
+            # Task run states reach the server as events, recorded a moment after the run.
+            eventually(lambda: [t.state.type.value for t in read()] == ["COMPLETED"] * NODES)
+            task_runs = read()
             assert len(task_runs) == NODES
             assert all(t.state.is_completed() for t in task_runs)
             combine = next(t for t in task_runs if t.name == "combine_regions")
-            logs = client.read_logs(
-                log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[combine.id]))
+            logs = eventually(
+                lambda: client.read_logs(
+                    log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[combine.id]))
+                )
             )
     messages = "\n".join(log.message for log in logs)
     # The project hook's logger and Kedro's own logger, emitted inside the node's task.

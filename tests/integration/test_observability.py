@@ -18,7 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import EXAMPLE_PROJECT, KEDRO, PrefectServer, copy_example_project
+from tests.helpers import (
+    EXAMPLE_PROJECT,
+    KEDRO,
+    PrefectServer,
+    copy_example_project,
+    eventually,
+)
 from tests.integration.test_quickstart import quickstart_server_command
 
 pytestmark = pytest.mark.integration
@@ -182,9 +188,11 @@ def test_node_log_records_land_in_their_task_runs(server_run, prefect_server):
     ).read_text()
     with _client(prefect_server) as client:
         flow_run = _latest_flow_run(client, "nightly")
-        (task_run,) = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["ingest.clean_orders"])),
+        (task_run,) = eventually(
+            lambda: client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["ingest.clean_orders"])),
+            )
         )
         deadline = time.monotonic() + 30
         while True:

@@ -205,6 +205,8 @@ class PrefectRunner(AbstractRunner):
                 children[parent].append(node)
         waiting_on = {node: len(node_parents) for node, node_parents in parents.items()}
         load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
+        # Kedro's AbstractRunner._release_datasets recomputes these for every node (O(nodes)).
+        free_inputs, free_outputs = frozenset(pipeline.inputs()), frozenset(pipeline.outputs())
 
         futures: dict[Node, PrefectFuture[Any]] = {}
         finished: queue.SimpleQueue[Node] = queue.SimpleQueue()
@@ -251,7 +253,7 @@ class PrefectRunner(AbstractRunner):
             execution.node_completed(node, futures)
             self._logger.info("Completed node: %s", node.name)
             self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
-            self._release_datasets(node, catalog, load_counts, pipeline)
+            _release_datasets(node, catalog, load_counts, free_inputs, free_outputs)
             if failed or self._cancellation.requested:
                 continue
             for child in children[node]:
@@ -295,6 +297,23 @@ def _node_execution(
     if is_dask_runner(task_runner):
         return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
+
+
+def _release_datasets(
+    node: Node,
+    catalog: CatalogProtocol,
+    load_counts: Counter[str],
+    free_inputs: frozenset[str],
+    free_outputs: frozenset[str],
+) -> None:
+    """Kedro's ``AbstractRunner._release_datasets``, given the pipeline's free inputs/outputs."""
+    for dataset in node.inputs:
+        load_counts[dataset] -= 1
+        if load_counts[dataset] < 1 and dataset not in free_inputs:
+            catalog.release(dataset)
+    for dataset in node.outputs:
+        if load_counts[dataset] < 1 and dataset not in free_outputs:
+            catalog.release(dataset)
 
 
 #: The body of the flow run being started by ``PrefectRunner._run`` in this context.

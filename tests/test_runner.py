@@ -274,3 +274,23 @@ def test_failed_node_fails_the_flow_run():
     flow_run, task_runs = _latest_flow_run_and_tasks(flow_name, 1)
     assert flow_run.state.is_failed()
     assert [t.state.is_failed() for t in task_runs] == [True]
+
+
+def test_a_chain_of_namespaced_nodes_runs_without_prefects_deadlock_warning(caplog):
+    """A chain gets a one-thread pool; each node has a tag (its namespace) and an upstream.
+
+    Prefect warns that such a task may dead-lock the pool; it cannot here, since a node is
+    submitted only once its producers are done, so the user must not see the warning.
+    """
+    pipeline = Pipeline(
+        [
+            node(p.add_one, "source", "a", name="first", namespace="prep"),
+            node(p.add_one, "a", "b", name="second", namespace="prep"),
+            node(p.add_one, "b", "c", name="third", namespace="prep"),
+        ]
+    )
+    catalog = DataCatalog({"source": MemoryDataset(1)})
+    with caplog.at_level(logging.WARNING):
+        outputs = PrefectRunner().run(pipeline, catalog)
+    assert outputs["c"].load() == 4
+    assert not [r.getMessage() for r in caplog.records if "dead-lock" in r.getMessage()]

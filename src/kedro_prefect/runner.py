@@ -32,7 +32,11 @@ from kedro_prefect.task_options import (
     resolve_task_options,
     timeout_error,
 )
-from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
+from kedro_prefect.task_runners import (
+    build_task_runner,
+    resolve_task_runner_class,
+    submitting_ready_nodes_only,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -149,6 +153,7 @@ class PrefectRunner(AbstractRunner):
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
                 observe_run(pipeline, runner, flow_name, run_id) as self._observer,
+                submitting_ready_nodes_only(),
             ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 

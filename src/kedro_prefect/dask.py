@@ -29,9 +29,12 @@ import contextlib
 import functools
 import inspect
 import ipaddress
+import json
 import logging
 import socket
 import sys
+import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,6 +118,8 @@ def _prefect_dask() -> Any:
 def _task_runner_classes() -> tuple[type, type]:
     """``KedroDaskTaskRunner`` and ``KedroDaskFuture``, defined on first use (imports dask)."""
     import distributed
+    from prefect.context import serialize_context
+    from prefect.utilities.engine import collect_task_run_inputs_sync
     from prefect_dask.task_runners import DaskTaskRunner, PrefectDaskFuture
 
     class KedroDaskFuture(PrefectDaskFuture):
@@ -190,24 +195,87 @@ def _task_runner_classes() -> tuple[type, type]:
             wait_for = [f.summary if isinstance(f, KedroDaskFuture) else f for f in wait_for or []]
             wait_for = self._optimize_futures(wait_for) or None
             resources = node_resources(set(task.tags)) or None
+            task_run_id = uuid.uuid4()
+            # What prefect-dask's PrefectDaskClient.submit does, with two differences: the
+            # worker runs `run_task_on_worker` (settings built once per worker, not per task),
+            # and the Dask key names the node, so the dashboard shows node names.
+            task_inputs = {
+                name: collect_task_run_inputs_sync(value, future_cls=distributed.Future)
+                for name, value in parameters.items()
+            }
             with _light_flow_run_context():
-                future = self.client.submit(
-                    task,
-                    parameters=parameters,
-                    wait_for=wait_for,
-                    dependencies=dependencies,
-                    return_type="state",
-                    resources=resources,
-                    pure=False,
+                context = serialize_context(
+                    asset_ctx_kwargs={
+                        "task": task,
+                        "task_run_id": task_run_id,
+                        "task_inputs": task_inputs,
+                        "copy_to_child_ctx": True,
+                    }
                 )
+            future = distributed.Client.submit(
+                self.client,
+                run_task_on_worker,
+                key=f"{task.name}-{task_run_id}",
+                resources=resources,
+                pure=False,
+                task=task,
+                task_run_id=task_run_id,
+                parameters=parameters,
+                wait_for=wait_for,
+                return_type="state",
+                dependencies=task_inputs,
+                context=context,
+            )
             summary = self.client.submit(
                 _without_data, future, pure=False, key=f"state-{future.key}"
             )
-            return KedroDaskFuture(
-                wrapped_future=future, task_run_id=future.task_run_id, summary=summary
-            )
+            return KedroDaskFuture(wrapped_future=future, task_run_id=task_run_id, summary=summary)
 
     return KedroDaskTaskRunner, KedroDaskFuture
+
+
+#: Prefect settings rebuilt on this worker, by their serialized form (few: one per API in use).
+_worker_settings: dict[str, Any] = {}
+#: Per worker thread: an open Prefect API client context for each of those settings.
+_worker_clients = threading.local()
+_worker_cache_lock = threading.Lock()
+
+
+def run_task_on_worker(*, context: dict[str, Any], **run_task_kwargs: Any) -> Any:
+    """Prefect's ``run_task_sync`` for a node task on a Dask worker.
+
+    Each task carries the driver's Prefect settings (API URL and all). For every task, Prefect
+    rebuilds a settings model from them (pydantic-settings reads the environment and config
+    files again, ~80 ms on a small machine) and opens two API clients (~30 ms each, most of it
+    loading CA certificates). Here the settings are built once per worker process and the
+    client once per worker thread, and both are in place before Prefect hydrates the rest of
+    the task's context, so it reuses them.
+    """
+    from prefect.context import SettingsContext, SyncClientContext
+    from prefect.task_engine import run_task_sync
+
+    serialized = context.get("settings_context")
+    if not serialized:
+        return run_task_sync(context=context, **run_task_kwargs)
+    key = json.dumps(serialized, sort_keys=True, default=str)
+    with _worker_cache_lock:
+        built = _worker_settings.get(key)
+        if built is None:
+            if len(_worker_settings) >= 8:
+                _worker_settings.clear()
+            built = _worker_settings[key] = SettingsContext(**serialized)
+    with SettingsContext(profile=built.profile, settings=built.settings):
+        clients = _worker_clients.__dict__.setdefault("by_settings", {})
+        client_context = clients.get(key)
+        if client_context is None:
+            client_context = SyncClientContext()
+            client_context.__enter__()  # opened once; used by this worker thread's tasks
+            clients[key] = client_context
+        token = SyncClientContext.__var__.set(client_context)
+        try:
+            return run_task_sync(context={**context, "settings_context": {}}, **run_task_kwargs)
+        finally:
+            SyncClientContext.__var__.reset(token)
 
 
 async def _flush_worker_logs() -> None:

@@ -267,6 +267,26 @@ def test_node_asking_for_a_resource_runs_only_on_the_worker_declaring_it(cluster
     assert len(other_pids) == 1
 
 
+def test_dask_dashboard_names_tasks_after_nodes(cluster, api):
+    """The Dask dashboard (task stream, progress) groups tasks by key prefix: the node name."""
+    from distributed import Client
+
+    pipeline = Pipeline([node(worker_pid, "source", "pid", name="find_worker_pid")])
+    with Client(cluster.address) as client:
+        before = set(client.run_on_scheduler(_task_prefixes))
+        _run(
+            PrefectRunner(task_runner="dask", address=cluster.address),
+            pipeline,
+            DataCatalog({"source": MemoryDataset(0)}),
+        )
+        added = set(client.run_on_scheduler(_task_prefixes)) - before
+    assert "find_worker_pid" in added
+
+
+def _task_prefixes(dask_scheduler) -> list[str]:
+    return list(dask_scheduler.task_prefixes)
+
+
 def _spawned_processes() -> set[int]:
     """PIDs of this process's descendants started by multiprocessing (Dask worker processes)."""
     import psutil

@@ -58,6 +58,10 @@ def base_env(home: Path) -> dict[str, str]:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     env.pop("PREFECT_API_URL", None)
+    # A user's Python caches compiled bytecode (and pip compiles it at install time). Some
+    # sandboxes disable that; without the cache every process recompiles Prefect, Kedro and
+    # pandas from source, which triples start-up times. The warm-up runs write the cache.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -202,6 +206,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "bytecode_cache_disabled_in_env": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
         "versions": {p: version(p) for p in ("kedro", "prefect", "kedro-prefect")},
     }
 
@@ -231,6 +236,12 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
         f"kedro-prefect {m['versions']['kedro-prefect']}; {m['date']}; load average at start "
         f"{m['load_average']}. Timings are medians of {data['repeats']} runs.\n"
     )
+    if m.get("bytecode_cache_disabled_in_env"):
+        add(
+            "`PYTHONDONTWRITEBYTECODE` was set on this machine; the benchmarks unset it for the "
+            "processes they start, so that warm-up runs cache compiled bytecode as a user's "
+            "Python does.\n"
+        )
 
     add("## 1. Startup: `kedro run` of the example project (13 nodes)\n")
     add("| Prefect API | SequentialRunner | PrefectRunner | difference | ratio | target |")

@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 #: Set by :mod:`kedro_prefect.prefect_api`: the process that launched this server.
@@ -51,6 +52,32 @@ def _skip_empty_slot_increments() -> None:
     concurrency_limits_v2.bulk_increment_active_slots = bulk_increment_active_slots
 
 
+def _immediate_sqlite_write_transactions() -> None:
+    """Open the server's SQLite transactions with ``BEGIN IMMEDIATE``.
+
+    Prefect opens them ``DEFERRED``: a transaction that reads, then writes after another
+    connection committed, fails with ``SQLITE_BUSY_SNAPSHOT`` at once (waiting cannot help), the
+    API answers 503 and the client sleeps 2 s, then 4 s. That happens whenever a run starts while
+    the server is still recording the previous run's task run states. ``IMMEDIATE`` takes the
+    write lock up front, so such a transaction waits its turn (SQLite's busy timeout) instead;
+    the fix Prefect's own comment on its SQLite set-up names.
+    """
+    from prefect.server.database import configurations
+
+    config = getattr(configurations, "AioSqliteConfiguration", None)
+    original = getattr(config, "begin_transaction", None)
+    if original is None or getattr(original, "_kedro_prefect_immediate", False):
+        return
+
+    @asynccontextmanager
+    async def begin_transaction(self: Any, session: Any, with_for_update: bool = False) -> Any:
+        async with original(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    begin_transaction._kedro_prefect_immediate = True  # type: ignore[attr-defined]
+    config.begin_transaction = begin_transaction  # type: ignore[union-attr]
+
+
 def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     """Stop this server (as on Ctrl+C) once the process that launched it is gone.
 
@@ -77,6 +104,7 @@ def create_app() -> Any:
     if parent and parent.isdigit():
         _exit_with_parent(int(parent))
     _skip_empty_slot_increments()
+    _immediate_sqlite_write_transactions()
     from prefect.server.api.server import create_app as prefect_create_app
 
     return prefect_create_app()

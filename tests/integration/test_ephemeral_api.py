@@ -208,3 +208,27 @@ def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path)
     finally:
         reader.stop()
     assert states == ["Completed"] * nodes
+
+
+def test_back_to_back_runs_are_not_refused_by_a_busy_database(monkeypatch):
+    """A run starting while the API still records the last run's states must not be refused.
+
+    With Prefect's deferred SQLite transactions the API answers 503 (SQLITE_BUSY_SNAPSHOT) and
+    Prefect's client sleeps 2 s, then 4 s, before it retries creating the next flow run.
+    """
+    import types
+
+    from prefect.client import base
+
+    retry_sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        retry_sleeps.append(seconds)
+        time.sleep(seconds)
+
+    # Prefect's client waits between retries with time.sleep in prefect.client.base.
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(sleep=sleep))
+    pipeline = Pipeline([node(_one, None, f"b2b{i}", name=f"b2b_{i}") for i in range(150)])
+    for _ in range(3):
+        PrefectRunner(flow_name="back-to-back").run(pipeline, DataCatalog())
+    assert retry_sleeps == []

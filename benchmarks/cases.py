@@ -128,8 +128,44 @@ def run_layered_flow(pipeline) -> float:
     return _timed_flow(body, "layered")
 
 
+def settle(timeout: float = 60.0) -> None:
+    """Wait until the API has recorded every task run state sent to it so far.
+
+    Task run states reach the API as events, recorded a moment after a run returns. A run
+    started before that competes with the recording (a SQLite-backed server even refuses it with
+    503s for a while), so each timing would include part of the previous run's cost.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    from kedro_prefect.prefect_api import _drain_prefect_workers, prefect_run_settings
+
+    _drain_prefect_workers(timeout=30)
+    unfinished = TaskRunFilter(
+        state=TaskRunFilterState(
+            type=TaskRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+        )
+    )
+    deadline = time.monotonic() + timeout
+    with prefect_run_settings(), get_client(sync_client=True) as client:
+        while client.read_task_runs(task_run_filter=unfinished, limit=1):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+
+
 def measure(fn, pipeline, repeats: int) -> float:
-    return statistics.median(fn(pipeline) for _ in range(repeats))
+    """Median of ``repeats`` timings, each started once the API has caught up (see settle)."""
+    timings = []
+    for _ in range(repeats):
+        settle()
+        timings.append(fn(pipeline))
+    return statistics.median(timings)
 
 
 def build_time(n: int, repeats: int) -> float:

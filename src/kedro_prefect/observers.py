@@ -260,6 +260,10 @@ def _serves_ui(api_url: str, ui_url: str) -> bool:
     """
     if "api.prefect.cloud" in api_url:
         return True
+    from kedro_prefect.prefect_api import EPHEMERAL_API
+
+    if EPHEMERAL_API.running and api_url == EPHEMERAL_API.url:
+        return False  # it never does; no need to ask
     import httpx
 
     try:

@@ -393,16 +393,28 @@ def prefect_run_settings() -> Iterator[str]:
     foreground, and a synchronous flow run otherwise waits ~1 s at the end for the heartbeat
     thread to join.
     """
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        temporary_settings,
-    )
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
     api_url = configured_api_url() or ephemeral_api_url()
     _events_go_to(api_url)
-    with temporary_settings({PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    # What prefect.settings.temporary_settings does, with the derived settings kept for the
+    # next run in this process: building them validates every setting again (~80 ms).
+    context = get_settings_context()
+    cached = _run_settings.get(api_url)
+    if cached is not None and cached[0] is context.settings:
+        settings = cached[1]
+    else:
+        settings = context.settings.copy_with_update(
+            updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        )
+        _run_settings[api_url] = (context.settings, settings)
+    with SettingsContext(profile=context.profile, settings=settings):
         yield api_url
+
+
+#: API URL -> (the settings a run's settings were derived from, the run's settings).
+_run_settings: dict[str, tuple[Any, Any]] = {}
 
 
 #: The API that this process's Prefect events worker sends to (``None``: not used yet).

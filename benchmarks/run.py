@@ -342,24 +342,34 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
         textwrap.dedent(
             """\
             * **Ephemeral API start overlaps Kedro's start.** With `PREFECT_API_URL` unset,
-              `PrefectRunner(...)` launches Prefect's ephemeral API server process at once;
-              `kedro run` builds the runner before the session loads the project and the
-              catalog, so the server starts meanwhile, and the run only waits for what is left.
-            * **The driver never imports `prefect.server`.** The server is `python -m uvicorn`
-              serving Prefect's own app (what Prefect's `SubprocessASGIServer` runs), launched
-              directly: the ~4 s import of `prefect.server` (most of the ~8 s between process
-              start and Prefect's "Starting temporary server" line) is paid by the server process
-              only, in parallel.
-            * **No 2 s / 4 s stalls between nodes.** Each Prefect task run with tags asks the API
-              for its `tag:` concurrency slots; the server answered with a read followed by an
-              `UPDATE` of zero rows, which on SQLite fails under concurrency
-              (`SQLITE_BUSY_SNAPSHOT`) with a 503, and Prefect's client retries after 2 s, then
-              4 s. The ephemeral API launched by kedro-prefect skips the empty update (same
-              answer, no write); real tag limits still hold. A self-hosted server still has
-              this behaviour on SQLite.
+              `PrefectRunner(...)` launches Prefect's ephemeral API server process at once --
+              before the driver has even imported Prefect (~1 s), when it has not yet; the server
+              reads Prefect's settings itself and exits before touching the database if a profile
+              names an API URL. `kedro run` builds the runner before the session loads the
+              project and the catalog, so the server starts meanwhile.
+            * **A lighter server process.** It is `python -m uvicorn` serving Prefect's own app
+              (what Prefect's `SubprocessASGIServer` runs): the driver never imports
+              `prefect.server`; the server does not import Kedro (kedro-prefect's exports load
+              lazily) and skips registering Prefect's block types, which imported every installed
+              Prefect collection (prefect-dask: dask and distributed).
+            * **No 2 s / 4 s client retries.** Prefect's client retries a 503 after 2 s, then
+              4 s. A SQLite-backed API answered 503 (`SQLITE_BUSY_SNAPSHOT`) (a) to every tagged
+              task run asking for `tag:` concurrency slots while others did, and (b) to a new
+              flow run while the API was still recording the last run's task run states. Node
+              tasks now ask only for tags that have a limit (also on a self-hosted server), the
+              ephemeral API skips empty slot updates, and its SQLite transactions begin
+              `IMMEDIATE`, so they wait their turn instead of failing.
+            * **The end of a run does not wait for the API.** Attempts and durations for the
+              run's artifacts come from Prefect's task engine, not from reading the task runs
+              back (which waited up to 5 s for events to be recorded). The ephemeral API is
+              stopped only once it has recorded every state (a bounded wait at exit).
             * **One `prefect.Task` per run, copied per node.** Building a task reads and
               tokenizes the function's source (1-3 ms); nodes get a copy with their own name
-              and tags, so building the flow is linear and cheap.
+              and tags, so building the flow is linear and cheap. Released datasets are
+              decided with the pipeline's free inputs and outputs computed once per run (Kedro
+              recomputes them per node).
+            * **Dask workers** build Prefect's settings once per process (Prefect rebuilt them
+              from the environment for every task, ~80 ms) and reuse one API client per thread.
             * **No heartbeat join** (flow run heartbeats are off for `kedro run`), and at exit the
               queued events and logs are delivered before the ephemeral API is stopped.
             """

@@ -28,7 +28,7 @@ from kedro.runner import SequentialRunner
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 from kedro_prefect.dask import DaskDatasetError, DaskSchedulerUnreachableError
 from tests.helpers import REPO, free_port, run_kedro
-from tests.pipelines import TextFileDataset
+from tests.pipelines import TextFileDataset, add_one, boom, double, namespaced, split, total
 
 pytestmark = pytest.mark.integration
 
@@ -133,29 +133,9 @@ def api(prefect_server):
 # --- node functions (module level: pickled by reference, imported by the workers) ----------------
 
 
-def add_one(x):
-    return x + 1
-
-
-def double(x):
-    return x * 2
-
-
-def split(x):
-    return x, -x
-
-
-def total(*xs):
-    return sum(xs)
-
-
-def chunks(x):
+def dict_chunks(x):
     for i in range(3):
         yield {"chunked": x + i, "count": i}
-
-
-def boom(x):
-    raise ValueError(f"boom on {x}")
 
 
 def worker_pid(x):
@@ -179,6 +159,7 @@ class LockedDataset(TextFileDataset):
 
 
 def fan_out_fan_in() -> Pipeline:
+    """``tests.pipelines.fan_out_fan_in`` with a parameter: a free in-memory input sent along."""
     return Pipeline(
         [
             node(add_one, "source", "base", name="prepare"),
@@ -190,21 +171,11 @@ def fan_out_fan_in() -> Pipeline:
     )
 
 
-def namespaced() -> Pipeline:
-    inner = Pipeline([node(add_one, "x", "y", name="inc"), node(double, "y", "z", name="dbl")])
-    return Pipeline(
-        [
-            Pipeline(inner, namespace="alpha", inputs={"x": "source"}),
-            Pipeline(inner, namespace="beta", inputs={"x": "source"}),
-            node(total, ["alpha.z", "beta.z"], "both", name="join"),
-        ]
-    )
-
-
 def generator() -> Pipeline:
+    """A generator node with dict outputs, each chunk saved as it comes."""
     return Pipeline(
         [
-            node(chunks, "source", {"chunked": "chunked", "count": "count"}, name="gen"),
+            node(dict_chunks, "source", {"chunked": "chunked", "count": "count"}, name="gen"),
             node(add_one, "chunked", "after_gen", name="consume"),
         ]
     )

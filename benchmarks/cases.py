@@ -247,20 +247,17 @@ def main() -> None:
             nodes=len(skew.nodes),
             critical_path=cp,
         )
-    add(
-        "skewed",
-        "raw Prefect tasks",
-        measure(run_raw_prefect, skew, args.repeats),
-        nodes=len(skew.nodes),
-        critical_path=cp,
-    )
-    add(
-        "skewed",
-        "layered Prefect flow",
-        measure(run_layered_flow, skew, args.repeats),
-        nodes=len(skew.nodes),
-        critical_path=cp,
-    )
+    for label, run in (
+        ("raw Prefect tasks", run_raw_prefect),
+        ("layered Prefect flow", run_layered_flow),
+    ):
+        add(
+            "skewed",
+            label,
+            measure(run, skew, args.repeats),
+            nodes=len(skew.nodes),
+            critical_path=cp,
+        )
 
     scale = bp.layered(big, 10)
     for name in ("SequentialRunner", "ThreadRunner", "PrefectRunner"):

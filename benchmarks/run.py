@@ -441,21 +441,20 @@ def main() -> None:
         eph_home, srv_home, client_home = (tmp / d for d in ("eph-home", "srv-home", "cli-home"))
         for d in (eph_home, srv_home, client_home):
             d.mkdir()
-        if "startup" in only:
-            log("startup, ephemeral API")
-            data["startup"].append(bench_startup(tmp, repeats, None, eph_home))
-        if "cases" in only:
-            log("cases, ephemeral API")
-            data["cases"].append(bench_cases(repeats, args.quick, None, eph_home))
+
+        def bench_api(api: str, url: str | None, home: Path) -> None:
+            if "startup" in only:
+                log(f"startup, {api}")
+                data["startup"].append(bench_startup(tmp, repeats, url, home))
+            if "cases" in only:
+                log(f"cases, {api}")
+                data["cases"].append(bench_cases(repeats, args.quick, url, home))
+
+        bench_api("ephemeral API", None, eph_home)
         if only & {"startup", "cases"}:
             log("starting prefect server")
             with prefect_server(srv_home) as url:
-                if "startup" in only:
-                    log("startup, server")
-                    data["startup"].append(bench_startup(tmp, repeats, url, client_home))
-                if "cases" in only:
-                    log("cases, server")
-                    data["cases"].append(bench_cases(repeats, args.quick, url, client_home))
+                bench_api("server", url, client_home)
         if "dask" in only:
             data["dask"] = bench_dask(args.quick, eph_home)
     (RESULTS / f"{args.label}.json").write_text(json.dumps(data, indent=1))

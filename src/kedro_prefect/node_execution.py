@@ -93,6 +93,16 @@ class TaskRunRecord:
     start: datetime | None
     duration: timedelta | None
 
+    @classmethod
+    def of(cls, task_run: TaskRun) -> TaskRunRecord:
+        """The record of a task run, from the engine or read back from the API."""
+        duration = None
+        if task_run.start_time and task_run.end_time:
+            duration = task_run.end_time - task_run.start_time
+        elif task_run.total_run_time:
+            duration = task_run.total_run_time
+        return cls(task_run.run_count, task_run.start_time, duration)
+
 
 #: Where the engine's final view of each task run goes, by task run id (set for a run).
 _TASK_RUN_RECORDS: ContextVar[dict[Any, TaskRunRecord] | None] = ContextVar(
@@ -117,14 +127,8 @@ def recording_task_runs() -> Iterator[dict[Any, TaskRunRecord]]:
 
 def _record_task_run(task: Task, task_run: TaskRun, state: State) -> None:
     records = _TASK_RUN_RECORDS.get()
-    if records is None:
-        return
-    duration = None
-    if task_run.start_time and task_run.end_time:
-        duration = task_run.end_time - task_run.start_time
-    elif task_run.total_run_time:
-        duration = task_run.total_run_time
-    records[task_run.id] = TaskRunRecord(task_run.run_count, task_run.start_time, duration)
+    if records is not None:
+        records[task_run.id] = TaskRunRecord.of(task_run)
 
 
 class LocalNodeExecution:

@@ -46,6 +46,14 @@ class NodeRun:
     duration: timedelta | None = None
     worker: str | None = None
 
+    def take(self, task_run: Any) -> None:
+        """Attempts, start and duration from a ``node_execution.TaskRunRecord``."""
+        self.attempts, self.start, self.duration = (
+            task_run.attempts,
+            task_run.start,
+            task_run.duration,
+        )
+
     @property
     def state_name(self) -> str:
         """``Completed``, ``Failed``... or ``Not run`` for a node that was never submitted."""
@@ -149,9 +157,7 @@ class RunRecorder(RunObserver):
         record.finished_at, record.state = time.monotonic(), future.state
         engine_record = self._task_run_records.get(future.task_run_id)
         if engine_record is not None:
-            record.attempts = engine_record.attempts
-            record.start = engine_record.start
-            record.duration = engine_record.duration
+            record.take(engine_record)
         # Now, not at the end: on Dask the runner releases a future once its data is consumed.
         with _warn_on_error("finding which worker ran a node"):
             record.worker = _worker_of(future, self.run.task_runner)
@@ -304,7 +310,8 @@ def _read_task_runs(run: PipelineRun) -> None:
     the API shows the final state the runner saw for each node.
     """
     from prefect import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+    from kedro_prefect.prefect_api import read_recorded_task_runs
 
     by_id = {
         record.future.task_run_id: record
@@ -317,34 +324,19 @@ def _read_task_runs(run: PipelineRun) -> None:
     interrupted = run.error is not None and not isinstance(run.error, Exception)
     started = time.monotonic()
     deadline = started + (0 if interrupted else API_SETTLE_SECONDS)
+    final_states = {task_run_id: record.state.type for task_run_id, record in by_id.items()}
     with get_client(sync_client=True) as client:
-        while True:
-            task_runs = client.read_task_runs(
-                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=list(by_id))),
-                limit=len(by_id),
-            )
-            settled = {
-                tr.id: tr
-                for tr in task_runs
-                if tr.state_type is not None and tr.state_type == by_id[tr.id].state.type
-            }
-            if len(settled) == len(by_id) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        settled = read_recorded_task_runs(client, final_states, deadline)
     logger.debug(
         "Read %d of %d task runs back from the Prefect API in %.2f s",
         len(settled),
         len(by_id),
         time.monotonic() - started,
     )
+    from kedro_prefect.node_execution import TaskRunRecord
+
     for task_run_id, task_run in settled.items():
-        record = by_id[task_run_id]
-        record.attempts = task_run.run_count
-        record.start = task_run.start_time
-        if task_run.start_time and task_run.end_time:
-            record.duration = task_run.end_time - task_run.start_time
-        elif task_run.total_run_time:
-            record.duration = task_run.total_run_time
+        by_id[task_run_id].take(TaskRunRecord.of(task_run))
 
 
 def _worker_of(future: PrefectFuture[Any], task_runner: TaskRunner) -> str:

@@ -239,21 +239,12 @@ class EphemeralAPI:
         if not self._unsettled or not self._ready:
             return
         from prefect.client.orchestration import SyncPrefectClient
-        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
 
         started = time.monotonic()
         deadline = started + SETTLE_SECONDS + SETTLE_SECONDS_PER_TASK_RUN * len(self._unsettled)
         with SyncPrefectClient(self.url) as client:
-            while self._unsettled and time.monotonic() < deadline:
-                batch = list(self._unsettled)[:200]
-                task_runs = client.read_task_runs(
-                    task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)), limit=200
-                )
-                settled = [tr.id for tr in task_runs if tr.state_type == self._unsettled[tr.id]]
-                for task_run_id in settled:
-                    del self._unsettled[task_run_id]
-                if len(settled) < len(batch):
-                    time.sleep(0.1)
+            for task_run_id in read_recorded_task_runs(client, self._unsettled, deadline):
+                del self._unsettled[task_run_id]
         logger.debug(
             "Waited %.2f s for the ephemeral API to record task run states (%d not recorded)",
             time.monotonic() - started,
@@ -337,6 +328,42 @@ class EphemeralAPI:
         except OSError:
             return ""
         return f"Its output ({self.log_path}):\n{tail}"
+
+
+def read_recorded_task_runs(
+    client: Any, final_states: dict[Any, Any], deadline: float
+) -> dict[Any, Any]:
+    """The task runs that the API shows in their final state, polling until ``deadline``.
+
+    Task run states reach the API as events, recorded a moment after they happen.
+
+    Args:
+        client: A sync Prefect client of the API.
+        final_states: Task run id -> the state type it ended in.
+        deadline: ``time.monotonic()`` value after which to stop polling.
+
+    Returns:
+        Task run id -> task run, for those recorded in their final state by then.
+    """
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+    recorded: dict[Any, Any] = {}
+    while True:
+        waiting = [task_run_id for task_run_id in final_states if task_run_id not in recorded]
+        for start in range(0, len(waiting), _API_PAGE):  # the API returns 200 at most
+            batch = waiting[start : start + _API_PAGE]
+            for task_run in client.read_task_runs(
+                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)), limit=_API_PAGE
+            ):
+                if task_run.state_type == final_states[task_run.id]:
+                    recorded[task_run.id] = task_run
+        if len(recorded) == len(final_states) or time.monotonic() >= deadline:
+            return recorded
+        time.sleep(0.1)
+
+
+#: The most items the Prefect API returns per request.
+_API_PAGE = 200
 
 
 def _drain_prefect_workers(timeout: float) -> None:

@@ -7,7 +7,11 @@ history under *Artifacts*.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.observers import PipelineRun, RunObserver
@@ -17,12 +21,19 @@ if TYPE_CHECKING:
 
 
 class ArtifactWriter(RunObserver):
-    """Creates the graph (markdown) and node table artifacts of a flow run."""
+    """Creates the graph (markdown) and node table artifacts of a flow run.
+
+    The graph is sent from a background thread while the first nodes run: it is not worth
+    delaying them by an API round trip.
+    """
+
+    _graph: Future[Any] | None = None
 
     def on_run_start(self, run: PipelineRun) -> None:
         from prefect.artifacts import create_markdown_artifact
 
-        create_markdown_artifact(
+        self._graph = run_in_background(
+            create_markdown_artifact,
             markdown=graph_markdown(run.pipeline, run.pipeline_names),
             key=graph_key(run),
             description=f"Kedro pipeline {'+'.join(run.pipeline_names)}: nodes and datasets",
@@ -31,6 +42,8 @@ class ArtifactWriter(RunObserver):
     def on_run_end(self, run: PipelineRun) -> None:
         from prefect.artifacts import create_table_artifact
 
+        if self._graph is not None:
+            self._graph.result()  # a failure is reported (and this writer switched off) here
         create_table_artifact(
             table=node_table(run),
             key=table_key(run),
@@ -151,3 +164,18 @@ def _datasets(pipeline: Pipeline) -> list[str]:
 def _label(text: str) -> str:
     """Text safe inside a quoted Mermaid label."""
     return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+
+
+def run_in_background(fn: Callable[..., Any], /, **kwargs: Any) -> Future[Any]:
+    """Call ``fn`` in a daemon thread that sees this context (the flow run, its API client)."""
+    future: Future[Any] = Future()
+    context = contextvars.copy_context()
+
+    def call() -> None:
+        try:
+            future.set_result(context.run(fn, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=call, name="kedro-prefect-artifact", daemon=True).start()
+    return future

@@ -444,6 +444,32 @@ def prefect_run_settings() -> Iterator[str]:
 _run_settings: dict[str, tuple[Any, Any]] = {}
 
 
+@contextmanager
+def run_client(api_url: str) -> Iterator[Any]:
+    """One Prefect API client for everything a run sends from this process.
+
+    Prefect otherwise opens a client for the flow run and another for each helper that asks for
+    one, and each new client builds an SSL context from certifi's bundle (~30 ms) even for an
+    ``http://`` API. For ``http://`` URLs this client gets an SSL context without certificates,
+    never used for plain HTTP (and failing verification, rather than skipping it, if a
+    response ever redirected to ``https://``). ``https://`` URLs keep Prefect's own TLS set-up.
+    """
+    from prefect.context import SyncClientContext
+
+    if not api_url.startswith("http://"):
+        with SyncClientContext.get_or_create() as context:
+            yield context.client
+        return
+    import ssl
+
+    context = SyncClientContext(httpx_settings={"verify": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)})
+    # get_client() hands a context's client only to callers asking with the same settings:
+    # callers asking with none (the flow engine, artifacts, result storage) get this one.
+    context._httpx_settings = None
+    with context:
+        yield context.client
+
+
 #: The API that this process's Prefect events worker sends to (``None``: not used yet).
 _events_api_url: str | None = None
 

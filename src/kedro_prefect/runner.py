@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
 from itertools import chain
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
@@ -22,6 +23,7 @@ from kedro_prefect.prefect_api import (
     configured_api_url,
     expect_recorded,
     prefect_run_settings,
+    run_client,
     start_ephemeral_api_early,
 )
 from kedro_prefect.preflight import ensure_api_reachable, missing_input_error
@@ -170,6 +172,9 @@ class PrefectRunner(AbstractRunner):
             name=flow_name,
             flow_run_name=flow_run_name,
             persist_result=False,
+            # Nothing is persisted; naming local storage spares the flow engine reading the
+            # server's default result storage twice per flow run.
+            result_storage=_local_result_storage(),
             validate_parameters=False,
             log_prints=False,
         )
@@ -183,7 +188,8 @@ class PrefectRunner(AbstractRunner):
         token = _RUN_BODY.set(flow_body)
         try:
             with (
-                prefect_run_settings(),
+                prefect_run_settings() as api_url,
+                run_client(api_url),
                 node_logs_to_prefect(_package_name()),
                 redacted_logs(secrets),
             ):
@@ -346,6 +352,12 @@ def _follow_kedro_log_level() -> None:
     ours = logging.getLogger("kedro_prefect")
     if ours.level == logging.NOTSET:
         ours.setLevel(logging.getLogger("kedro").getEffectiveLevel())
+
+
+def _local_result_storage() -> Path:
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().results.local_storage_path)
 
 
 def _in_flow_run() -> bool:

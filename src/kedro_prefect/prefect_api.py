@@ -431,6 +431,11 @@ def prefect_run_settings() -> Iterator[str]:
     cached = _run_settings.get(api_url)
     if cached is not None and cached[0] is context.settings:
         settings = cached[1]
+    elif context.settings.api.url == api_url:
+        # Only the heartbeat changes: copy without validating every setting again (~50 ms).
+        flows = context.settings.flows.model_copy(update={"heartbeat_frequency": None})
+        settings = context.settings.model_copy(update={"flows": flows})
+        _run_settings[api_url] = (context.settings, settings)
     else:
         settings = context.settings.copy_with_update(
             updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -134,3 +135,46 @@ class PrefectServer:
                 os.killpg(pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
+
+
+def api_client(prefect_server):
+    """A sync Prefect client of the test ``prefect server``."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(prefect_server.api_url)
+
+
+def latest_flow_run(client, flow_name: str):
+    """The flow run of ``flow_name`` that started last."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    runs = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=1,
+    )
+    assert runs, f"no flow run of {flow_name!r} on the server"
+    return runs[0]
+
+
+def artifacts_of(client, flow_run_id, key: str):
+    """The artifacts with ``key`` of one flow run."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    return client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+        )
+    )
+
+
+def table_rows(artifact) -> list[dict]:
+    """The rows of a table artifact."""
+    assert artifact.type == "table"
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data

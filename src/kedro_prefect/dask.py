@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import inspect
 import ipaddress
 import json
@@ -118,7 +119,7 @@ def _prefect_dask() -> Any:
 def _task_runner_classes() -> tuple[type, type]:
     """``KedroDaskTaskRunner`` and ``KedroDaskFuture``, defined on first use (imports dask)."""
     import distributed
-    from prefect.context import serialize_context
+    from prefect.context import AssetContext, serialize_context
     from prefect.utilities.engine import collect_task_run_inputs_sync
     from prefect_dask.task_runners import DaskTaskRunner, PrefectDaskFuture
 
@@ -174,6 +175,25 @@ def _task_runner_classes() -> tuple[type, type]:
                 client_kwargs=self.client_kwargs,
             )
 
+        _context: tuple[dict[str, Any], str] | None = None
+
+        def _run_context(self) -> tuple[dict[str, Any], str]:
+            """The Prefect context every task of this run carries, serialized once per run.
+
+            Prefect serializes the settings (hundreds of fields, secrets rendered) and the flow
+            run context for each task it submits, ~75 ms of driver CPU per task on a small
+            machine, competing with the workers. Within a run both stay the same; only the
+            asset context is per task. Also returns a key naming the settings, so that workers
+            find the settings they built for it without hashing them again.
+            """
+            if self._context is None:
+                with _light_flow_run_context():
+                    context = serialize_context()
+                settings = json.dumps(context["settings_context"], sort_keys=True, default=str)
+                key = hashlib.sha256(settings.encode()).hexdigest()
+                self._context = (context, key)
+            return dict(self._context[0]), self._context[1]
+
         def __exit__(self, *args: Any) -> None:
             # Node log records are sent in the background on the workers; make sure they
             # reached the API before the run ends (one flush per worker, not per task).
@@ -203,15 +223,10 @@ def _task_runner_classes() -> tuple[type, type]:
                 name: collect_task_run_inputs_sync(value, future_cls=distributed.Future)
                 for name, value in parameters.items()
             }
-            with _light_flow_run_context():
-                context = serialize_context(
-                    asset_ctx_kwargs={
-                        "task": task,
-                        "task_run_id": task_run_id,
-                        "task_inputs": task_inputs,
-                        "copy_to_child_ctx": True,
-                    }
-                )
+            context, settings_key = self._run_context()
+            context["asset_context"] = AssetContext.from_task_and_inputs(
+                task=task, task_run_id=task_run_id, task_inputs=task_inputs, copy_to_child_ctx=True
+            ).serialize()
             future = distributed.Client.submit(
                 self.client,
                 run_task_on_worker,
@@ -225,6 +240,7 @@ def _task_runner_classes() -> tuple[type, type]:
                 return_type="state",
                 dependencies=task_inputs,
                 context=context,
+                settings_key=settings_key,
             )
             summary = self.client.submit(
                 _without_data, future, pure=False, key=f"state-{future.key}"
@@ -241,7 +257,22 @@ _worker_clients = threading.local()
 _worker_cache_lock = threading.Lock()
 
 
-def run_task_on_worker(*, context: dict[str, Any], **run_task_kwargs: Any) -> Any:
+#: Attempts, start and duration of the task runs that ended on this worker, by task run id,
+#: until the driver collects them at the end of its run (:func:`take_worker_records`).
+_worker_records: dict[Any, Any] = {}
+_worker_records_lock = threading.Lock()
+MAX_WORKER_RECORDS = 100_000
+
+
+def take_worker_records(task_run_ids: list[Any]) -> dict[Any, Any]:
+    """Remove and return this worker's records of ``task_run_ids`` (run on every worker)."""
+    with _worker_records_lock:
+        return {i: _worker_records.pop(i) for i in task_run_ids if i in _worker_records}
+
+
+def run_task_on_worker(
+    *, context: dict[str, Any], settings_key: str | None = None, **run_task_kwargs: Any
+) -> Any:
     """Prefect's ``run_task_sync`` for a node task on a Dask worker.
 
     Each task carries the driver's Prefect settings (API URL and all). For every task, Prefect
@@ -249,15 +280,31 @@ def run_task_on_worker(*, context: dict[str, Any], **run_task_kwargs: Any) -> An
     files again, ~80 ms on a small machine) and opens two API clients (~30 ms each, most of it
     loading CA certificates). Here the settings are built once per worker process and the
     client once per worker thread, and both are in place before Prefect hydrates the rest of
-    the task's context, so it reuses them.
+    the task's context, so it reuses them. ``settings_key`` names the settings (the driver
+    computes it once per run); without it they are looked up by their JSON form.
+
+    The task run's attempts, start and duration are kept on the worker for the driver to
+    collect (:func:`take_worker_records`).
     """
+    from kedro_prefect.node_execution import recording_task_runs
+
+    with _worker_records_lock:
+        if len(_worker_records) > MAX_WORKER_RECORDS:  # never collected (the driver died)
+            _worker_records.clear()
+    with recording_task_runs(_worker_records):
+        return _run_task_with_cached_settings(context, settings_key, run_task_kwargs)
+
+
+def _run_task_with_cached_settings(
+    context: dict[str, Any], settings_key: str | None, run_task_kwargs: dict[str, Any]
+) -> Any:
     from prefect.context import SettingsContext, SyncClientContext
     from prefect.task_engine import run_task_sync
 
     serialized = context.get("settings_context")
     if not serialized:
         return run_task_sync(context=context, **run_task_kwargs)
-    key = json.dumps(serialized, sort_keys=True, default=str)
+    key = settings_key or json.dumps(serialized, sort_keys=True, default=str)
     with _worker_cache_lock:
         built = _worker_settings.get(key)
         if built is None:
@@ -696,7 +743,7 @@ class DaskNodeExecution:
             self._upstream[node] = producers
             for producer in producers:
                 self._pending_consumers[producer] += 1
-        client = task_runner.client  # starts or connects to the cluster
+        self._client = client = task_runner.client  # starts or connects to the cluster
         _log_dashboard(client)
         client.register_plugin(_project_bootstrap(), name=_PLUGIN_NAME)
 
@@ -724,6 +771,24 @@ class DaskNodeExecution:
             "is_async": self._is_async,
             "run_id": self._run_id,
         }
+
+    def nodes_finished(self, futures: dict[Node, Any]) -> None:
+        """Collect the workers' records of this run's task runs (attempts, start, duration).
+
+        One round trip to each worker, instead of waiting for the Prefect API to record the
+        task run states the workers sent it. A worker that died meanwhile took its records
+        with it: those nodes are read back from the API.
+        """
+        from kedro_prefect.node_execution import add_task_run_records
+
+        ids = [future.task_run_id for future in futures.values()]
+        try:
+            by_worker = self._client.run(take_worker_records, ids)
+        except Exception as exc:  # e.g. a worker left while answering
+            logger.debug("Could not collect task run records from the workers: %r", exc)
+            return
+        for records in by_worker.values():
+            add_task_run_records(records)
 
     def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
         """Save free in-memory outputs in the driver catalog; let Dask drop data no one needs.

@@ -111,18 +111,28 @@ _TASK_RUN_RECORDS: ContextVar[dict[Any, TaskRunRecord] | None] = ContextVar(
 
 
 @contextmanager
-def recording_task_runs() -> Iterator[dict[Any, TaskRunRecord]]:
+def recording_task_runs(
+    records: dict[Any, TaskRunRecord] | None = None,
+) -> Iterator[dict[Any, TaskRunRecord]]:
     """Collect a :class:`TaskRunRecord` for each node task run that ends in this context.
 
     Filled by a completion/failure hook that runs where the task ran: for the thread task
-    runner, in this process; task runs on Dask workers are not recorded here.
+    runner, in this process; a Dask worker records into a dict of its own, which the driver
+    collects at the end of the run (:func:`add_task_run_records`).
     """
-    records: dict[Any, TaskRunRecord] = {}
+    records = {} if records is None else records
     token = _TASK_RUN_RECORDS.set(records)
     try:
         yield records
     finally:
         _TASK_RUN_RECORDS.reset(token)
+
+
+def add_task_run_records(records: dict[Any, TaskRunRecord]) -> None:
+    """Add records made elsewhere (on Dask workers) to the run being recorded here."""
+    current = _TASK_RUN_RECORDS.get()
+    if current is not None:
+        current.update(records)
 
 
 def _record_task_run(task: Task, task_run: TaskRun, state: State) -> None:
@@ -155,3 +165,6 @@ class LocalNodeExecution:
 
     def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
         """Nothing to do: the node saved its outputs in the shared catalog."""
+
+    def nodes_finished(self, futures: dict[Node, Any]) -> None:
+        """Nothing to do: the task runs were recorded in this process."""

@@ -128,9 +128,9 @@ NULL_OBSERVER = RunObserver()
 class RunRecorder(RunObserver):
     """Keeps :class:`PipelineRun` up to date.
 
-    Attempts, start and duration of a node come from Prefect's task engine when the task ran in
-    this process (``task_run_records``); for the others (Dask workers) they are read back from the
-    API at the end of the run.
+    Attempts, start and duration of a node come from Prefect's task engine (``task_run_records``:
+    filled as tasks end in this process, and at the end of the run with the records of Dask
+    workers); those still missing (a worker died) are read back from the API at the end.
     """
 
     def __init__(self, run: PipelineRun, task_run_records: dict[Any, Any] | None = None):
@@ -164,6 +164,11 @@ class RunRecorder(RunObserver):
 
     def on_run_end(self, run: PipelineRun) -> None:
         run.ended_at = time.monotonic()
+        for record in run.nodes.values():  # records collected from Dask workers at the end
+            if record.attempts is None and record.future is not None:
+                engine_record = self._task_run_records.get(record.future.task_run_id)
+                if engine_record is not None:
+                    record.take(engine_record)
         with _warn_on_error("reading the task runs back from the Prefect API"):
             _read_task_runs(run)
         for record in run.nodes.values():

@@ -273,6 +273,7 @@ class PrefectRunner(AbstractRunner):
                     submit(child)
                     in_flight += 1
 
+        execution.nodes_finished(futures)
         expect_recorded(final_states)
         if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, done_nodes, catalog)

@@ -27,7 +27,15 @@ from kedro.runner import SequentialRunner
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 from kedro_prefect.dask import DaskDatasetError, DaskSchedulerUnreachableError
-from tests.helpers import REPO, free_port, run_kedro
+from tests.helpers import (
+    REPO,
+    api_client,
+    artifacts_of,
+    free_port,
+    latest_flow_run,
+    run_kedro,
+    table_rows,
+)
 from tests.pipelines import TextFileDataset, add_one, boom, double, namespaced, split, total
 
 pytestmark = pytest.mark.integration
@@ -252,6 +260,42 @@ def test_dask_dashboard_names_tasks_after_nodes(cluster, api):
         )
         added = set(client.run_on_scheduler(_task_prefixes)) - before
     assert "find_worker_pid" in added
+
+
+def test_node_table_of_a_dask_run_comes_from_the_workers(
+    cluster, api, prefect_server, monkeypatch, tmp_path
+):
+    """Attempts, start and duration of each node come back from the workers with the run.
+
+    The driver does not read the task runs back from the API (and wait for the states the
+    workers sent it to be recorded) to fill the run's node table.
+    """
+    from prefect.client.orchestration import SyncPrefectClient
+
+    reads: list[int] = []
+    read_task_runs = SyncPrefectClient.read_task_runs
+
+    def counting(self, *args, **kwargs):
+        reads.append(1)
+        return read_task_runs(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncPrefectClient, "read_task_runs", counting)
+    _run(
+        PrefectRunner(task_runner="dask", address=cluster.address, flow_name="dask-table"),
+        fan_out_fan_in(),
+        _catalog(tmp_path),
+    )
+    monkeypatch.undo()
+    assert reads == []
+    with api_client(prefect_server) as client:
+        flow_run = latest_flow_run(client, "dask-table")
+        (artifact,) = artifacts_of(client, flow_run.id, "dask-table-default-nodes")
+    rows = table_rows(artifact)
+    assert sorted(row["node"] for row in rows) == sorted(n.name for n in fan_out_fan_in().nodes)
+    for row in rows:
+        assert row["state"] == "Completed" and row["attempts"] == 1, row
+        assert row["start"] and row["duration"].endswith(" s"), row
+        assert row["worker"].startswith("tcp://127.0.0.1:"), row
 
 
 def _task_prefixes(dask_scheduler) -> list[str]:

@@ -7,7 +7,6 @@ A second run, under a pseudo-terminal, fails on purpose to show the terminal sum
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -22,8 +21,12 @@ from tests.helpers import (
     EXAMPLE_PROJECT,
     KEDRO,
     PrefectServer,
+    api_client,
+    artifacts_of,
     copy_example_project,
     eventually,
+    latest_flow_run,
+    table_rows,
 )
 from tests.integration.test_quickstart import quickstart_server_command
 
@@ -103,45 +106,6 @@ def server_run(prefect_server, tmp_path_factory):
     return project, result
 
 
-def _client(prefect_server):
-    from prefect.client.orchestration import SyncPrefectClient
-
-    return SyncPrefectClient(prefect_server.api_url)
-
-
-def _latest_flow_run(client, flow_name: str):
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    runs = client.read_flow_runs(
-        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-        sort=FlowRunSort.START_TIME_DESC,
-        limit=1,
-    )
-    assert runs, f"no flow run of {flow_name!r} on the server"
-    return runs[0]
-
-
-def _artifacts(client, flow_run_id, key: str):
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-
-    return client.read_artifacts(
-        artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-        )
-    )
-
-
-def _rows(artifact) -> list[dict]:
-    assert artifact.type == "table"
-    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-
-
 def test_quick_start_run_writes_the_reports(server_run):
     project, _ = server_run
     report = pd.read_csv(project / "data" / "08_reporting" / "region_report.csv")
@@ -150,9 +114,9 @@ def test_quick_start_run_writes_the_reports(server_run):
 
 
 def test_graph_artifact_names_every_node_in_a_mermaid_block(server_run, prefect_server):
-    with _client(prefect_server) as client:
-        flow_run = _latest_flow_run(client, "nightly")
-        (artifact,) = _artifacts(client, flow_run.id, "nightly-default-graph")
+    with api_client(prefect_server) as client:
+        flow_run = latest_flow_run(client, "nightly")
+        (artifact,) = artifacts_of(client, flow_run.id, "nightly-default-graph")
     assert artifact.type == "markdown"
     mermaid = artifact.data.split("```mermaid", 1)[1].split("```", 1)[0]
     for name in NODES:
@@ -161,10 +125,10 @@ def test_graph_artifact_names_every_node_in_a_mermaid_block(server_run, prefect_
 
 
 def test_table_artifact_has_one_row_per_node(server_run, prefect_server):
-    with _client(prefect_server) as client:
-        flow_run = _latest_flow_run(client, "nightly")
-        (artifact,) = _artifacts(client, flow_run.id, "nightly-default-nodes")
-    rows = _rows(artifact)
+    with api_client(prefect_server) as client:
+        flow_run = latest_flow_run(client, "nightly")
+        (artifact,) = artifacts_of(client, flow_run.id, "nightly-default-nodes")
+    rows = table_rows(artifact)
     assert sorted(row["node"] for row in rows) == sorted(NODES)
     for row in rows:
         assert row["state"] == "Completed", row
@@ -186,8 +150,8 @@ def test_node_log_records_land_in_their_task_runs(server_run, prefect_server):
     assert (project / "conf" / "logging.yml").read_text() == (
         EXAMPLE_PROJECT / "conf" / "logging.yml"
     ).read_text()
-    with _client(prefect_server) as client:
-        flow_run = _latest_flow_run(client, "nightly")
+    with api_client(prefect_server) as client:
+        flow_run = latest_flow_run(client, "nightly")
         (task_run,) = eventually(
             lambda: client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
@@ -240,13 +204,13 @@ def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
     assert "slowest nodes" in output
     assert "failed: rank_products" in output
     assert "TypeError" in output.split("failed: rank_products", 1)[1].splitlines()[0]
-    with _client(ui_server) as client:
-        flow_run = _latest_flow_run(client, "sales_demo")
-        (artifact,) = _artifacts(client, flow_run.id, "sales-demo-default-nodes")
+    with api_client(ui_server) as client:
+        flow_run = latest_flow_run(client, "sales_demo")
+        (artifact,) = artifacts_of(client, flow_run.id, "sales-demo-default-nodes")
     # The server serves Prefect's UI: the terminal links to this flow run's page.
     ui_url = ui_server.api_url.removesuffix("/api")
     assert f"Prefect flow run: {ui_url}/runs/flow-run/{flow_run.id}" in output
-    rows = {row["node"]: row for row in _rows(artifact)}
+    rows = {row["node"]: row for row in table_rows(artifact)}
     assert set(rows) == NODES
     assert rows["rank_products"]["state"] == "Failed"
     assert rows["ingest.join_lines"]["state"] == "Completed"

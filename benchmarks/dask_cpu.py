@@ -69,6 +69,28 @@ def catalog(nodes: int, loops: int, shared: bool = False):
     return (SharedMemoryDataCatalog if shared else DataCatalog)(datasets)
 
 
+#: Nodes of the chain that measures the per-node cost on Dask.
+CHAIN = 100
+
+
+def chain_overhead_ms(runner, repeat: int) -> float:
+    """Milliseconds per node of a chain of no-op nodes, over a one-node run (fixed costs)."""
+    from kedro.io import DataCatalog
+
+    import pipelines
+
+    def best(nodes: int) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            runner.run(pipelines.chain(nodes), DataCatalog())
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    one = best(1)
+    return 1000 * (best(CHAIN) - one) / (CHAIN - 1)
+
+
 def timed(runner, nodes: int, loops: int) -> tuple[float, int]:
     from kedro.runner import ParallelRunner
 
@@ -122,6 +144,7 @@ def main() -> None:
                 "ParallelRunner", *timed(ParallelRunner(max_workers=cores), args.nodes, args.loops)
             )
             record("PrefectRunner dask (running cluster)", *timed(running, args.nodes, args.loops))
+        per_node_ms = chain_overhead_ms(running, args.repeat)
     for _ in range(args.repeat):
         record(
             "PrefectRunner dask (LocalCluster started by the run)",
@@ -152,6 +175,11 @@ def main() -> None:
     print("|---|---:|---:|")
     for row in rows:
         print(f"| {row['runner']} | {row['seconds']:.2f} | {row['speedup_vs_sequential']:.2f}x |")
+    print(
+        f"\nPer-node cost on the running cluster: a chain of {CHAIN} no-op nodes takes "
+        f"{per_node_ms:.0f} ms per node more than a one-node run (best of {args.repeat}).\n"
+    )
+    rows.append({"benchmark": "dask_chain", "nodes": CHAIN, "ms_per_node": round(per_node_ms, 1)})
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dask_cpu.json").write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -277,8 +277,10 @@ def _serves_ui(api_url: str, ui_url: str) -> bool:
         return False  # it never does; no need to ask
     import httpx
 
+    from kedro_prefect.prefect_api import http_get
+
     try:
-        response = httpx.get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2)
+        response = http_get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2)
         if response.status_code != 200:
             return False
         settings = response.json()

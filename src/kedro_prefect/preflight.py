@@ -15,8 +15,10 @@ def ensure_api_reachable(api_url: str, timeout: float = 10.0) -> None:
     """GET ``<api_url>/health``; raise :class:`PrefectApiUnreachableError` if it fails."""
     import httpx
 
+    from kedro_prefect.prefect_api import http_get
+
     try:
-        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
+        response = http_get(f"{api_url.rstrip('/')}/health", timeout=timeout)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise PrefectApiUnreachableError(

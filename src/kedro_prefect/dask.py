@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -283,8 +284,8 @@ def run_task_on_worker(
     the task's context, so it reuses them. ``settings_key`` names the settings (the driver
     computes it once per run); without it they are looked up by their JSON form.
 
-    The task run's attempts, start and duration are kept on the worker for the driver to
-    collect (:func:`take_worker_records`).
+    The task run's attempts, start, duration and this worker's address are kept on the worker
+    for the driver to collect (:func:`take_worker_records`).
     """
     from kedro_prefect.node_execution import recording_task_runs
 
@@ -292,7 +293,21 @@ def run_task_on_worker(
         if len(_worker_records) > MAX_WORKER_RECORDS:  # never collected (the driver died)
             _worker_records.clear()
     with recording_task_runs(_worker_records):
-        return _run_task_with_cached_settings(context, settings_key, run_task_kwargs)
+        state = _run_task_with_cached_settings(context, settings_key, run_task_kwargs)
+    task_run_id = run_task_kwargs.get("task_run_id")
+    record = _worker_records.get(task_run_id)
+    if record is not None:
+        _worker_records[task_run_id] = dataclasses.replace(record, worker=_worker_address())
+    return state
+
+
+def _worker_address() -> str | None:
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:  # not in a Dask worker
+        return None
 
 
 def _run_task_with_cached_settings(

@@ -92,6 +92,7 @@ class TaskRunRecord:
     attempts: int
     start: datetime | None
     duration: timedelta | None
+    worker: str | None = None  #: the Dask worker that ran it (``None``: this process, or unknown)
 
     @classmethod
     def of(cls, task_run: TaskRun) -> TaskRunRecord:

@@ -47,12 +47,14 @@ class NodeRun:
     worker: str | None = None
 
     def take(self, task_run: Any) -> None:
-        """Attempts, start and duration from a ``node_execution.TaskRunRecord``."""
+        """Attempts, start, duration (and worker, if named) from a ``TaskRunRecord``."""
         self.attempts, self.start, self.duration = (
             task_run.attempts,
             task_run.start,
             task_run.duration,
         )
+        if task_run.worker:
+            self.worker = task_run.worker
 
     @property
     def state_name(self) -> str:
@@ -158,9 +160,7 @@ class RunRecorder(RunObserver):
         engine_record = self._task_run_records.get(future.task_run_id)
         if engine_record is not None:
             record.take(engine_record)
-        # Now, not at the end: on Dask the runner releases a future once its data is consumed.
-        with _warn_on_error("finding which worker ran a node"):
-            record.worker = _worker_of(future, self.run.task_runner)
+        record.worker = record.worker or _in_process_worker(future, self.run.task_runner)
 
     def on_run_end(self, run: PipelineRun) -> None:
         run.ended_at = time.monotonic()
@@ -346,10 +346,13 @@ def _read_task_runs(run: PipelineRun) -> None:
         by_id[task_run_id].take(TaskRunRecord.of(task_run))
 
 
-def _worker_of(future: PrefectFuture[Any], task_runner: TaskRunner) -> str:
-    """Which worker ran a finished task: the Dask worker's address, else this host's threads."""
+def _in_process_worker(future: PrefectFuture[Any], task_runner: TaskRunner) -> str | None:
+    """This host's threads for a task run in this process; ``None`` for a Dask task.
+
+    A Dask worker names itself in the record it keeps of the task run (collected at the end of
+    the run), which spares the driver a round trip to the scheduler for every node.
+    """
     wrapped = getattr(future, "wrapped_future", None)
     if wrapped is not None and hasattr(wrapped, "key") and hasattr(wrapped, "client"):
-        workers = wrapped.client.who_has([wrapped]).get(wrapped.key) or ()
-        return ", ".join(sorted(workers)) or "?"
+        return None
     return f"{socket.gethostname()} ({type(task_runner).__name__})"

@@ -265,28 +265,34 @@ def test_dask_dashboard_names_tasks_after_nodes(cluster, api):
 def test_node_table_of_a_dask_run_comes_from_the_workers(
     cluster, api, prefect_server, monkeypatch, tmp_path
 ):
-    """Attempts, start and duration of each node come back from the workers with the run.
+    """Attempts, start, duration and worker of each node come back from the workers.
 
     The driver does not read the task runs back from the API (and wait for the states the
-    workers sent it to be recorded) to fill the run's node table.
+    workers sent it to be recorded), nor ask the scheduler which worker ran each node.
     """
+    import distributed
     from prefect.client.orchestration import SyncPrefectClient
 
-    reads: list[int] = []
-    read_task_runs = SyncPrefectClient.read_task_runs
+    calls: list[str] = []
 
-    def counting(self, *args, **kwargs):
-        reads.append(1)
-        return read_task_runs(self, *args, **kwargs)
+    def counting(cls, name):
+        original = getattr(cls, name)
 
-    monkeypatch.setattr(SyncPrefectClient, "read_task_runs", counting)
+        def counted(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, counted)
+
+    counting(SyncPrefectClient, "read_task_runs")  # reading task runs back from the API
+    counting(distributed.Client, "who_has")  # asking the scheduler which worker ran a node
     _run(
         PrefectRunner(task_runner="dask", address=cluster.address, flow_name="dask-table"),
         fan_out_fan_in(),
         _catalog(tmp_path),
     )
     monkeypatch.undo()
-    assert reads == []
+    assert calls == []
     with api_client(prefect_server) as client:
         flow_run = latest_flow_run(client, "dask-table")
         (artifact,) = artifacts_of(client, flow_run.id, "dask-table-default-nodes")

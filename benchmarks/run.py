@@ -396,8 +396,9 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
               from the environment for every task, ~80 ms) and reuse one API client per thread.
               The driver serializes the Prefect context the tasks carry once per run (Prefect
               did it per task, ~75 ms of driver CPU each, competing with the workers), and
-              collects the node table's attempts and durations from the workers in one round
-              trip instead of waiting for the API to record the workers' task run states.
+              collects the node table's attempts, durations and worker addresses from the
+              workers in one round trip, instead of waiting for the API to record the workers'
+              task run states and asking the scheduler who ran each node.
             * **No heartbeat join** (flow run heartbeats are off for `kedro run`), and at exit the
               queued events and logs are delivered before the ephemeral API is stopped.
             """

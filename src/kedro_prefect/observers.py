@@ -157,18 +157,19 @@ class RunRecorder(RunObserver):
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
         record = self.run.nodes[node.name]
         record.finished_at, record.state = time.monotonic(), future.state
-        engine_record = self._task_run_records.get(future.task_run_id)
+        self._take_engine_record(record, future.task_run_id)
+        record.worker = record.worker or _in_process_worker(future, self.run.task_runner)
+
+    def _take_engine_record(self, record: NodeRun, task_run_id: Any) -> None:
+        engine_record = self._task_run_records.get(task_run_id)
         if engine_record is not None:
             record.take(engine_record)
-        record.worker = record.worker or _in_process_worker(future, self.run.task_runner)
 
     def on_run_end(self, run: PipelineRun) -> None:
         run.ended_at = time.monotonic()
         for record in run.nodes.values():  # records collected from Dask workers at the end
             if record.attempts is None and record.future is not None:
-                engine_record = self._task_run_records.get(record.future.task_run_id)
-                if engine_record is not None:
-                    record.take(engine_record)
+                self._take_engine_record(record, record.future.task_run_id)
         with _warn_on_error("reading the task runs back from the Prefect API"):
             _read_task_runs(run)
         for record in run.nodes.values():

@@ -9,6 +9,7 @@ per runner (so per-process start costs, e.g. the ephemeral API start, are not in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -159,18 +160,18 @@ def settle(timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
-#: Extra seconds to wait before timing a run that uses the API (set in ``main``).
-QUIET_SECONDS = 0.0
+@functools.cache
+def quiet_seconds() -> float:
+    """Extra seconds to wait before timing a run that uses the API: none for the ephemeral API.
 
-
-def server_quiet_seconds() -> float:
-    """How long a ``prefect server`` may still be writing the last run's events.
-
-    Its event persister writes the events it received in batches, every
+    A ``prefect server`` (``PREFECT_API_URL`` set) may still be writing the last run's events:
+    its event persister writes the events it received in batches, every
     ``server.services.event_persister.flush_interval`` seconds (5 by default). On SQLite, a flow
     run created during such a write is refused with 503 and Prefect's client waits 2 s, then 4 s,
     before it retries: back-to-back runs would each pay seconds for the previous one's events.
     """
+    if not os.environ.get("PREFECT_API_URL"):
+        return 0.0
     from prefect.settings import get_current_settings
 
     return get_current_settings().server.services.event_persister.flush_interval + 1.0
@@ -182,7 +183,7 @@ def measure(fn, pipeline, repeats: int, uses_api: bool = True) -> float:
     for _ in range(repeats):
         if uses_api:
             settle()
-            time.sleep(QUIET_SECONDS)
+            time.sleep(quiet_seconds())
         timings.append(fn(pipeline))
     return statistics.median(timings)
 
@@ -224,8 +225,6 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
 
     api = "server" if os.environ.get("PREFECT_API_URL") else "ephemeral"
-    global QUIET_SECONDS
-    QUIET_SECONDS = server_quiet_seconds() if api == "server" else 0.0
     start = time.perf_counter()
     with prefect_run_settings():
         pass
@@ -284,7 +283,7 @@ def main() -> None:
         add("build", "PrefectRunner", build_time(size, args.repeats), nodes=size)
 
     json.dump(
-        {"api": api, "api_start_s": api_start, "quiet_s": QUIET_SECONDS, "rows": rows}, sys.stdout
+        {"api": api, "api_start_s": api_start, "quiet_s": quiet_seconds(), "rows": rows}, sys.stdout
     )
 
 

@@ -287,7 +287,7 @@ def run_task_on_worker(
     The task run's attempts, start, duration and this worker's address are kept on the worker
     for the driver to collect (:func:`take_worker_records`).
     """
-    from kedro_prefect.node_execution import recording_task_runs
+    from kedro_prefect.node_execution import ended_task_run, recording_task_runs
 
     with _worker_records_lock:
         if len(_worker_records) > MAX_WORKER_RECORDS:  # never collected (the driver died)
@@ -295,7 +295,7 @@ def run_task_on_worker(
     with recording_task_runs(_worker_records):
         state = _run_task_with_cached_settings(context, settings_key, run_task_kwargs)
     task_run_id = run_task_kwargs.get("task_run_id")
-    record = _worker_records.get(task_run_id)
+    record = ended_task_run(_worker_records, task_run_id)
     if record is not None:
         _worker_records[task_run_id] = dataclasses.replace(record, worker=_worker_address())
     return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from pluggy import PluginManager
     from prefect import Task
     from prefect.client.schemas.objects import TaskRun
-    from prefect.states import State
 
 
 def run_node(
@@ -76,13 +76,36 @@ def _task_template(fn: Any, task_options: tuple[tuple[str, Any], ...]) -> Task:
     from prefect.cache_policies import NO_CACHE
 
     return task(
-        fn,
-        cache_policy=NO_CACHE,
-        persist_result=False,
-        on_completion=[_record_task_run],
-        on_failure=[_record_task_run],
-        **dict(task_options),
+        _NotingTaskRun(fn), cache_policy=NO_CACHE, persist_result=False, **dict(task_options)
     )
+
+
+class _NotingTaskRun:
+    """A task body calling ``fn``, first noting the engine's task run for the run's records.
+
+    The engine keeps updating that ``TaskRun`` (attempts, end time) until the task run ends; the
+    record is read from it afterwards (:func:`ended_task_run`). A completion hook could hand it
+    over instead, but Prefect logs two lines for each hook call, in the terminal and in every
+    node's task run logs. A module-level class, so that it pickles by reference (Dask) like the
+    function it wraps; it exposes ``fn``'s signature, which Prefect binds the task parameters to.
+    """
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "node")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = fn.__doc__
+        self.__signature__ = inspect.signature(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        records = _TASK_RUN_RECORDS.get()
+        if records is not None:
+            from prefect.context import TaskRunContext
+
+            context = TaskRunContext.get()
+            if context is not None and context.task_run is not None:
+                records[context.task_run.id] = context.task_run
+        return self.fn(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -105,21 +128,19 @@ class TaskRunRecord:
         return cls(task_run.run_count, task_run.start_time, duration)
 
 
-#: Where the engine's final view of each task run goes, by task run id (set for a run).
-_TASK_RUN_RECORDS: ContextVar[dict[Any, TaskRunRecord] | None] = ContextVar(
+#: Node task runs by id, as the engine's ``TaskRun`` or a :class:`TaskRunRecord` (set per run).
+_TASK_RUN_RECORDS: ContextVar[dict[Any, Any] | None] = ContextVar(
     "kedro_prefect_task_run_records", default=None
 )
 
 
 @contextmanager
-def recording_task_runs(
-    records: dict[Any, TaskRunRecord] | None = None,
-) -> Iterator[dict[Any, TaskRunRecord]]:
-    """Collect a :class:`TaskRunRecord` for each node task run that ends in this context.
+def recording_task_runs(records: dict[Any, Any] | None = None) -> Iterator[dict[Any, Any]]:
+    """Keep the engine's view of each node task run started in this context, by task run id.
 
-    Filled by a completion/failure hook that runs where the task ran: for the thread task
-    runner, in this process; a Dask worker records into a dict of its own, which the driver
-    collects at the end of the run (:func:`add_task_run_records`).
+    Filled where the task runs: for the thread task runner, in this process; a Dask worker
+    records into a dict of its own, which the driver collects at the end of the run
+    (:func:`add_task_run_records`). Read a task run's record with :func:`ended_task_run`.
     """
     records = {} if records is None else records
     token = _TASK_RUN_RECORDS.set(records)
@@ -136,10 +157,12 @@ def add_task_run_records(records: dict[Any, TaskRunRecord]) -> None:
         current.update(records)
 
 
-def _record_task_run(task: Task, task_run: TaskRun, state: State) -> None:
-    records = _TASK_RUN_RECORDS.get()
-    if records is not None:
-        records[task_run.id] = TaskRunRecord.of(task_run)
+def ended_task_run(records: dict[Any, Any], task_run_id: Any) -> TaskRunRecord | None:
+    """The record of a node task run that has ended, from :func:`recording_task_runs`'s dict."""
+    record = records.get(task_run_id)
+    if record is None or isinstance(record, TaskRunRecord):
+        return record
+    return TaskRunRecord.of(record)
 
 
 class LocalNodeExecution:

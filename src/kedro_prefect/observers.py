@@ -161,7 +161,9 @@ class RunRecorder(RunObserver):
         record.worker = record.worker or _in_process_worker(future, self.run.task_runner)
 
     def _take_engine_record(self, record: NodeRun, task_run_id: Any) -> None:
-        engine_record = self._task_run_records.get(task_run_id)
+        from kedro_prefect.node_execution import ended_task_run
+
+        engine_record = ended_task_run(self._task_run_records, task_run_id)
         if engine_record is not None:
             record.take(engine_record)
 

@@ -24,7 +24,15 @@ import pytest
 
 from kedro_prefect import PrefectRunner
 from kedro_prefect.errors import KedroPrefectError
-from tests.helpers import KEDRO, free_port, run_kedro
+from tests.helpers import (
+    KEDRO,
+    api_client,
+    artifacts_of,
+    free_port,
+    latest_flow_run,
+    run_kedro,
+    table_rows,
+)
 from tests.reliability_project import SECRET, write_prefect_yml, write_project
 
 pytestmark = pytest.mark.integration
@@ -125,7 +133,7 @@ def test_flaky_node_passes_with_two_retries_and_hooks_fire_per_attempt(
     warnings = _Records()
     logging.getLogger("kedro_prefect.task_options").addHandler(warnings)
     try:
-        session_run("flaky", prefect_server.api_url, retries=2)
+        session_run("flaky", prefect_server.api_url, retries=2, flow_name="flaky-retries")
     finally:
         logging.getLogger("kedro_prefect.task_options").removeHandler(warnings)
     attempt = ["before_node_run flaky_node", "on_node_error flaky_node"]
@@ -136,6 +144,11 @@ def test_flaky_node_passes_with_two_retries_and_hooks_fire_per_attempt(
         "after_node_run flaky_node",
     ]
     assert (project / "data" / "flaky.txt").read_text() == "succeeded on attempt 3"
+    with api_client(prefect_server) as client:
+        flow_run = latest_flow_run(client, "flaky-retries")
+        (table,) = artifacts_of(client, flow_run.id, "flaky-retries-flaky-nodes")
+    (row,) = table_rows(table)
+    assert (row["node"], row["state"], row["attempts"]) == ("flaky_node", "Completed", 3)
     assert warnings.messages == [
         "prefect.yml tasks.rules[0] (namespace: regoins) matches no node of this pipeline; "
         "check the node name, namespace or tag"

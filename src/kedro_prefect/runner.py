@@ -27,6 +27,7 @@ from kedro_prefect.prefect_api import (
     start_ephemeral_api_early,
 )
 from kedro_prefect.preflight import ensure_api_reachable, missing_input_error
+from kedro_prefect.process_exit import collect_then_freeze_at_exit
 from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.task_options import (
     NodeTaskOptions,
@@ -84,6 +85,7 @@ class PrefectRunner(AbstractRunner):
         self._options = parse_runner_options({"is_async": is_async, **options})
         self._task_runner_class = resolve_task_runner_class(self._options)
         super().__init__(is_async=self._options.is_async)
+        collect_then_freeze_at_exit()  # before anything else registers an exit handler
         # `kedro run` builds the runner before the session: start the API while it loads.
         start_ephemeral_api_early()
 

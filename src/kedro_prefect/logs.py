@@ -40,6 +40,10 @@ def keep_project_log_handlers() -> None:
     imported, and keeps the root handlers only if one of them has a formatter: Kedro's
     ``RichHandler`` has none, so the project's console output would turn into Prefect's. Call
     this before the first ``from prefect import ...`` of a run; later calls do nothing.
+
+    It imports ``prefect.main`` itself, which sets Prefect's logging up: calling Prefect's
+    ``setup_logging`` first would only make that import set it up a second time (~60 ms each:
+    it renders every Prefect setting into the logging configuration template).
     """
     from prefect.logging import configuration
 
@@ -47,7 +51,10 @@ def keep_project_log_handlers() -> None:
         return
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    configuration.setup_logging()
+    import prefect.main  # noqa: F401  (sets Prefect's logging up on first import)
+
+    if not configuration.PROCESS_LOGGING_CONFIG:  # prefect.main was imported before, by others
+        configuration.setup_logging()
     if not handlers:
         return
     for handler in list(root.handlers):

@@ -279,8 +279,9 @@ def test_failed_node_fails_the_flow_run():
 def test_a_chain_of_namespaced_nodes_runs_without_prefects_deadlock_warning(caplog):
     """A chain gets a one-thread pool; each node has a tag (its namespace) and an upstream.
 
-    Prefect warns that such a task may dead-lock the pool; it cannot here, since a node is
-    submitted only once its producers are done, so the user must not see the warning.
+    Prefect warns that such a task, submitted with ``wait_for``, may dead-lock the pool. It
+    cannot here: a node is submitted only once its producers are done (their task runs are
+    recorded as its inputs, not waited for), so the user must not see the warning.
     """
     pipeline = Pipeline(
         [

@@ -762,7 +762,16 @@ class DaskNodeExecution:
         _log_dashboard(client)
         client.register_plugin(_project_bootstrap(), name=_PLUGIN_NAME)
 
-    def parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
+    def submit_arguments(
+        self, node: Node, producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
+    ) -> dict[str, Any]:
+        """Task parameters (the producers' in-memory outputs as Dask futures) and ``wait_for``."""
+        return {
+            "parameters": self._parameters(node, futures),
+            "wait_for": [futures[producer] for producer in producers],
+        }
+
+    def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
         import cloudpickle
 
         given = {

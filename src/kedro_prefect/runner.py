@@ -35,11 +35,7 @@ from kedro_prefect.task_options import (
     resolve_task_options,
     timeout_error,
 )
-from kedro_prefect.task_runners import (
-    build_task_runner,
-    resolve_task_runner_class,
-    submitting_ready_nodes_only,
-)
+from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -157,7 +153,6 @@ class PrefectRunner(AbstractRunner):
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
                 observe_run(pipeline, runner, flow_name, run_id) as self._observer,
-                submitting_ready_nodes_only(),
             ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
@@ -234,8 +229,7 @@ class PrefectRunner(AbstractRunner):
             options: NodeTaskOptions = self._task_options[node.name]
             future = task_runner.submit(
                 node_task(node, task_fn, **options.prefect_kwargs()),
-                parameters=execution.parameters(node, futures),
-                wait_for=[futures[parent] for parent in parents[node]],
+                **execution.submit_arguments(node, parents[node], futures),
             )
             futures[node] = future
             self._observer.on_node_submitted(node, future)

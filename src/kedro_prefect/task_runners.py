@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from kedro.utils import load_obj
@@ -85,37 +81,3 @@ def build_task_runner(
                 "take max_workers"
             ) from None
     return cls()
-
-
-#: Threads currently running a PrefectRunner driver loop.
-_DRIVER_THREADS: set[int] = set()
-_filter_lock = threading.Lock()
-
-
-class _NoWaitForDeadlockWarning(logging.Filter):
-    """Drops Prefect's thread-pool warning that a tagged task with ``wait_for`` may dead-lock.
-
-    Prefect warns when a task with upstream futures has as many tags as the pool has threads,
-    because such a task could park a thread waiting for its upstream. The driver loop submits a
-    node only once its producers are done (``wait_for`` just records the upstream task runs), so
-    the warning is wrong there -- and a chain of namespaced nodes gets a one-thread pool and would
-    print it for every node. Prefect code outside a driver loop keeps the warning.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (threading.get_ident() in _DRIVER_THREADS and "dead-lock" in str(record.msg))
-
-
-@contextmanager
-def submitting_ready_nodes_only() -> Iterator[None]:
-    """Mark this thread as a driver loop: it submits a node only once its inputs exist."""
-    with _filter_lock:
-        logger = logging.getLogger("prefect.task_runner.threadpool")
-        if not any(isinstance(f, _NoWaitForDeadlockWarning) for f in logger.filters):
-            logger.addFilter(_NoWaitForDeadlockWarning())
-    ident = threading.get_ident()
-    _DRIVER_THREADS.add(ident)
-    try:
-        yield
-    finally:
-        _DRIVER_THREADS.discard(ident)

@@ -401,6 +401,21 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
               task run states and asking the scheduler who ran each node.
             * **No heartbeat join** (flow run heartbeats are off for `kedro run`), and at exit the
               queued events and logs are delivered before the ephemeral API is stopped.
+            * **Finished producers are recorded, not waited for.** A node is submitted once its
+              producers are done; passed as `wait_for`, their futures made Prefect fetch each
+              producer's result again through its event loop thread before the node started.
+              They are recorded as the task run's `upstream` inputs instead (the UI's DAG edges).
+            * **No Prefect hooks per node.** The node table's records are taken from the task
+              run the engine hands the task body, not from completion hooks, which Prefect
+              announces with two log lines per call (terminal and task run logs).
+            * **Prefect's logging is set up once** (it rendered every setting into its logging
+              template twice, ~60 ms each).
+            * **A quicker interpreter exit.** Prefect's modules leave ~80,000 more objects for
+              CPython's garbage collector, which traversed them all in several full collections
+              while the interpreter shut down (0.45-0.6 s after the last line of `kedro run`,
+              against ~0.25 s for SequentialRunner). At exit, a process that built a
+              `PrefectRunner` collects once (cyclic garbage is still finalized) and freezes
+              what is left (`gc.freeze`), so those collections skip it: ~0.2 s.
             """
         )
     )

@@ -53,7 +53,7 @@ def keep_project_log_handlers() -> None:
     handlers, level = list(root.handlers), root.level
     import prefect.main  # noqa: F401  (sets Prefect's logging up on first import)
 
-    if not configuration.PROCESS_LOGGING_CONFIG:  # prefect.main was imported before, by others
+    if not configuration.PROCESS_LOGGING_CONFIG:  # a Prefect whose prefect.main does not do it
         configuration.setup_logging()
     if not handlers:
         return

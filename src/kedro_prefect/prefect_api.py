@@ -288,10 +288,10 @@ class EphemeralAPI:
         env = {
             **os.environ,
             **settings_env,
-            # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services only.
+            # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services only. (It
+            # also sets PREFECT__SERVER_FINAL, which create_app decides on; see there.)
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
             # Analytics try to reach the internet and fight the first migration for the lock.
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # Registering Prefect's block types at every start imports every installed Prefect

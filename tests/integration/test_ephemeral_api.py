@@ -232,3 +232,37 @@ def test_back_to_back_runs_are_not_refused_by_a_busy_database(monkeypatch):
     for _ in range(3):
         PrefectRunner(flow_name="back-to-back").run(pipeline, DataCatalog())
     assert retry_sleeps == []
+
+
+def test_the_server_app_is_built_with_the_collector_paused_and_left_on(tmp_path):
+    """The ephemeral server builds Prefect's app without full collections, then collects again.
+
+    Its start-up objects are frozen (later collections skip them), and the collector is on
+    again, so garbage the server makes while it serves a long run is still freed.
+    """
+    script = textwrap.dedent(
+        """
+        import gc
+        from kedro_prefect._ephemeral_app import create_app
+
+        full = []
+        gc.callbacks.append(lambda phase, info: phase == "stop" and full.append(info["generation"]))
+        app = create_app()
+        print(gc.isenabled(), gc.get_freeze_count(), full.count(2), len(app.routes) > 0)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**env, "PREFECT_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    enabled, frozen, full_collections, has_routes = result.stdout.split()
+    assert (enabled, has_routes) == ("True", "True")
+    assert int(full_collections) == 0  # Prefect's own gc.collect() and the import-time ones
+    assert int(frozen) > 100_000

@@ -13,7 +13,7 @@ ephemeral API. Here an increment of *no* limits returns at once, which is exactl
 
 Its start-up is cheaper than Prefect's own. Building the app leaves ~420,000 objects tracked by
 CPython's collector (Prefect's modules, models and routes), and the allocations trigger four to
-six full collections on the way, each traversing all of them; Prefect then runs one more
+six full collections on the way, each traversing all that exist by then; Prefect runs one more
 (``gc.collect()``, for a memory saving that FastAPI >= 0.137 no longer allows), and the first
 flow run waits for the next. Here the collector is paused while the app is built, the app's
 objects are frozen (``gc.freeze``: later collections skip them) and Prefect's collection is

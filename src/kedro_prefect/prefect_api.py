@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro_prefect._ephemeral_app import NOT_NEEDED_EXIT_CODE, PARENT_PID_ENV, SPECULATIVE_ENV
+from kedro_prefect.process_exit import after_final_collection
 
 logger = logging.getLogger(__name__)
 
@@ -217,17 +218,19 @@ class EphemeralAPI:
 
     def stop(self) -> None:
         """Stop the server process (only from the process that launched it)."""
+        process = self._terminate()
+        if process is not None:
+            _reap(process)
+
+    def _terminate(self) -> subprocess.Popen[bytes] | None:
+        """Ask the server process to stop; return it (``None``: nothing of this process's)."""
         with self._lock:
             process, self._process = self._process, None
             self._ready = False
             if process is None or os.getpid() != self._owner_pid:
-                return
+                return None
             process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            return process
 
     def expect_final_states(self, states: dict[Any, Any]) -> None:
         """Task runs (id -> final state type) whose states this server must show before it stops.
@@ -252,7 +255,10 @@ class EphemeralAPI:
             _drain_prefect_workers(timeout=5)
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
-        self.stop()
+        process = self._terminate()
+        # The server takes ~0.2 s to stop: wait for it after this process's last collection.
+        if process is not None and not after_final_collection(functools.partial(_reap, process)):
+            _reap(process)
 
     def _wait_until_recorded(self) -> None:
         """Wait (bounded) until the server shows the final state of every expected task run."""
@@ -379,11 +385,20 @@ def read_recorded_task_runs(
                     recorded[task_run.id] = task_run
         if len(recorded) == len(final_states) or time.monotonic() >= deadline:
             return recorded
-        time.sleep(0.1)
+        time.sleep(0.025)
 
 
 #: The most items the Prefect API returns per request.
 _API_PAGE = 200
+
+
+def _reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
+    """Wait for a terminated server process to exit; kill it if it takes over ``timeout`` s."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _drain_prefect_workers(timeout: float) -> None:

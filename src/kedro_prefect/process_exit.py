@@ -14,14 +14,19 @@ modules are torn down, but CPython's remaining collections no longer traverse th
 skips is the finalization of cycles that only form during module teardown, which Python does not
 guarantee anyway ("It is not guaranteed that ``__del__()`` methods are called for objects that
 still exist when the interpreter exits").
+
+Work that only waits for another process (the ephemeral API server finishing its shutdown) is
+handed to :func:`after_final_collection`, so it overlaps that collection instead of preceding it.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
+from collections.abc import Callable
 
 _registered = False
+_after_collection: list[Callable[[], None]] = []
 
 
 def collect_then_freeze_at_exit() -> None:
@@ -36,6 +41,20 @@ def collect_then_freeze_at_exit() -> None:
         _registered = True
 
 
+def after_final_collection(fn: Callable[[], None]) -> bool:
+    """Have ``fn`` called at exit once the final collection is done.
+
+    Returns:
+        ``False`` if no final collection will run (no runner registered one): call ``fn`` now.
+    """
+    if not _registered:
+        return False
+    _after_collection.append(fn)
+    return True
+
+
 def _collect_then_freeze() -> None:
     gc.collect()
     gc.freeze()
+    while _after_collection:
+        _after_collection.pop(0)()

@@ -160,8 +160,10 @@ def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path)
     """A run's task run states reach the ephemeral API as events, recorded asynchronously.
 
     The driver returns as soon as the nodes are done; when it exits, the server must still
-    record every final state before it stops, or the database keeps task runs "Running".
+    record every final state before it stops, or the database keeps task runs "Running"; and
+    the server must be gone when the driver is.
     """
+    import psutil
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
@@ -173,12 +175,14 @@ def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path)
         from kedro.io import DataCatalog
         from kedro.pipeline import Pipeline, node
         from kedro_prefect import PrefectRunner
+        from kedro_prefect.prefect_api import EPHEMERAL_API
 
         def one():
             return 1
 
         pipeline = Pipeline([node(one, None, f"out{{i}}", name=f"n{{i}}") for i in range({nodes})])
         PrefectRunner(flow_name="settle-at-exit").run(pipeline, DataCatalog())
+        print(EPHEMERAL_API.pid)
         """
     )
     home = tmp_path / "home"
@@ -193,6 +197,8 @@ def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path)
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # The driver waited for its server to stop: nothing of the run keeps the database open.
+    assert not psutil.pid_exists(int(result.stdout.split()[-1]))
 
     # Open the same database with a server of its own: what a user sees afterwards.
     reader = EphemeralAPI()

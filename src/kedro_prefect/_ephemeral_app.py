@@ -18,7 +18,8 @@ six full collections on the way, each traversing all that exist by then; Prefect
 flow run waits for the next. Here the collector is paused while the app is built, the app's
 objects are frozen (``gc.freeze``: later collections skip them) and Prefect's collection is
 skipped where it frees nothing: on a 2-core machine the server answered after 2.3 s instead of
-3.1 s, and its first flow run took 0.03 s instead of 0.22 s.
+3.1 s, and its first flow run took 0.03 s instead of 0.22 s. The routers that a run calls are
+put first (:func:`_run_routers_first`), which spares the client's first request ~0.2 s.
 
 It also stops itself when the process that launched it is gone (``kill -9`` of ``kedro run``),
 instead of running on as an orphan; and when launched before the driver knew whether the run
@@ -88,6 +89,37 @@ def _immediate_sqlite_write_transactions() -> None:
     config.begin_transaction = begin_transaction  # type: ignore[union-attr]
 
 
+#: The routers of Prefect's API that a pipeline run calls, by attribute of ``prefect.server.api``.
+RUN_ROUTERS = (
+    "admin",  # the client's version check
+    "flows",
+    "flow_runs",
+    "task_runs",
+    "logs",
+    "concurrency_limits_v2",  # slots of tag concurrency limits
+    "artifacts",
+    "events",  # task run states arrive as events
+)
+
+
+def _run_routers_first() -> None:
+    """Put the routers a run calls first in Prefect's list of API routers.
+
+    FastAPI (>= 0.137) prepares an included router's routes on the first request that reaches
+    it, and a request is matched against the routers in order: the client's first request, its
+    version check (``/admin``, the 29th of 30 routers), prepared almost every route, ~0.2 s.
+    The routers' prefixes are distinct, so the order decides nothing else.
+    """
+    from prefect.server import api
+    from prefect.server.api import server
+
+    routers = getattr(server, "API_ROUTERS", None)
+    first = tuple(getattr(getattr(api, name, None), "router", None) for name in RUN_ROUTERS)
+    if not isinstance(routers, tuple) or not all(router in routers for router in first):
+        return  # another Prefect version: leave its order as it is
+    server.API_ROUTERS = first + tuple(router for router in routers if router not in first)
+
+
 def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     """Stop this server (as on Ctrl+C) once the process that launched it is gone.
 
@@ -117,6 +149,7 @@ def create_app() -> Any:
     try:
         _skip_empty_slot_increments()
         _immediate_sqlite_write_transactions()
+        _run_routers_first()
         from prefect.server.api import server
 
         # `final` deletes the routers' original routes and collects them, which only frees

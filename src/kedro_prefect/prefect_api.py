@@ -456,28 +456,40 @@ def prefect_run_settings() -> Iterator[str]:
     thread to join.
     """
     from prefect.context import SettingsContext, get_settings_context
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
-    api_url = configured_api_url() or ephemeral_api_url()
-    _events_go_to(api_url)
-    # What prefect.settings.temporary_settings does, with the derived settings kept for the
-    # next run in this process: building them validates every setting again (~80 ms).
     context = get_settings_context()
-    cached = _run_settings.get(api_url)
-    if cached is not None and cached[0] is context.settings:
-        settings = cached[1]
-    elif context.settings.api.url == api_url:
-        # Only the heartbeat changes: copy without validating every setting again (~50 ms).
-        flows = context.settings.flows.model_copy(update={"heartbeat_frequency": None})
-        settings = context.settings.model_copy(update={"flows": flows})
-        _run_settings[api_url] = (context.settings, settings)
-    else:
-        settings = context.settings.copy_with_update(
-            updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        )
-        _run_settings[api_url] = (context.settings, settings)
+    api_url = configured_api_url()
+    if api_url is None:
+        EPHEMERAL_API.start()  # launched already, normally: its URL is known before it answers
+        _settings_for_run(context.settings, EPHEMERAL_API.url)  # made while it starts
+        api_url = ephemeral_api_url()
+    settings = _settings_for_run(context.settings, api_url)
+    _events_go_to(api_url)
     with SettingsContext(profile=context.profile, settings=settings):
         yield api_url
+
+
+def _settings_for_run(current: Any, api_url: str) -> Any:
+    """``current`` with ``api_url`` and no flow run heartbeat, kept for the next run.
+
+    What ``prefect.settings.temporary_settings`` does, but building the settings validates
+    every setting again (~80-120 ms), so they are made once per API URL and process.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    cached = _run_settings.get(api_url)
+    if cached is not None and cached[0] is current:
+        return cached[1]
+    if current.api.url == api_url:
+        # Only the heartbeat changes: copy without validating every setting again (~50 ms).
+        flows = current.flows.model_copy(update={"heartbeat_frequency": None})
+        settings = current.model_copy(update={"flows": flows})
+    else:
+        settings = current.copy_with_update(
+            updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        )
+    _run_settings[api_url] = (current, settings)
+    return settings
 
 
 #: API URL -> (the settings a run's settings were derived from, the run's settings).

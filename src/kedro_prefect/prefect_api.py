@@ -244,21 +244,33 @@ class EphemeralAPI:
     def shutdown(self) -> None:
         """Deliver what this process still queues, wait until it is recorded, stop the server.
 
+        Draining first keeps the last task runs' events and log lines from being sent to a
+        server that is already gone; and the server records task run states from events
+        asynchronously, so stopping it at once would leave the last task runs Running in the
+        database. Returns once the server process has exited.
+        """
+        process = self._record_then_terminate()
+        if process is not None:
+            _reap(process)
+
+    def _shutdown_at_exit(self) -> None:
+        """:meth:`shutdown` at interpreter exit, waiting for the server as late as possible.
+
         ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
         drain its events and log queues when it is imported, before any runner exists: this one
-        runs first. Draining here keeps the last task runs' events and log lines from being sent
-        to a server that is already gone; and the server records task run states from events
-        asynchronously, so stopping it at once would leave the last task runs Running in the
-        database.
+        runs first. The server takes ~0.2 s to stop: it is waited for after this process's final
+        collection (:mod:`kedro_prefect.process_exit`), which runs meanwhile.
         """
+        process = self._record_then_terminate()
+        if process is not None and not after_final_collection(functools.partial(_reap, process)):
+            _reap(process)
+
+    def _record_then_terminate(self) -> subprocess.Popen[bytes] | None:
         if self.running and os.getpid() == self._owner_pid:
             _drain_prefect_workers(timeout=5)
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
-        process = self._terminate()
-        # The server takes ~0.2 s to stop: wait for it after this process's last collection.
-        if process is not None and not after_final_collection(functools.partial(_reap, process)):
-            _reap(process)
+        return self._terminate()
 
     def _wait_until_recorded(self) -> None:
         """Wait (bounded) until the server shows the final state of every expected task run."""
@@ -344,7 +356,7 @@ class EphemeralAPI:
         self._ready = False
         self.launches += 1
         if not self._atexit_registered:
-            atexit.register(self.shutdown)
+            atexit.register(self._shutdown_at_exit)
             self._atexit_registered = True
         logger.debug("Launched Prefect's ephemeral API server on port %s", self._port)
 

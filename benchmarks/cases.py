@@ -89,7 +89,7 @@ def _timed_flow(body, name: str) -> float:
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from kedro_prefect.prefect_api import prefect_run_settings
+    from kedro_prefect.api.settings import prefect_run_settings
 
     f = flow(
         body,
@@ -108,7 +108,7 @@ def run_layered_flow(pipeline) -> float:
     """The old Kedro docs' approach: run layer by layer, each layer waits for the whole previous."""
     from kedro.framework.hooks.manager import _NullPluginManager
 
-    from kedro_prefect.node_execution import node_task
+    from kedro_prefect.execution.tasks import node_task
 
     catalog = kedro_catalog()
     for ds in pipeline.datasets():
@@ -144,7 +144,8 @@ def settle(timeout: float = 60.0) -> None:
     )
     from prefect.client.schemas.objects import StateType
 
-    from kedro_prefect.prefect_api import _drain_prefect_workers, prefect_run_settings
+    from kedro_prefect.api.ephemeral import _drain_prefect_workers
+    from kedro_prefect.api.settings import prefect_run_settings
 
     _drain_prefect_workers(timeout=30)
     unfinished = TaskRunFilter(
@@ -195,7 +196,7 @@ def kedro_runner_case(name: str):
 
 def build_time(n: int, repeats: int) -> float:
     """Seconds to build what PrefectRunner builds before submitting: dependency maps + tasks."""
-    from kedro_prefect.node_execution import node_task
+    from kedro_prefect.execution.tasks import node_task
 
     pipeline = bp.layered(n, 10)
     times = []
@@ -218,7 +219,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller pipelines, for smoke tests")
     args = parser.parse_args()
     _quiet()
-    from kedro_prefect.prefect_api import prefect_run_settings
+    from kedro_prefect.api.settings import prefect_run_settings
 
     n = 20 if args.quick else 200
     big = 100 if args.quick else 1000

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kedro_prefect import PrefectRunnerConfigError
-from kedro_prefect.dask import check_api_reachable_from, node_resources
+from kedro_prefect.dask.network import check_api_reachable_from
+from kedro_prefect.dask.resources import node_resources
 
 
 def test_resource_tags_become_dask_resources_and_other_tags_are_ignored():

@@ -9,8 +9,9 @@ import sys
 import pytest
 from kedro.pipeline import Pipeline, node
 
-from kedro_prefect.artifacts import graph_key, graph_markdown, mermaid_flowchart, table_key
-from kedro_prefect.observers import PipelineRun, RunObserver, _Observers
+from kedro_prefect.observe.artifacts import graph_key, graph_markdown, mermaid_flowchart, table_key
+from kedro_prefect.observe.base import PipelineRun, RunObserver
+from kedro_prefect.observe.recorder import _Observers
 from tests.helpers import EXAMPLE_PROJECT
 
 
@@ -100,7 +101,7 @@ def test_a_failing_observer_is_switched_off_and_the_others_go_on(example_pipelin
     boom, counter = _Boom(), _Counter()
     run = PipelineRun(example_pipeline, None, "sales_demo", ["__default__"])
     observers = _Observers(run, [boom, counter])
-    with caplog.at_level(logging.WARNING, logger="kedro_prefect.observers"):
+    with caplog.at_level(logging.WARNING, logger="kedro_prefect.observe.recorder"):
         for each in example_pipeline.nodes[:3]:
             observers.on_node_submitted(each, None)
     assert (boom.calls, counter.calls) == (1, 3)

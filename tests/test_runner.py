@@ -14,7 +14,7 @@ from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
-from kedro_prefect.prefect_api import _drain_prefect_workers, ephemeral_api_url
+from kedro_prefect.api.ephemeral import _drain_prefect_workers, ephemeral_api_url
 from tests import pipelines as p
 from tests.helpers import eventually
 

@@ -9,9 +9,9 @@ from kedro.pipeline import Pipeline, node
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 from kedro_prefect.config import ProjectConfigError, validate_project_config
-from kedro_prefect.node_execution import node_task
-from kedro_prefect.redaction import RedactedNodeError, protect_secrets, redact
-from kedro_prefect.task_options import resolve_task_options
+from kedro_prefect.execution.redaction import RedactedNodeError, protect_secrets, redact
+from kedro_prefect.execution.task_options import resolve_task_options
+from kedro_prefect.execution.tasks import node_task
 
 
 def _identity(x):

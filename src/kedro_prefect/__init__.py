@@ -11,24 +11,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kedro_prefect.config import PrefectRunnerConfigError, ProjectConfigError, RunnerOptions
+    from kedro_prefect.config import RunnerOptions
     from kedro_prefect.deploy import kedro_deployment
+    from kedro_prefect.errors import KedroPrefectError, PrefectRunnerConfigError, ProjectConfigError
     from kedro_prefect.runner import PrefectRunner
 
 __version__ = "0.1.0"
 
 #: Public name -> module defining it. Imported on first use: the ephemeral API server process
-#: imports ``kedro_prefect._ephemeral_app`` and must not pay for Kedro (and ``kedro run`` must
+#: imports ``kedro_prefect.api.server_app`` and must not pay for Kedro (and ``kedro run`` must
 #: not pay for the deploy module, which imports Prefect).
 _EXPORTS = {
     "PrefectRunner": "kedro_prefect.runner",
-    "PrefectRunnerConfigError": "kedro_prefect.config",
-    "ProjectConfigError": "kedro_prefect.config",
-    "RunnerOptions": "kedro_prefect.config",
+    "KedroPrefectError": "kedro_prefect.errors",
+    "PrefectRunnerConfigError": "kedro_prefect.errors",
+    "ProjectConfigError": "kedro_prefect.errors",
+    "RunnerOptions": "kedro_prefect.config.options",
     "kedro_deployment": "kedro_prefect.deploy",
 }
 
 __all__ = [
+    "KedroPrefectError",
     "PrefectRunner",
     "PrefectRunnerConfigError",
     "ProjectConfigError",

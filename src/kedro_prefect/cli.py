@@ -191,28 +191,29 @@ def _clear_errors() -> Iterator[None]:
     """Turn configuration and API errors into one ``Error: ...`` line, no traceback."""
     from prefect.deployments.runner import DeploymentApplyError
 
-    from kedro_prefect.config import PrefectRunnerConfigError, ProjectConfigError
-    from kedro_prefect.deploy import DeployError
+    from kedro_prefect.errors import KedroPrefectError
 
     try:
         yield
-    except (ProjectConfigError, PrefectRunnerConfigError, DeployError, DeploymentApplyError) as exc:
+    except KedroPrefectError:
+        raise  # a click.ClickException already: one "Error: ..." line
+    except DeploymentApplyError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _parse_params(ctx: click.Context, value: str) -> dict[str, Any]:
-    from kedro.framework.cli.utils import _split_params
+    from kedro_prefect._upstream.kedro import split_params
 
     param = next(p for p in ctx.command.params if p.name == "params")
-    return _split_params(ctx, param, value) if value else {}
+    return split_params(ctx, param, value) if value else {}
 
 
 def _select_deployments(
     config: ProjectConfig, flags: dict[str, Any], metadata: ProjectMetadata
 ) -> dict[str, DeploymentConfig]:
     """All deployments of prefect.yml, or the one the flags describe."""
-    from kedro_prefect.config import ProjectConfigError
     from kedro_prefect.deploy import validate_deployment
+    from kedro_prefect.errors import ProjectConfigError
 
     given = {key: value for key, value in flags.items() if value not in (None, "", [], {})}
     if not given:

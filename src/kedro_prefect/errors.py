@@ -1,16 +1,99 @@
-"""The base class of errors that ``kedro run`` reports in one line instead of a traceback."""
+"""Every error kedro-prefect raises for the user to fix, under one base class.
+
+:class:`KedroPrefectError` is a ``click.ClickException``: ``kedro run`` and ``kedro prefect ...``
+print ``Error: <message>`` and exit with :attr:`exit_code` (1 unless set) instead of a traceback.
+Where a Kedro runner raises a built-in type for the same problem, the error also derives from that
+type (``ValueError``, ``TimeoutError``, ``ConnectionError``), so ``except ValueError`` written
+against Kedro's runners keeps working.
+
+This module imports nothing of kedro-prefect: any module may import it.
+"""
 
 from __future__ import annotations
+
+import signal
 
 import click
 
 
 class KedroPrefectError(click.ClickException):
-    """A problem the user must fix (bad option, bad prefect.yml, unreachable API, timeout...).
-
-    A ``click.ClickException``: ``kedro run`` prints ``Error: <message>`` and exits with
-    :attr:`exit_code` (1 unless set) instead of printing a traceback.
-    """
+    """A problem the user must fix (bad option, bad prefect.yml, unreachable API, timeout...)."""
 
     def __str__(self) -> str:
         return self.message
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class PrefectRunnerConfigError(KedroPrefectError, ValueError):
+    """A runner option is unknown or has a bad value.
+
+    Raised by ``PrefectRunner(...)`` before anything runs; the message names the option, the
+    value and what is allowed.
+    """
+
+
+class ProjectConfigError(KedroPrefectError, ValueError):
+    """``prefect.yml`` has an unknown key or a bad value; the message names both."""
+
+
+# --- before any node runs ------------------------------------------------------------------------
+
+
+class PrefectApiUnreachableError(KedroPrefectError):
+    """``PREFECT_API_URL`` points to a server that does not answer."""
+
+
+class MissingPipelineInputError(KedroPrefectError, ValueError):
+    """A free input of the pipeline is neither in the catalog nor produced by a node."""
+
+
+class DaskSchedulerUnreachableError(KedroPrefectError, ConnectionError):
+    """The Dask scheduler at ``address=`` did not answer; raised before any node runs."""
+
+
+class DaskDatasetError(KedroPrefectError, ValueError):
+    """A dataset of the pipeline cannot be used across processes; raised before any node runs."""
+
+
+# --- during a run --------------------------------------------------------------------------------
+
+
+class NodeTimeoutError(KedroPrefectError, TimeoutError):
+    """A node ran longer than its ``timeout_seconds``."""
+
+
+class RunCancelledError(KedroPrefectError):
+    """The run was stopped by SIGINT or SIGTERM; ``kedro run`` exits with 128 + signal."""
+
+    def __init__(self, signum: int, running: int = 0):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"Run cancelled by {name}: no new node was started after it"
+            + (f"; the {running} running node(s) were allowed to finish" if running else "")
+            + ". Outputs of completed nodes are saved; see the resume hint above."
+        )
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+# --- deployments ---------------------------------------------------------------------------------
+
+
+class DeployError(KedroPrefectError):
+    """A deployment cannot be created or served; the message says what to fix."""
+
+
+__all__ = [
+    "DaskDatasetError",
+    "DaskSchedulerUnreachableError",
+    "DeployError",
+    "KedroPrefectError",
+    "MissingPipelineInputError",
+    "NodeTimeoutError",
+    "PrefectApiUnreachableError",
+    "PrefectRunnerConfigError",
+    "ProjectConfigError",
+    "RunCancelledError",
+]

@@ -2,50 +2,46 @@
 
 from __future__ import annotations
 
-import queue
-from collections import Counter
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
-from itertools import chain
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
 
-from kedro_prefect.cancellation import Cancellation, RunCancelledError, run_flow_body
-from kedro_prefect.concurrency_slots import slots_only_for_limited_tags
+from kedro_prefect._upstream.kedro import null_hook_manager
+from kedro_prefect._upstream.prefect import local_result_storage, slots_only_for_limited_tags
+from kedro_prefect.api.ephemeral import expect_recorded, start_ephemeral_api_early
+from kedro_prefect.api.exit import collect_then_freeze_at_exit
+from kedro_prefect.api.health import configured_api_url, ensure_api_reachable
+from kedro_prefect.api.settings import prefect_run_settings, run_client
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
-from kedro_prefect.hooks import run_params_recorder
-from kedro_prefect.logs import keep_project_log_handlers, node_logs_to_prefect
-from kedro_prefect.node_execution import LocalNodeExecution, node_task
-from kedro_prefect.observers import NULL_OBSERVER, RunObserver, observe_run
-from kedro_prefect.prefect_api import (
-    configured_api_url,
-    expect_recorded,
-    prefect_run_settings,
-    run_client,
-    start_ephemeral_api_early,
-)
-from kedro_prefect.preflight import ensure_api_reachable, missing_input_error
-from kedro_prefect.process_exit import collect_then_freeze_at_exit
-from kedro_prefect.redaction import project_secrets, protect_secrets, redacted_logs
-from kedro_prefect.task_options import (
-    NodeTaskOptions,
+from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
+from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
+from kedro_prefect.execution.local import LocalNodeExecution
+from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
+from kedro_prefect.execution.task_options import (
     apply_concurrency_limits,
     resolve_task_options,
     timeout_error,
 )
-from kedro_prefect.task_runners import build_task_runner, resolve_task_runner_class
+from kedro_prefect.execution.task_runners import build_task_runner, resolve_task_runner_class
+from kedro_prefect.execution.tasks import node_task
+from kedro_prefect.hooks import run_params_recorder
+from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
+from kedro_prefect.observe.logs import keep_project_log_handlers, node_logs_to_prefect
+from kedro_prefect.observe.recorder import observe_run
+from kedro_prefect.scheduling import run_nodes
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
-    from kedro.pipeline.node import Node
     from pluggy import PluginManager
-    from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
+
+    from kedro_prefect.execution.protocol import NodeExecution
 
 
 class PrefectRunner(AbstractRunner):
@@ -130,12 +126,10 @@ class PrefectRunner(AbstractRunner):
             Exception: The exception of the first node that failed, after the resume hint
                 has been logged.
         """
-        from kedro.framework.hooks.manager import _NullPluginManager
-
         keep_project_log_handlers()
         from prefect import flow
 
-        hook_manager = hook_manager or _NullPluginManager()
+        hook_manager = hook_manager or null_hook_manager()
         self._apply_project_defaults()
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")
@@ -169,11 +163,9 @@ class PrefectRunner(AbstractRunner):
             name=flow_name,
             flow_run_name=flow_run_name,
             persist_result=False,
-            # Nothing is persisted; naming local storage spares the flow engine reading the
-            # server's default result storage twice per flow run.
-            result_storage=_local_result_storage(),
             validate_parameters=False,
             log_prints=False,
+            **local_result_storage(),  # nothing is persisted: no read of the server's default
         )
         if configured_api_url():
             ensure_api_reachable(configured_api_url())
@@ -205,74 +197,27 @@ class PrefectRunner(AbstractRunner):
         run_id: str | None,
         task_runner: TaskRunner,
     ) -> None:
-        """Submit each node once its producers are done; stop submitting at the first failure."""
-        parents = pipeline.node_dependencies
-        children: dict[Node, list[Node]] = {node: [] for node in pipeline.nodes}
-        for node, node_parents in parents.items():
-            for parent in node_parents:
-                children[parent].append(node)
-        waiting_on = {node: len(node_parents) for node, node_parents in parents.items()}
-        load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
-        # Kedro's AbstractRunner._release_datasets recomputes these for every node (O(nodes)).
-        free_inputs, free_outputs = frozenset(pipeline.inputs()), frozenset(pipeline.outputs())
-
-        futures: dict[Node, PrefectFuture[Any]] = {}
-        finished: queue.SimpleQueue[Node] = queue.SimpleQueue()
-        done_nodes: set[Node] = set()
-        failed: tuple[Node, Any] | None = None
-        final_states: dict[Any, Any] = {}
-
+        """Run the nodes (:func:`kedro_prefect.scheduling.run_nodes`); raise the first failure."""
         execution = _node_execution(task_runner, pipeline, catalog, hook_manager, self, run_id)
         task_fn = protect_secrets(execution.task_fn, self._secrets)
 
-        def submit(node: Node) -> None:
-            options: NodeTaskOptions = self._task_options[node.name]
-            future = task_runner.submit(
-                node_task(node, task_fn, **options.prefect_kwargs()),
-                **execution.submit_arguments(node, parents[node], futures),
-            )
-            futures[node] = future
-            self._observer.on_node_submitted(node, future)
-            future.add_done_callback(lambda _, node=node: finished.put(node))
+        def task_of(node: Any) -> Any:
+            return node_task(node, task_fn, **self._task_options[node.name].prefect_kwargs())
 
-        self._cancellation.on_request(lambda: finished.put(None))  # wake the loop up
-        in_flight = 0
-        for node in pipeline.nodes:
-            if not waiting_on[node]:
-                submit(node)
-                in_flight += 1
-
-        total = len(pipeline.nodes)
-        while in_flight:
-            node = finished.get()
-            if node is None:  # cancellation requested: submit nothing more
-                continue
-            in_flight -= 1
-            future = futures[node]
-            future.wait()  # already done: this only records the final state on the future
-            state = future.state
-            final_states[future.task_run_id] = state.type
-            self._observer.on_node_finished(node, future)
-            if not state.is_completed():
-                failed = failed or (node, state)
-                continue
-            done_nodes.add(node)
-            execution.node_completed(node, futures)
-            self._logger.info("Completed node: %s", node.name)
-            self._logger.info("Completed %d out of %d tasks", len(done_nodes), total)
-            _release_datasets(node, catalog, load_counts, free_inputs, free_outputs)
-            if failed or self._cancellation.requested:
-                continue
-            for child in children[node]:
-                waiting_on[child] -= 1
-                if not waiting_on[child]:
-                    submit(child)
-                    in_flight += 1
-
-        execution.nodes_finished(futures)
-        expect_recorded(final_states)
+        outcome = run_nodes(
+            pipeline,
+            catalog,
+            task_runner,
+            execution,
+            task_of,
+            self._observer,
+            self._cancellation,
+            self._logger,
+        )
+        expect_recorded(outcome.final_states)
+        failed = outcome.failed
         if failed or self._cancellation.requested:
-            self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+            self._suggest_resume_scenario(pipeline, outcome.done, catalog)
         if failed:
             if failed[1].name == "TimedOut":
                 raise timeout_error(failed[0], self._task_options.get(failed[0].name))
@@ -298,30 +243,35 @@ def _node_execution(
     hook_manager: PluginManager,
     runner: PrefectRunner,
     run_id: str | None,
-) -> Any:
+) -> NodeExecution:
     """How node tasks get their parameters: a shared catalog (threads), or data via Dask."""
-    from kedro_prefect.dask import DaskNodeExecution, is_dask_runner
+    if "prefect_dask" in sys.modules:
+        from kedro_prefect.dask.task_runner import is_dask_runner
 
-    if is_dask_runner(task_runner):
-        return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
+        if is_dask_runner(task_runner):
+            from kedro_prefect.dask.driver import DaskNodeExecution
+
+            return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
 
 
-def _release_datasets(
-    node: Node,
-    catalog: CatalogProtocol,
-    load_counts: Counter[str],
-    free_inputs: frozenset[str],
-    free_outputs: frozenset[str],
-) -> None:
-    """Kedro's ``AbstractRunner._release_datasets``, given the pipeline's free inputs/outputs."""
-    for dataset in node.inputs:
-        load_counts[dataset] -= 1
-        if load_counts[dataset] < 1 and dataset not in free_inputs:
-            catalog.release(dataset)
-    for dataset in node.outputs:
-        if load_counts[dataset] < 1 and dataset not in free_outputs:
-            catalog.release(dataset)
+def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:
+    """The error for Kedro's "Pipeline input(s) {...} not found" check, naming the inputs."""
+    import ast
+
+    try:
+        missing = sorted(ast.literal_eval(message[message.index("{") : message.index("}") + 1]))
+    except (ValueError, SyntaxError):
+        return MissingPipelineInputError(f"{message}; no node was run.")
+    users = sorted(
+        node.name for node in pipeline.nodes if any(name in node.inputs for name in missing)
+    )
+    return MissingPipelineInputError(
+        f"Pipeline input(s) {', '.join(missing)} not found in the catalog (needed by "
+        f"{', '.join(users)}); no node was run. Declare them in conf/<env>/catalog.yml, or "
+        "include the nodes that produce them in the run (check --pipeline, --from-nodes, "
+        "--to-nodes, --tags)."
+    )
 
 
 #: The body of the flow run being started by ``PrefectRunner._run`` in this context.
@@ -349,12 +299,6 @@ def _follow_kedro_log_level() -> None:
     ours = logging.getLogger("kedro_prefect")
     if ours.level == logging.NOTSET:
         ours.setLevel(logging.getLogger("kedro").getEffectiveLevel())
-
-
-def _local_result_storage() -> Path:
-    from prefect.settings import get_current_settings
-
-    return Path(get_current_settings().results.local_storage_path)
 
 
 def _in_flow_run() -> bool:

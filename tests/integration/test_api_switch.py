@@ -8,7 +8,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from kedro_prefect import PrefectRunner
-from kedro_prefect.prefect_api import _drain_prefect_workers, ephemeral_api_url
+from kedro_prefect.api.ephemeral import _drain_prefect_workers, ephemeral_api_url
 from tests import pipelines as p
 from tests.helpers import eventually
 

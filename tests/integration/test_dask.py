@@ -26,7 +26,7 @@ from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
-from kedro_prefect.dask import DaskDatasetError, DaskSchedulerUnreachableError
+from kedro_prefect.errors import DaskDatasetError, DaskSchedulerUnreachableError
 from tests.helpers import (
     REPO,
     api_client,

@@ -217,7 +217,7 @@ def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
 
 
 def test_no_ui_link_for_a_server_without_ui(prefect_server):
-    from kedro_prefect.observers import _serves_ui
+    from kedro_prefect.observe.recorder import _serves_ui
 
     ui_url = prefect_server.api_url.removesuffix("/api")
     assert not _serves_ui(prefect_server.api_url, ui_url)  # started with --no-ui

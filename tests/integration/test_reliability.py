@@ -131,11 +131,11 @@ def test_flaky_node_passes_with_two_retries_and_hooks_fire_per_attempt(
     # a rule matching no node is only a warning
     write_prefect_yml(project, "tasks:\n  rules:\n    - namespace: regoins\n      retries: 3\n")
     warnings = _Records()
-    logging.getLogger("kedro_prefect.task_options").addHandler(warnings)
+    logging.getLogger("kedro_prefect.execution.task_options").addHandler(warnings)
     try:
         session_run("flaky", prefect_server.api_url, retries=2, flow_name="flaky-retries")
     finally:
-        logging.getLogger("kedro_prefect.task_options").removeHandler(warnings)
+        logging.getLogger("kedro_prefect.execution.task_options").removeHandler(warnings)
     attempt = ["before_node_run flaky_node", "on_node_error flaky_node"]
     assert events(project) == [
         *attempt,

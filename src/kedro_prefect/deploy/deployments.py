@@ -1,25 +1,12 @@
-"""Prefect deployments of Kedro pipelines: the deployable flow and the Python API.
-
-Every deployment runs the same module-level flow, :func:`kedro_pipeline` (entrypoint
-``kedro_prefect.deploy.kedro_pipeline``, imported by module path, so ``prefect.serve`` and workers
-re-import it from the installed package whatever their working directory). The flow opens a
-``KedroSession`` for the project and runs the pipeline with :class:`~kedro_prefect.PrefectRunner`,
-which, seeing the running flow run, submits one task per node into it: one flow run, N task runs.
-
-The flow's parameters are names and plain values only (project path, pipeline, env, runtime
-parameters, runner options): the catalog and credentials are loaded inside the run, from the
-project's ``conf/``, and never reach the Prefect API.
-"""
+"""Prefect deployments of Kedro pipelines: the Python API (``kedro_deployment``) and the project
+(``prefect.yml`` deployments) that ``kedro prefect deploy`` and ``serve`` work with."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from prefect import flow
 
 from kedro_prefect.config import (
     DeploymentConfig,
@@ -28,61 +15,11 @@ from kedro_prefect.config import (
     ScheduleConfig,
     check_deployment_name,
 )
+from kedro_prefect.deploy.flow import FLOW_ENTRYPOINT, kedro_pipeline
+from kedro_prefect.errors import DeployError
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
-
-#: The entrypoint of every kedro-prefect deployment (a module path, no file path).
-FLOW_ENTRYPOINT = "kedro_prefect.deploy.kedro_pipeline"
-
-
-class DeployError(RuntimeError):
-    """A deployment cannot be created: no reachable Prefect API, a missing work pool..."""
-
-
-def _flow_run_name() -> str:
-    """``<project dir>-<pipeline>-<scheduled start, UTC>``, like ``kedro run``'s flow run names."""
-    from prefect.runtime import flow_run
-
-    parameters = flow_run.parameters
-    project = Path(parameters.get("project_path") or "kedro").name
-    start = flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H.%M.%SZ")
-    return f"{project}-{parameters.get('pipeline') or '__default__'}-{start}"
-
-
-@flow(
-    name="kedro-pipeline",
-    flow_run_name=_flow_run_name,
-    persist_result=False,
-    log_prints=False,
-)
-def kedro_pipeline(
-    project_path: str,
-    pipeline: str = "__default__",
-    env: str | None = None,
-    params: dict[str, Any] | None = None,
-    runner_options: dict[str, Any] | None = None,
-) -> None:
-    """Run one Kedro pipeline of the project at ``project_path`` with ``PrefectRunner``.
-
-    Args:
-        project_path: Absolute path of the Kedro project (where its ``pyproject.toml`` is).
-        pipeline: Name of a registered pipeline.
-        env: Kedro environment (``conf/<env>``); default: Kedro's default (``local``).
-        params: Runtime parameters, as ``kedro run --params``.
-        runner_options: :class:`~kedro_prefect.RunnerOptions` fields, as ``--runner-params``.
-    """
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    from kedro_prefect.runner import PrefectRunner
-
-    path = Path(project_path).resolve()
-    runner = PrefectRunner(**(runner_options or {}))
-    with contextlib.chdir(path):
-        bootstrap_project(path)
-        with KedroSession.create(project_path=path, env=env, runtime_params=params) as session:
-            session.run(pipeline_names=[pipeline], runner=runner)
 
 
 def kedro_deployment(
@@ -275,10 +212,7 @@ def check_api_reachable(timeout: float = 10) -> str:
     Deployments and schedules need a running Prefect server (or Prefect Cloud): Prefect's
     ephemeral API, used by ``kedro run`` when ``PREFECT_API_URL`` is unset, cannot schedule runs.
     """
-    import httpx
-    from prefect.settings import get_current_settings
-
-    from kedro_prefect.prefect_api import configured_api_url
+    from kedro_prefect.api.health import api_problem, configured_api_url
 
     url = configured_api_url()
     if not url:
@@ -287,15 +221,7 @@ def check_api_reachable(timeout: float = 10) -> str:
             "one with `prefect server start` and run `prefect config set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api` (or log in to Prefect Cloud)."
         )
-    # One plain request, no retries: a server that is down must fail fast, not back off.
-    settings = get_current_settings()
-    api_key = settings.api.key.get_secret_value() if settings.api.key else None
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/health", headers=headers, timeout=timeout)
-        problem = None if response.status_code == 200 else f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
-        problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    problem = api_problem(url, timeout)
     if problem:
         raise DeployError(
             f"No Prefect API answers at PREFECT_API_URL={url} ({problem}). Start the server "

@@ -1,10 +1,6 @@
-"""What the runner tells observers about a pipeline run, and the record of each node run.
-
-``PrefectRunner`` calls four methods of a :class:`RunObserver` from its driver loop:
-``on_run_start`` (inside the flow run, before any node is submitted), ``on_node_submitted``,
-``on_node_finished`` (with the node's Prefect future, already done) and ``on_run_end``.
-:func:`observe_run` wires the built-in observers (Prefect artifacts, terminal progress) behind
-one object that never lets an observer's error break the pipeline run.
+"""The observers of one run: the recorder keeping :class:`PipelineRun` up to date, and
+:func:`observe_run`, which wires the built-in observers (Prefect artifacts, terminal progress)
+behind one object that never lets an observer's error break the pipeline run.
 """
 
 from __future__ import annotations
@@ -14,15 +10,14 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from kedro_prefect.observe.base import NodeRun, PipelineRun, RunObserver
 
 if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
     from prefect.futures import PrefectFuture
-    from prefect.states import State
     from prefect.task_runners import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -30,101 +25,6 @@ logger = logging.getLogger(__name__)
 #: How long the end of a run waits for the Prefect API to have recorded the final state of
 #: every task run (task run states reach the server as events, a moment after they happen).
 API_SETTLE_SECONDS = 5.0
-
-
-@dataclass
-class NodeRun:
-    """What is known about one node of a run; filled in as the run goes on."""
-
-    node: Node
-    future: PrefectFuture[Any] | None = None
-    submitted_at: float | None = None  # time.monotonic()
-    finished_at: float | None = None  # time.monotonic()
-    state: State | None = None
-    attempts: int | None = None
-    start: datetime | None = None
-    duration: timedelta | None = None
-    worker: str | None = None
-
-    def take(self, task_run: Any) -> None:
-        """Attempts, start, duration (and worker, if named) from a ``TaskRunRecord``."""
-        self.attempts, self.start, self.duration = (
-            task_run.attempts,
-            task_run.start,
-            task_run.duration,
-        )
-        if task_run.worker:
-            self.worker = task_run.worker
-
-    @property
-    def state_name(self) -> str:
-        """``Completed``, ``Failed``... or ``Not run`` for a node that was never submitted."""
-        if self.state is not None:
-            return self.state.name or self.state.type.value.title()
-        return "Running" if self.future is not None else "Not run"
-
-    @property
-    def failed(self) -> bool:
-        return self.state is not None and not self.state.is_completed()
-
-    @property
-    def seconds(self) -> float | None:
-        """Run time from the Prefect API; else the time between submission and completion."""
-        if self.duration is not None:
-            return self.duration.total_seconds()
-        if self.submitted_at is not None and self.finished_at is not None:
-            return self.finished_at - self.submitted_at
-        return None
-
-
-@dataclass
-class PipelineRun:
-    """One pipeline run as observers see it."""
-
-    pipeline: Pipeline
-    task_runner: TaskRunner
-    flow_name: str
-    pipeline_names: list[str]
-    flow_run_id: Any = None
-    flow_run_name: str | None = None
-    api_url: str | None = None
-    ui_url: str | None = None
-    dashboard_url: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    ended_at: float | None = None
-    error: BaseException | None = None
-    nodes: dict[str, NodeRun] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.nodes = {node.name: NodeRun(node) for node in self.pipeline.nodes}
-
-    @property
-    def key_stem(self) -> str:
-        """Artifact key prefix, stable for a flow and pipeline(s): ``sales-demo-default``."""
-        return _slug(f"{self.flow_name}-{'-'.join(self.pipeline_names)}")
-
-    @property
-    def elapsed(self) -> float:
-        return (self.ended_at or time.monotonic()) - self.started_at
-
-
-class RunObserver:
-    """Receives the events of a pipeline run. Every method is a no-op by default."""
-
-    def on_run_start(self, run: PipelineRun) -> None:
-        """The flow run has started; no node has been submitted yet."""
-
-    def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
-        """``node`` was handed to the task runner."""
-
-    def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
-        """``node``'s task run reached a final state (``future.state``)."""
-
-    def on_run_end(self, run: PipelineRun) -> None:
-        """The run is over (``run.error`` is the exception if it failed)."""
-
-
-NULL_OBSERVER = RunObserver()
 
 
 class RunRecorder(RunObserver):
@@ -161,7 +61,7 @@ class RunRecorder(RunObserver):
         record.worker = record.worker or _in_process_worker(future, self.run.task_runner)
 
     def _take_engine_record(self, record: NodeRun, task_run_id: Any) -> None:
-        from kedro_prefect.node_execution import ended_task_run
+        from kedro_prefect.execution.records import ended_task_run
 
         engine_record = ended_task_run(self._task_run_records, task_run_id)
         if engine_record is not None:
@@ -220,10 +120,10 @@ def observe_run(
 
     Enter inside the flow function, after the task runner has started.
     """
-    from kedro_prefect.artifacts import ArtifactWriter
+    from kedro_prefect.execution.records import recording_task_runs
     from kedro_prefect.hooks import run_params_recorder
-    from kedro_prefect.node_execution import recording_task_runs
-    from kedro_prefect.progress import TerminalProgress
+    from kedro_prefect.observe.artifacts import ArtifactWriter
+    from kedro_prefect.observe.progress import TerminalProgress
 
     names = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
     run = PipelineRun(pipeline, task_runner, flow_name, list(names))
@@ -249,11 +149,6 @@ def _warn_on_error(doing: str) -> Iterator[None]:
         logger.warning("kedro-prefect: %s failed (%s: %s)", doing, type(exc).__name__, exc)
 
 
-def _slug(text: str) -> str:
-    out = "".join(ch if ch.isalnum() else "-" for ch in text.lower())
-    return "-".join(part for part in out.split("-") if part) or "kedro"
-
-
 def _api_and_ui_urls(flow_run_id: Any) -> tuple[str | None, str | None]:
     """The API URL in use, and the flow run's page when that server serves Prefect's UI."""
     from prefect.settings import get_current_settings
@@ -274,13 +169,13 @@ def _serves_ui(api_url: str, ui_url: str) -> bool:
     """
     if "api.prefect.cloud" in api_url:
         return True
-    from kedro_prefect.prefect_api import EPHEMERAL_API
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
 
     if EPHEMERAL_API.running and api_url == EPHEMERAL_API.url:
         return False  # it never does; no need to ask
     import httpx
 
-    from kedro_prefect.prefect_api import http_get
+    from kedro_prefect.api.health import http_get
 
     try:
         response = http_get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2)
@@ -321,7 +216,7 @@ def _read_task_runs(run: PipelineRun) -> None:
     """
     from prefect import get_client
 
-    from kedro_prefect.prefect_api import read_recorded_task_runs
+    from kedro_prefect.api.records import read_recorded_task_runs
 
     by_id = {
         record.future.task_run_id: record
@@ -343,7 +238,7 @@ def _read_task_runs(run: PipelineRun) -> None:
         len(by_id),
         time.monotonic() - started,
     )
-    from kedro_prefect.node_execution import TaskRunRecord
+    from kedro_prefect.execution.records import TaskRunRecord
 
     for task_run_id, task_run in settled.items():
         by_id[task_run_id].take(TaskRunRecord.of(task_run))

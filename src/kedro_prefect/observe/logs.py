@@ -36,26 +36,16 @@ def _target_loggers(package_name: str | None) -> list[logging.Logger]:
 def keep_project_log_handlers() -> None:
     """Let Prefect set up its logging once without replacing the project's root handlers.
 
-    Prefect configures logging from its own ``logging.yml`` the first time ``prefect.main`` is
-    imported, and keeps the root handlers only if one of them has a formatter: Kedro's
+    Prefect configures logging from its own ``logging.yml`` the first time it is set up in a
+    process, and keeps the root handlers only if one of them has a formatter: Kedro's
     ``RichHandler`` has none, so the project's console output would turn into Prefect's. Call
     this before the first ``from prefect import ...`` of a run; later calls do nothing.
-
-    It imports ``prefect.main`` itself, which sets Prefect's logging up: calling Prefect's
-    ``setup_logging`` first would only make that import set it up a second time (~60 ms each:
-    it renders every Prefect setting into the logging configuration template).
     """
-    from prefect.logging import configuration
+    from kedro_prefect._upstream.prefect import set_up_prefect_logging_once
 
-    if configuration.PROCESS_LOGGING_CONFIG:
-        return
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    import prefect.main  # noqa: F401  (sets Prefect's logging up on first import)
-
-    if not configuration.PROCESS_LOGGING_CONFIG:  # a Prefect whose prefect.main does not do it
-        configuration.setup_logging()
-    if not handlers:
+    if not set_up_prefect_logging_once() or not handlers:
         return
     for handler in list(root.handlers):
         if handler not in handlers:

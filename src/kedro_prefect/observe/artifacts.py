@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect.observers import PipelineRun, RunObserver
+from kedro_prefect.observe.base import PipelineRun, RunObserver
 
 if TYPE_CHECKING:
     from kedro.pipeline import Pipeline

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from kedro.utils import load_obj
 
-from kedro_prefect.config import PrefectRunnerConfigError, RunnerOptions
+from kedro_prefect.errors import PrefectRunnerConfigError
 
 if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
     from prefect.task_runners import TaskRunner
+
+    from kedro_prefect.config.options import RunnerOptions
 
 
 def default_thread_count(pipeline: Pipeline, max_workers: int | None) -> int:
@@ -37,14 +39,9 @@ def resolve_task_runner_class(options: RunnerOptions) -> type[TaskRunner] | None
     from prefect.task_runners import TaskRunner
 
     if name == "dask":
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError:
-            raise PrefectRunnerConfigError(
-                "task_runner=dask needs prefect-dask, dask and distributed: "
-                "pip install 'kedro-prefect[dask]'"
-            ) from None
-        return DaskTaskRunner
+        from kedro_prefect.dask.task_runner import require_prefect_dask
+
+        return require_prefect_dask()
     try:
         cls = load_obj(name)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -69,7 +66,7 @@ def build_task_runner(
     if cls is None or cls is ThreadPoolTaskRunner:
         return ThreadPoolTaskRunner(max_workers=default_thread_count(pipeline, options.max_workers))
     if options.task_runner == "dask":
-        from kedro_prefect.dask import dask_task_runner
+        from kedro_prefect.dask.task_runner import dask_task_runner
 
         return dask_task_runner(options)
     if options.max_workers is not None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect.observers import PipelineRun, RunObserver
+from kedro_prefect.observe.base import PipelineRun, RunObserver
 
 if TYPE_CHECKING:
     from kedro.pipeline.node import Node

@@ -1,4 +1,4 @@
-"""Which Prefect API a run reports to, and the Prefect settings in force during a run.
+"""Prefect's ephemeral API: a local server process for runs with no ``PREFECT_API_URL``.
 
 * ``PREFECT_API_URL`` set: runs report to that server (self-hosted or Prefect Cloud).
 * Not set: Prefect's ephemeral API, a local server process on 127.0.0.1 storing its SQLite
@@ -14,7 +14,7 @@ has not imported Prefect yet (``kedro run``), the launch happens even before the
 Prefect (~2 s): the server resolves Prefect's settings itself and exits at once if they name an
 API URL after all. The driver never imports ``prefect.server`` (another ~4 s of imports on a
 small machine): the server process is ``python -m uvicorn`` serving
-:func:`kedro_prefect._ephemeral_app.create_app`, which is the app of Prefect's own
+:func:`kedro_prefect.api.server_app.create_app`, which is the app of Prefect's own
 ``SubprocessASGIServer``.
 """
 
@@ -25,23 +25,23 @@ import functools
 import logging
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect._ephemeral_app import NOT_NEEDED_EXIT_CODE, PARENT_PID_ENV, SPECULATIVE_ENV
-from kedro_prefect.process_exit import after_final_collection
+from kedro_prefect.api.exit import after_final_collection
+from kedro_prefect.api.health import configured_api_url
+from kedro_prefect.api.records import read_recorded_task_runs
+from kedro_prefect.api.server_app import NOT_NEEDED_EXIT_CODE, PARENT_PID_ENV, SPECULATIVE_ENV
 
 logger = logging.getLogger(__name__)
 
 #: The uvicorn app factory the ephemeral API process serves.
-APP_FACTORY = "kedro_prefect._ephemeral_app:create_app"
+APP_FACTORY = "kedro_prefect.api.server_app:create_app"
 #: How long stopping the server waits for it to record the task run states sent to it: a base,
 #: plus a little per task run (recording is asynchronous; hundreds of runs take a few seconds).
 SETTLE_SECONDS = 10.0
@@ -53,31 +53,6 @@ _STARTUP_FAILURE = 3
 #: The least time to wait for the server to answer: a loaded 2-core machine needs 20-30 s for a
 #: fresh database, more than Prefect's default ``server.ephemeral.startup_timeout_seconds`` (20).
 MIN_STARTUP_TIMEOUT = 90.0
-
-
-def http_get(url: str, timeout: float) -> Any:
-    """``httpx.get``, without loading CA certificates (~30 ms a client) for ``http://`` URLs."""
-    import httpx
-
-    verify = _plain_http_ssl_context() if url.startswith("http://") else True
-    return httpx.get(url, timeout=timeout, verify=verify)
-
-
-@functools.cache
-def _plain_http_ssl_context() -> ssl.SSLContext:
-    """An SSL context for clients of ``http://`` URLs: no CA loaded, verification left on.
-
-    Plain HTTP never uses it; a redirect to ``https://`` would fail verification instead of
-    skipping it.
-    """
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-def configured_api_url() -> str | None:
-    """``PREFECT_API_URL`` as Prefect's settings see it (env, profile or ``.env``)."""
-    from prefect.settings import get_current_settings
-
-    return get_current_settings().api.url
 
 
 def _free_port() -> int:
@@ -259,7 +234,7 @@ class EphemeralAPI:
         ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
         drain its events and log queues when it is imported, before any runner exists: this one
         runs first. The server takes ~0.2 s to stop: it is waited for after this process's final
-        collection (:mod:`kedro_prefect.process_exit`), which runs meanwhile.
+        collection (:mod:`kedro_prefect.api.exit`), which runs meanwhile.
         """
         process = self._record_then_terminate()
         if process is not None and not after_final_collection(functools.partial(_reap, process)):
@@ -348,7 +323,7 @@ class EphemeralAPI:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Not in the terminal's process group: a Ctrl-C must not stop the server
-                # before the run has recorded its Cancelled state (kedro_prefect.cancellation).
+                # before the run has recorded its Cancelled state (execution.cancellation).
                 start_new_session=True,
             )
         self._owner_pid = os.getpid()
@@ -366,42 +341,6 @@ class EphemeralAPI:
         except OSError:
             return ""
         return f"Its output ({self.log_path}):\n{tail}"
-
-
-def read_recorded_task_runs(
-    client: Any, final_states: dict[Any, Any], deadline: float
-) -> dict[Any, Any]:
-    """The task runs that the API shows in their final state, polling until ``deadline``.
-
-    Task run states reach the API as events, recorded a moment after they happen.
-
-    Args:
-        client: A sync Prefect client of the API.
-        final_states: Task run id -> the state type it ended in.
-        deadline: ``time.monotonic()`` value after which to stop polling.
-
-    Returns:
-        Task run id -> task run, for those recorded in their final state by then.
-    """
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-
-    recorded: dict[Any, Any] = {}
-    while True:
-        waiting = [task_run_id for task_run_id in final_states if task_run_id not in recorded]
-        for start in range(0, len(waiting), _API_PAGE):  # the API returns 200 at most
-            batch = waiting[start : start + _API_PAGE]
-            for task_run in client.read_task_runs(
-                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)), limit=_API_PAGE
-            ):
-                if task_run.state_type == final_states[task_run.id]:
-                    recorded[task_run.id] = task_run
-        if len(recorded) == len(final_states) or time.monotonic() >= deadline:
-            return recorded
-        time.sleep(0.025)
-
-
-#: The most items the Prefect API returns per request.
-_API_PAGE = 200
 
 
 def _reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
@@ -457,103 +396,6 @@ def start_ephemeral_api_early() -> None:
 def ephemeral_api_url() -> str:
     """Start (once per process) Prefect's ephemeral API server and return its URL."""
     return EPHEMERAL_API.wait()
-
-
-@contextmanager
-def prefect_run_settings() -> Iterator[str]:
-    """Prefect settings for one pipeline run; yields the API URL in use.
-
-    The flow run heartbeat is turned off: Kedro runs are driven by ``kedro run`` in the
-    foreground, and a synchronous flow run otherwise waits ~1 s at the end for the heartbeat
-    thread to join.
-    """
-    from prefect.context import SettingsContext, get_settings_context
-
-    context = get_settings_context()
-    api_url = configured_api_url()
-    if api_url is None:
-        EPHEMERAL_API.start()  # launched already, normally: its URL is known before it answers
-        _settings_for_run(context.settings, EPHEMERAL_API.url)  # made while it starts
-        api_url = ephemeral_api_url()
-    settings = _settings_for_run(context.settings, api_url)
-    _events_go_to(api_url)
-    with SettingsContext(profile=context.profile, settings=settings):
-        yield api_url
-
-
-def _settings_for_run(current: Any, api_url: str) -> Any:
-    """``current`` with ``api_url`` and no flow run heartbeat, kept for the next run.
-
-    What ``prefect.settings.temporary_settings`` does, but building the settings validates
-    every setting again (~80-120 ms), so they are made once per API URL and process.
-    """
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-
-    cached = _run_settings.get(api_url)
-    if cached is not None and cached[0] is current:
-        return cached[1]
-    if current.api.url == api_url:
-        # Only the heartbeat changes: copy without validating every setting again (~50 ms).
-        flows = current.flows.model_copy(update={"heartbeat_frequency": None})
-        settings = current.model_copy(update={"flows": flows})
-    else:
-        settings = current.copy_with_update(
-            updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        )
-    _run_settings[api_url] = (current, settings)
-    return settings
-
-
-#: API URL -> (the settings a run's settings were derived from, the run's settings).
-_run_settings: dict[str, tuple[Any, Any]] = {}
-
-
-@contextmanager
-def run_client(api_url: str) -> Iterator[Any]:
-    """One Prefect API client for everything a run sends from this process.
-
-    Prefect otherwise opens a client for the flow run and another for each helper that asks for
-    one, and each new client builds an SSL context from certifi's bundle (~30 ms) even for an
-    ``http://`` API. For ``http://`` URLs this client gets an SSL context without certificates,
-    never used for plain HTTP (and failing verification, rather than skipping it, if a
-    response ever redirected to ``https://``). ``https://`` URLs keep Prefect's own TLS set-up.
-    """
-    from prefect.context import SyncClientContext
-
-    if not api_url.startswith("http://"):
-        with SyncClientContext.get_or_create() as context:
-            yield context.client
-        return
-    context = SyncClientContext(httpx_settings={"verify": _plain_http_ssl_context()})
-    # get_client() hands a context's client only to callers asking with the same settings:
-    # callers asking with none (the flow engine, artifacts, result storage) get this one.
-    context._httpx_settings = None
-    with context:
-        yield context.client
-
-
-#: The API that this process's Prefect events worker sends to (``None``: not used yet).
-_events_api_url: str | None = None
-
-
-def _events_go_to(api_url: str) -> None:
-    """Make Prefect's events (task run states, artifacts) go to ``api_url``.
-
-    Prefect keeps one events worker per process for any self-hosted API, bound to the URL in
-    force when it started: a second run in the same process against another API (a notebook
-    switching from the ephemeral API to a server, a test suite) would send its task run states
-    to the first one. When the URL changes, the old worker is drained and stopped, and Prefect
-    starts a new one for the new URL.
-    """
-    global _events_api_url
-    if _events_api_url not in (None, api_url):
-        worker = getattr(sys.modules.get("prefect.events.worker"), "EventsWorker", None)
-        if worker is not None:
-            try:
-                worker.drain_all(timeout=10)
-            except Exception:  # the old API may be gone: its events cannot be delivered anyway
-                logger.debug("Could not drain the events worker for %s", _events_api_url)
-    _events_api_url = api_url
 
 
 def expect_recorded(states: dict[Any, Any]) -> None:

@@ -12,7 +12,7 @@
 The handlers are installed inside the flow body (replacing, for its duration, the SIGTERM bridge
 Prefect's flow engine installs) and only in the main thread.
 
-Prefect's temporary API server (``kedro_prefect.prefect_api``) is started in its own session:
+Prefect's temporary API server (``kedro_prefect.api.ephemeral``) is started in its own session:
 a Ctrl-C in the terminal reaches the whole foreground process group, and the server must
 survive it to record the ``Cancelled`` state. It stops by itself when ``kedro run`` dies.
 """
@@ -29,8 +29,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect.errors import KedroPrefectError
-from kedro_prefect.redaction import redact
+from kedro_prefect.errors import RunCancelledError
+from kedro_prefect.execution.redaction import redact
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
@@ -38,20 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class RunCancelledError(KedroPrefectError):
-    """The run was stopped by SIGINT or SIGTERM; ``kedro run`` exits with 128 + signal."""
-
-    def __init__(self, signum: int, running: int = 0):
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"Run cancelled by {name}: no new node was started after it"
-            + (f"; the {running} running node(s) were allowed to finish" if running else "")
-            + ". Outputs of completed nodes are saved; see the resume hint above."
-        )
-        self.signum = signum
-        self.exit_code = 128 + signum
 
 
 class Cancellation:
@@ -159,7 +145,7 @@ def stop_child_processes() -> None:
     for child in multiprocessing.active_children():
         with contextlib.suppress(Exception):
             child.terminate()
-    from kedro_prefect.prefect_api import EPHEMERAL_API
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
 
     with contextlib.suppress(Exception):
         EPHEMERAL_API.stop()

@@ -1,0 +1,110 @@
+"""Kedro: the hook manager of a project's settings, a no-op hook manager, ``--params`` parsing.
+
+Relies on:
+
+* ``kedro.framework.hooks.manager._create_hook_manager``, ``_register_hooks`` and
+  ``_register_hooks_entry_points``: what ``KedroSession`` uses to build the project's hook
+  manager. A Dask worker builds one from the project's settings (a pluggy ``PluginManager``
+  cannot be pickled), as Kedro's own ``ParallelRunner`` does in its subprocesses; this buys
+  the project's hooks firing on the workers exactly as in ``kedro run``.
+* ``kedro.framework.hooks.manager._NullPluginManager``: what ``AbstractRunner.run`` uses when
+  no hook manager is given (``PrefectRunner().run(pipeline, catalog)`` from a notebook).
+* ``kedro.framework.cli.utils._split_params``: how ``kedro run --params`` parses
+  ``key=value,...``; ``kedro prefect deploy --params`` parses them the same way.
+* ``MemoryDataset._copy_mode``: on Dask, a node's in-memory inputs are rebuilt on the worker
+  with the copy mode the catalog gave them (``copy``, ``deepcopy``, ``assign``).
+* ``AbstractDataset._SINGLE_PROCESS``: the flag Kedro's ``ParallelRunner`` refuses datasets by;
+  ``task_runner=dask`` refuses them the same way, before any node runs.
+* ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
+  ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
+  and calls, like Kedro's own runners.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro_prefect._upstream import Contract
+
+CONTRACTS = (
+    Contract(
+        "kedro.framework.hooks.manager:_create_hook_manager",
+        "build the project's hook manager on a Dask worker",
+    ),
+    Contract(
+        "kedro.framework.hooks.manager:_register_hooks",
+        "register the project's settings.HOOKS on a Dask worker",
+    ),
+    Contract(
+        "kedro.framework.hooks.manager:_register_hooks_entry_points",
+        "register plugin hooks (minus DISABLE_HOOKS_FOR_PLUGINS) on a Dask worker",
+    ),
+    Contract(
+        "kedro.framework.hooks.manager:_NullPluginManager",
+        "the hook manager of a run given none, as AbstractRunner.run uses",
+    ),
+    Contract(
+        "kedro.framework.cli.utils:_split_params",
+        "parse `kedro prefect deploy --params` exactly like `kedro run --params`",
+    ),
+    Contract(
+        "kedro.io:MemoryDataset",
+        "rebuild in-memory inputs on a Dask worker with the catalog's copy mode",
+        check=lambda cls: hasattr(cls(copy_mode="assign"), "_copy_mode"),
+    ),
+    Contract(
+        "kedro.io:CachedDataset._SINGLE_PROCESS",
+        "refuse single-process datasets on Dask, as ParallelRunner does",
+        check=lambda flag: flag is True,
+    ),
+    *(
+        Contract(
+            f"kedro.runner:AbstractRunner.{name}",
+            "the interface PrefectRunner implements and uses, like Kedro's own runners",
+        )
+        for name in ("_run", "_get_executor", "_suggest_resume_scenario", "_logger")
+    ),
+    Contract(
+        "kedro.runner:AbstractRunner.__init__",
+        "Kedro's is_async, kept on the runner as _is_async",
+        check=lambda init: "_is_async" in __import__("inspect").getsource(init),
+    ),
+)
+
+
+def memory_copy_mode(dataset: Any) -> str | None:
+    """The copy mode of a ``MemoryDataset`` (``None``: Kedro's default for its data)."""
+    return getattr(dataset, "_copy_mode", None)
+
+
+def single_process(dataset: Any) -> bool:
+    """Whether a dataset says it only works in one process (Kedro's ``_SINGLE_PROCESS``)."""
+    return bool(getattr(dataset, "_SINGLE_PROCESS", False))
+
+
+def project_hook_manager(settings: Any) -> Any:
+    """The hook manager of a project with these ``settings``, as ``KedroSession`` builds it."""
+    from kedro.framework.hooks.manager import (
+        _create_hook_manager,
+        _register_hooks,
+        _register_hooks_entry_points,
+    )
+
+    manager = _create_hook_manager()
+    _register_hooks(manager, settings.HOOKS)
+    _register_hooks_entry_points(manager, settings.DISABLE_HOOKS_FOR_PLUGINS)
+    return manager
+
+
+def null_hook_manager() -> Any:
+    """The hook manager Kedro's runners use when none is given (calls no hook)."""
+    from kedro.framework.hooks.manager import _NullPluginManager
+
+    return _NullPluginManager()
+
+
+def split_params(ctx: Any, param: Any, value: str) -> dict[str, Any]:
+    """``--params`` as ``kedro run`` parses it: ``a=1,b.c=x`` -> ``{"a": 1, "b": {"c": "x"}}``."""
+    from kedro.framework.cli.utils import _split_params
+
+    return _split_params(ctx, param, value)

@@ -1,0 +1,260 @@
+"""Prefect (client side): the task engine, the client context, run settings, logging set-up.
+
+Relies on, and buys:
+
+* ``prefect.task_engine._concurrency``: the function the task engine calls to take slots of
+  the ``tag:<tag>`` concurrency limits of a task run's tags, limit or no limit. During a run,
+  :func:`slots_only_for_limited_tags` filters the names to the tags that have a limit: Kedro
+  node tasks are all tagged (namespace, node tags), and each request for *no* limit is a round
+  trip, and on SQLite a write transaction that fails with ``SQLITE_BUSY`` under concurrent task
+  runs (503, client retries after 2 s, then 4 s).
+* ``SyncClientContext._httpx_settings``: a client context hands its client only to callers
+  asking with the same httpx settings. :func:`shared_run_client` opens one client per run with
+  an SSL context that loads no CA certificates for ``http://`` APIs (~30 ms per client) and
+  clears the attribute, so the flow engine and helpers asking with none get that one client.
+* ``ContextModel.__var__`` of ``SyncClientContext`` and ``run_task_sync(context=...)``: a Dask
+  worker sets its cached client context before Prefect hydrates a task's context
+  (:func:`run_task_with_worker_caches`): settings built once per worker (~80 ms each) and one
+  client per worker thread, instead of both per task.
+* ``prefect.logging.configuration.PROCESS_LOGGING_CONFIG`` and the import of ``prefect.main``,
+  which sets Prefect's logging up once per process (:func:`set_up_prefect_logging_once`).
+* The ``flows.heartbeat_frequency`` setting (Prefect >= 3.6.13): turned off for runs driven by
+  ``kedro run`` in the foreground (a synchronous flow run otherwise waits ~1 s at its end).
+* ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
+  before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
+  default there (:func:`local_result_storage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from kedro_prefect._upstream import Contract, version_at_least
+
+
+def _has_heartbeat_setting() -> bool:
+    return version_at_least("prefect", 3, 6, 13)
+
+
+CONTRACTS = (
+    Contract(
+        "prefect.task_engine:_concurrency",
+        "ask for concurrency slots only for tags that have a limit (no request per node)",
+    ),
+    Contract(
+        "prefect.context:SyncClientContext",
+        "one API client per run, without loading CA certificates for http:// APIs",
+        check=lambda cls: "_httpx_settings" in getattr(cls, "__private_attributes__", {}),
+    ),
+    Contract(
+        "prefect.context:SyncClientContext.__var__",
+        "a Dask worker reuses one API client per thread across node tasks",
+    ),
+    Contract(
+        "prefect.task_engine:run_task_sync",
+        "run a node task on a Dask worker with the worker's cached settings and client",
+        check=lambda fn: "context" in __import__("inspect").signature(fn).parameters,
+    ),
+    Contract(
+        "prefect.logging.configuration:PROCESS_LOGGING_CONFIG",
+        "set Prefect's logging up once per process, keeping the project's root handlers",
+    ),
+    Contract(
+        "prefect.settings:PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+        "no flow run heartbeat thread (~1 s at the end of every run)",
+        expected=_has_heartbeat_setting,
+    ),
+)
+
+
+# --- concurrency slots -------------------------------------------------------------------------
+
+#: Names of the ``tag:<tag>`` limits that exist for the run in this context; None outside runs.
+_LIMITED: ContextVar[frozenset[str] | None] = ContextVar("kedro_prefect_tag_limits", default=None)
+_install_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def slots_only_for_limited_tags(limited: frozenset[str]) -> Iterator[None]:
+    """In this context, node task runs ask for slots of the ``limited`` tag limits only.
+
+    Limits are enforced exactly as before for tags that have one; a limit created while a run
+    is going applies from the next run. Outside a run, and for other Prefect code of the same
+    process, the task engine is unchanged.
+    """
+    if not _install_concurrency_filter():
+        yield
+        return
+    token = _LIMITED.set(limited)
+    try:
+        yield
+    finally:
+        _LIMITED.reset(token)
+
+
+def _install_concurrency_filter() -> bool:
+    """Wrap the task engine's ``_concurrency`` (once); False if this Prefect has none."""
+    from prefect import task_engine
+
+    with _install_lock:
+        original = getattr(task_engine, "_concurrency", None)
+        if original is None:
+            return False
+        if getattr(original, "_kedro_prefect_filters_tags", False):
+            return True
+
+        def concurrency(names: Any, *args: Any, **kwargs: Any) -> Any:
+            limited = _LIMITED.get()
+            if limited is not None and isinstance(names, list):
+                names = [name for name in names if name in limited]
+            return original(names, *args, **kwargs)
+
+        concurrency._kedro_prefect_filters_tags = True  # type: ignore[attr-defined]
+        task_engine._concurrency = concurrency
+        return True
+
+
+# --- the API client of a run ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def shared_run_client(ssl_context: Any) -> Iterator[Any]:
+    """A ``SyncClientContext`` whose client every caller in this context shares.
+
+    ``get_client()`` hands a context's client only to callers asking with the same settings:
+    with ``_httpx_settings`` cleared, callers asking with none (the flow engine, artifacts,
+    result storage) get this one.
+    """
+    from prefect.context import SyncClientContext
+
+    context = SyncClientContext(httpx_settings={"verify": ssl_context})
+    context._httpx_settings = None
+    with context:
+        yield context.client
+
+
+# --- node tasks on Dask workers ------------------------------------------------------------------
+
+#: Prefect settings rebuilt on this worker, by their key (few: one per API in use).
+_worker_settings: dict[str, Any] = {}
+#: Per worker thread: an open Prefect API client context for each of those settings.
+_worker_clients = threading.local()
+_worker_cache_lock = threading.Lock()
+
+
+def settings_key(serialized: dict[str, Any]) -> str:
+    """A stable text naming serialized Prefect settings.
+
+    Prefect < 3.8.2 serializes settings with ``Setting`` objects as keys, which ``json`` refuses
+    as keys; they are named by their text here.
+    """
+    return json.dumps(_with_text_keys(serialized), sort_keys=True, default=str)
+
+
+def _with_text_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(getattr(k, "name", k)): _with_text_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_with_text_keys(item) for item in value]
+    return value
+
+
+def run_task_with_worker_caches(
+    context: dict[str, Any], key: str | None, run_task_kwargs: dict[str, Any]
+) -> Any:
+    """Prefect's ``run_task_sync`` with this worker's cached settings and API client.
+
+    Each task carries the driver's Prefect settings. For every task, Prefect would rebuild a
+    settings model from them (~80 ms) and open two API clients (~30 ms each); here the settings
+    are built once per worker process and the client once per worker thread, and both are in
+    place before Prefect hydrates the rest of the task's context, so it reuses them.
+    """
+    from prefect.context import SettingsContext, SyncClientContext
+    from prefect.task_engine import run_task_sync
+
+    serialized = context.get("settings_context")
+    if not serialized:
+        return run_task_sync(context=context, **run_task_kwargs)
+    key = key or settings_key(serialized)
+    with _worker_cache_lock:
+        built = _worker_settings.get(key)
+        if built is None:
+            if len(_worker_settings) >= 8:
+                _worker_settings.clear()
+            built = _worker_settings[key] = SettingsContext(**serialized)
+    with SettingsContext(profile=built.profile, settings=built.settings):
+        clients = _worker_clients.__dict__.setdefault("by_settings", {})
+        client_context = clients.get(key)
+        if client_context is None:
+            client_context = SyncClientContext()
+            client_context.__enter__()  # opened once; used by this worker thread's tasks
+            clients[key] = client_context
+        token = SyncClientContext.__var__.set(client_context)
+        try:
+            return run_task_sync(context={**context, "settings_context": {}}, **run_task_kwargs)
+        finally:
+            SyncClientContext.__var__.reset(token)
+
+
+# --- logging -------------------------------------------------------------------------------------
+
+
+def set_up_prefect_logging_once() -> bool:
+    """Have Prefect set its logging up in this process; ``False`` if it already had.
+
+    Importing ``prefect.main`` sets it up (calling ``setup_logging`` first would only make that
+    import set it up a second time, ~60 ms each); a Prefect whose ``prefect.main`` does not is
+    set up explicitly.
+    """
+    from prefect.logging import configuration
+
+    if configuration.PROCESS_LOGGING_CONFIG:
+        return False
+    import prefect.main  # noqa: F401  (sets Prefect's logging up on first import)
+
+    if not configuration.PROCESS_LOGGING_CONFIG:
+        configuration.setup_logging()
+    return True
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def without_flow_heartbeat(current: Any, api_url: str) -> Any:
+    """``current`` settings with ``api_url`` and no flow run heartbeat (where Prefect has one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    heartbeat = _has_heartbeat_setting()
+    if current.api.url == api_url:
+        if not heartbeat:
+            return current
+        # Only the heartbeat changes: copy without validating every setting again (~50 ms).
+        flows = current.flows.model_copy(update={"heartbeat_frequency": None})
+        return current.model_copy(update={"flows": flows})
+    updates: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if heartbeat:
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    return current.copy_with_update(updates=updates)
+
+
+def local_result_storage() -> dict[str, Any]:
+    """``flow(...)`` keyword naming local result storage, where Prefect accepts a path.
+
+    Naming it spares the flow engine reading the server's default result storage twice per
+    flow run. Before Prefect 3.6.5 a path is refused (a block would have to be saved first):
+    the flow keeps Prefect's default there.
+    """
+    if not version_at_least("prefect", 3, 6, 5):
+        return {}
+    from pathlib import Path
+
+    from prefect.settings import get_current_settings
+
+    return {"result_storage": Path(get_current_settings().results.local_storage_path)}

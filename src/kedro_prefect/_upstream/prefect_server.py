@@ -1,0 +1,152 @@
+"""Prefect's API server, as the ephemeral API process serves it: three patches and the app.
+
+Imported only in the server process (:mod:`kedro_prefect.api.server_app`), never by the driver.
+Relies on, and buys:
+
+* ``prefect.server.models.concurrency_limits_v2.bulk_increment_active_slots``: every Prefect
+  task run that has tags asks the API for slots of its ``tag:<tag>`` limits; the server reads
+  the limits and runs an ``UPDATE`` on them in the same transaction even when none exists. On
+  SQLite that turns a read into a write: under a few concurrent task runs the upgrade fails
+  with ``SQLITE_BUSY_SNAPSHOT``, the API answers 503 and the client retries after 2 s, then
+  4 s -- multi-second stalls between nodes. An increment of *no* limits returns at once here,
+  exactly what the ``UPDATE`` would have returned (0 rows == 0 limits).
+* ``prefect.server.database.configurations.AioSqliteConfiguration.begin_transaction``: opened
+  ``IMMEDIATE`` instead of ``DEFERRED``, so a transaction that reads and then writes waits its
+  turn instead of failing with ``SQLITE_BUSY_SNAPSHOT`` (the fix Prefect's own comment names).
+* ``prefect.server.api.server.API_ROUTERS``: the routers a run calls are put first. FastAPI
+  (>= 0.137) prepares an included router's routes on the first request that reaches it, and
+  tries routers in order: the client's version check (``/admin``, the 29th of 30 routers)
+  prepared almost every route, ~0.2 s per run.
+* ``prefect.server.api.server.create_app(final=...)``: ``final`` deletes the routers' original
+  routes and collects them, which only frees memory where FastAPI copied the routes on include
+  (before 0.137). With a newer FastAPI the routes are not copied and deleting them breaks every
+  request (``'PrefectRouter' object has no attribute 'routes'``): Prefect >= 3.7.5 says which
+  with ``_FASTAPI_COPIES_ROUTES_ON_INCLUDE``; older Prefect is told here from FastAPI's version.
+
+Each patch leaves Prefect as it is when its target is missing; the contract test says so.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from kedro_prefect._upstream import Contract, version_at_least
+
+CONTRACTS = (
+    Contract(
+        "prefect.server.models.concurrency_limits_v2:bulk_increment_active_slots",
+        "no write transaction (and no SQLITE_BUSY 503s) for task runs whose tags have no limit",
+    ),
+    Contract(
+        "prefect.server.database.configurations:AioSqliteConfiguration.begin_transaction",
+        "IMMEDIATE SQLite transactions: a run starting while the last one is recorded waits",
+    ),
+    Contract(
+        "prefect.server.api.server:API_ROUTERS",
+        "the routers a run calls first: ~0.2 s less before the first flow run",
+        check=lambda routers: isinstance(routers, tuple),
+    ),
+    Contract(
+        "prefect.server.api.server:create_app",
+        "Prefect's own API app, with `final` set only where FastAPI copied the routes",
+        check=lambda fn: "final" in __import__("inspect").signature(fn).parameters,
+    ),
+    Contract(
+        "prefect.server.api.server:_FASTAPI_COPIES_ROUTES_ON_INCLUDE",
+        "whether `final` frees anything with the installed FastAPI",
+        expected=lambda: version_at_least("prefect", 3, 7, 5),
+    ),
+)
+
+
+def _skip_empty_slot_increments() -> None:
+    from prefect.server.models import concurrency_limits_v2
+
+    original = getattr(concurrency_limits_v2, "bulk_increment_active_slots", None)
+    if original is None:  # another Prefect version: leave its server as it is
+        return
+    if getattr(original, "_kedro_prefect_skips_empty", False):
+        return
+
+    async def bulk_increment_active_slots(*args: Any, **kwargs: Any) -> bool:
+        if not kwargs.get("concurrency_limit_ids", True):
+            return True
+        return await original(*args, **kwargs)
+
+    bulk_increment_active_slots._kedro_prefect_skips_empty = True  # type: ignore[attr-defined]
+    concurrency_limits_v2.bulk_increment_active_slots = bulk_increment_active_slots
+
+
+def _immediate_sqlite_write_transactions() -> None:
+    """Open the server's SQLite transactions with ``BEGIN IMMEDIATE``.
+
+    Prefect opens them ``DEFERRED``: a transaction that reads, then writes after another
+    connection committed, fails with ``SQLITE_BUSY_SNAPSHOT`` at once (waiting cannot help), the
+    API answers 503 and the client sleeps 2 s, then 4 s. That happens whenever a run starts while
+    the server is still recording the previous run's task run states. ``IMMEDIATE`` takes the
+    write lock up front, so such a transaction waits its turn (SQLite's busy timeout) instead;
+    the fix Prefect's own comment on its SQLite set-up names.
+    """
+    from prefect.server.database import configurations
+
+    config = getattr(configurations, "AioSqliteConfiguration", None)
+    original = getattr(config, "begin_transaction", None)
+    if original is None or getattr(original, "_kedro_prefect_immediate", False):
+        return
+
+    @asynccontextmanager
+    async def begin_transaction(self: Any, session: Any, with_for_update: bool = False) -> Any:
+        async with original(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    begin_transaction._kedro_prefect_immediate = True  # type: ignore[attr-defined]
+    config.begin_transaction = begin_transaction  # type: ignore[union-attr]
+
+
+#: The routers of Prefect's API that a pipeline run calls, by attribute of ``prefect.server.api``.
+RUN_ROUTERS = (
+    "admin",  # the client's version check
+    "flows",
+    "flow_runs",
+    "task_runs",
+    "logs",
+    "concurrency_limits_v2",  # slots of tag concurrency limits
+    "artifacts",
+    "events",  # task run states arrive as events
+)
+
+
+def _run_routers_first() -> None:
+    """Put the routers a run calls first in Prefect's list of API routers.
+
+    The routers' prefixes are distinct, so the order decides nothing else.
+    """
+    from prefect.server import api
+    from prefect.server.api import server
+
+    routers = getattr(server, "API_ROUTERS", None)
+    first = tuple(getattr(getattr(api, name, None), "router", None) for name in RUN_ROUTERS)
+    if not isinstance(routers, tuple) or not all(router in routers for router in first):
+        return  # another Prefect version: leave its order as it is
+    server.API_ROUTERS = first + tuple(router for router in routers if router not in first)
+
+
+def fastapi_copies_routes_on_include() -> bool:
+    """Whether the installed FastAPI copies a router's routes when it is included (< 0.137)."""
+    from prefect.server.api import server
+
+    flag = getattr(server, "_FASTAPI_COPIES_ROUTES_ON_INCLUDE", None)
+    if flag is not None:
+        return bool(flag)
+    return not version_at_least("fastapi", 0, 137)
+
+
+def build_api_app() -> Any:
+    """Prefect's API app with the patches above (call with the garbage collector paused)."""
+    _skip_empty_slot_increments()
+    _immediate_sqlite_write_transactions()
+    _run_routers_first()
+    from prefect.server.api import server
+
+    return server.create_app(final=fastapi_copies_routes_on_include())

@@ -1,0 +1,107 @@
+"""The Prefect settings and API client in force during one pipeline run.
+
+* ``PREFECT_API_URL`` set: runs report to that server (self-hosted or Prefect Cloud).
+* Not set: the ephemeral API (:mod:`kedro_prefect.api.ephemeral`), whose URL is put into the
+  settings of the run, so every task (also on Dask workers) talks to that one server.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kedro_prefect.api.ephemeral import EPHEMERAL_API, ephemeral_api_url
+from kedro_prefect.api.health import configured_api_url, plain_http_ssl_context
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def prefect_run_settings() -> Iterator[str]:
+    """Prefect settings for one pipeline run; yields the API URL in use.
+
+    The flow run heartbeat is turned off: Kedro runs are driven by ``kedro run`` in the
+    foreground, and a synchronous flow run otherwise waits ~1 s at the end for the heartbeat
+    thread to join.
+    """
+    from prefect.context import SettingsContext, get_settings_context
+
+    context = get_settings_context()
+    api_url = configured_api_url()
+    if api_url is None:
+        EPHEMERAL_API.start()  # launched already, normally: its URL is known before it answers
+        _settings_for_run(context.settings, EPHEMERAL_API.url)  # made while it starts
+        api_url = ephemeral_api_url()
+    settings = _settings_for_run(context.settings, api_url)
+    _events_go_to(api_url)
+    with SettingsContext(profile=context.profile, settings=settings):
+        yield api_url
+
+
+def _settings_for_run(current: Any, api_url: str) -> Any:
+    """``current`` with ``api_url`` and no flow run heartbeat, kept for the next run.
+
+    What ``prefect.settings.temporary_settings`` does, but building the settings validates
+    every setting again (~80-120 ms), so they are made once per API URL and process.
+    """
+    from kedro_prefect._upstream.prefect import without_flow_heartbeat
+
+    cached = _run_settings.get(api_url)
+    if cached is not None and cached[0] is current:
+        return cached[1]
+    settings = without_flow_heartbeat(current, api_url)
+    _run_settings[api_url] = (current, settings)
+    return settings
+
+
+#: API URL -> (the settings a run's settings were derived from, the run's settings).
+_run_settings: dict[str, tuple[Any, Any]] = {}
+
+
+@contextmanager
+def run_client(api_url: str) -> Iterator[Any]:
+    """One Prefect API client for everything a run sends from this process.
+
+    Prefect otherwise opens a client for the flow run and another for each helper that asks for
+    one, and each new client builds an SSL context from certifi's bundle (~30 ms) even for an
+    ``http://`` API. For ``http://`` URLs this client gets an SSL context without certificates,
+    never used for plain HTTP (and failing verification, rather than skipping it, if a
+    response ever redirected to ``https://``). ``https://`` URLs keep Prefect's own TLS set-up.
+    """
+    if not api_url.startswith("http://"):
+        from prefect.context import SyncClientContext
+
+        with SyncClientContext.get_or_create() as context:
+            yield context.client
+        return
+    from kedro_prefect._upstream.prefect import shared_run_client
+
+    with shared_run_client(plain_http_ssl_context()) as client:
+        yield client
+
+
+#: The API that this process's Prefect events worker sends to (``None``: not used yet).
+_events_api_url: str | None = None
+
+
+def _events_go_to(api_url: str) -> None:
+    """Make Prefect's events (task run states, artifacts) go to ``api_url``.
+
+    Prefect keeps one events worker per process for any self-hosted API, bound to the URL in
+    force when it started: a second run in the same process against another API (a notebook
+    switching from the ephemeral API to a server, a test suite) would send its task run states
+    to the first one. When the URL changes, the old worker is drained and stopped, and Prefect
+    starts a new one for the new URL.
+    """
+    global _events_api_url
+    if _events_api_url not in (None, api_url):
+        worker = getattr(sys.modules.get("prefect.events.worker"), "EventsWorker", None)
+        if worker is not None:
+            try:
+                worker.drain_all(timeout=10)
+            except Exception:  # the old API may be gone: its events cannot be delivered anyway
+                logger.debug("Could not drain the events worker for %s", _events_api_url)
+    _events_api_url = api_url

@@ -1,0 +1,169 @@
+"""Runner options: every option of ``PrefectRunner`` is declared once, on :class:`RunnerOptions`.
+
+Kedro hands ``--runner-params`` to the runner's constructor as typed keyword arguments (an
+OmegaConf dotlist), so validation happens when the runner object is built, which is before the
+session loads the catalog or runs any node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kedro_prefect.config.tasks import (
+    Retries,
+    RetryDelaySeconds,
+    RetryJitterFactor,
+    TimeoutSeconds,
+)
+from kedro_prefect.errors import PrefectRunnerConfigError
+
+#: Short names accepted by ``task_runner``; anything else must be an import path of a
+#: ``prefect.task_runners.TaskRunner`` subclass.
+TASK_RUNNER_ALIASES = ("thread", "dask")
+
+
+class RunnerOptions(BaseModel):
+    """Options of :class:`kedro_prefect.PrefectRunner`.
+
+    Set them on the command line with ``kedro run --runner=kedro_prefect.PrefectRunner
+    --runner-params=task_runner=thread,max_workers=4`` or pass them to the constructor.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_runner: str = Field(
+        default="thread",
+        description=(
+            "Where node tasks run: `thread` (a thread pool in the `kedro run` process), `dask` "
+            "(a Dask cluster, needs the `kedro-prefect[dask]` extra), or the import path of any "
+            "Prefect `TaskRunner` class, e.g. `prefect.task_runners.ThreadPoolTaskRunner`."
+        ),
+    )
+    max_workers: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "Most nodes running at once on the thread task runner. Default: "
+            "`min(32, cpu_count + 4)`, capped by how many nodes can ever run side by side."
+        ),
+    )
+    flow_name: str | None = Field(
+        default=None,
+        description="Name of the Prefect flow. Default: the Kedro project's package name.",
+    )
+    is_async: bool = Field(
+        default=False,
+        description="Load node inputs and save node outputs in threads (Kedro's `is_async`).",
+    )
+    n_workers: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: worker processes of the local Dask cluster started for the run. "
+            "Default: machine-sized (Dask's `LocalCluster` default)."
+        ),
+    )
+    threads_per_worker: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: threads in each worker process of the local Dask cluster. "
+            "Default: machine-sized (Dask's `LocalCluster` default)."
+        ),
+    )
+    address: str | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: address of an existing Dask scheduler, e.g. "
+            "`tcp://10.0.0.5:8786`; the cluster is used and left running."
+        ),
+    )
+    # Runner-wide Prefect task options; `tasks:` rules in prefect.yml override them per node.
+    retries: Retries = None
+    retry_delay_seconds: RetryDelaySeconds = None
+    retry_jitter_factor: RetryJitterFactor = None
+    timeout_seconds: TimeoutSeconds = None
+
+    @field_validator("task_runner")
+    @classmethod
+    def _known_task_runner(cls, value: str) -> str:
+        if value in TASK_RUNNER_ALIASES or "." in value:
+            return value
+        raise ValueError(
+            f"unknown task runner {value!r}; use one of {', '.join(TASK_RUNNER_ALIASES)} "
+            "or the import path of a prefect TaskRunner class"
+        )
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        value = value.strip()
+        rest = value.split("://", 1)[-1]
+        host, _, port = rest.rpartition(":")
+        if not (host and port.isdigit()):
+            raise ValueError("must be a Dask scheduler address like tcp://HOST:PORT")
+        return value
+
+    @model_validator(mode="after")
+    def _dask_only_options(self) -> RunnerOptions:
+        dask_only = [
+            name
+            for name in ("n_workers", "threads_per_worker", "address")
+            if getattr(self, name) is not None
+        ]
+        if dask_only and self.task_runner != "dask":
+            raise ValueError(
+                f"option(s) {', '.join(dask_only)} only apply to task_runner=dask "
+                f"(task_runner is {self.task_runner!r})"
+            )
+        if self.address and (self.n_workers or self.threads_per_worker):
+            raise ValueError(
+                "n_workers and threads_per_worker size the local cluster started for the run; "
+                "they cannot be combined with address= (an existing cluster)"
+            )
+        if self.task_runner == "dask" and self.max_workers is not None:
+            raise ValueError(
+                "max_workers applies to the thread task runner; with task_runner=dask use "
+                "n_workers and threads_per_worker"
+            )
+        return self
+
+    @field_validator("flow_name")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def parse_runner_options(raw: dict[str, Any]) -> RunnerOptions:
+    """Validate raw keyword arguments, raising :class:`PrefectRunnerConfigError` on any problem."""
+    try:
+        return RunnerOptions(**raw)
+    except ValidationError as exc:
+        raise PrefectRunnerConfigError(_describe(exc, raw)) from None
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    valid = ", ".join(sorted(RunnerOptions.model_fields))
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "?"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown PrefectRunner option {name!r}; valid options are: {valid}")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:
+            lines.append(f"PrefectRunner options: {message}")
+            continue
+        lines.append(f"PrefectRunner option {name}={raw.get(name)!r}: {message}")
+    return "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)

@@ -1,0 +1,90 @@
+"""The project's ``conf/<env>/prefect.yml``, read through Kedro's config loader and validated.
+
+``prefect.yml`` is read through the project's config loader (so environments and ``${...}``
+resolvers work) and validated by :class:`ProjectConfig`; its ``runner:`` section gives defaults
+that ``--runner-params`` override.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.config import MissingConfigException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kedro_prefect.config.deployments import DeploymentConfig, DeploymentName
+from kedro_prefect.config.options import parse_runner_options
+from kedro_prefect.config.tasks import TasksConfig
+from kedro_prefect.errors import ProjectConfigError
+
+#: Where the config loader looks for ``prefect.yml`` in each environment (like kedro-airflow's).
+PREFECT_CONFIG_PATTERNS = ["prefect*", "prefect*/**"]
+
+
+class ProjectConfig(BaseModel):
+    """The content of ``conf/<env>/prefect.yml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runner: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default PrefectRunner options; `--runner-params` override them.",
+    )
+    deployments: dict[DeploymentName, DeploymentConfig] = Field(
+        default_factory=dict, description="Deployments created by `kedro prefect deploy`."
+    )
+    tasks: TasksConfig = Field(
+        default_factory=TasksConfig,
+        description="Prefect task options per node (retries, timeouts, tags, concurrency).",
+    )
+
+    @field_validator("runner")
+    @classmethod
+    def _valid_runner_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        parse_runner_options(value)
+        return value
+
+
+def load_project_config(config_loader: Any) -> ProjectConfig:
+    """Read and validate ``prefect.yml`` from the project's config loader (empty if absent)."""
+    if config_loader is None:
+        return ProjectConfig()
+    config_loader.config_patterns.setdefault("prefect", PREFECT_CONFIG_PATTERNS)
+    try:
+        raw = config_loader["prefect"]
+    except MissingConfigException:
+        return ProjectConfig()
+    return validate_project_config(raw or {})
+
+
+def validate_project_config(raw: dict[str, Any]) -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            if error["type"] == "extra_forbidden":
+                allowed = ", ".join(_model_at(error["loc"][:-1]).model_fields)
+                lines.append(f"unknown key {where!r}; allowed keys: {allowed}")
+            else:
+                message = error["msg"].removeprefix("Value error, ")
+                got = "" if error["type"] == "value_error" else f" (got {error['input']!r})"
+                lines.append(f"{where}: {message}{got}")
+        raise ProjectConfigError("Invalid prefect.yml:\n  " + "\n  ".join(lines)) from None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The pydantic model validating the mapping at ``loc`` of ``prefect.yml``."""
+    import typing
+
+    model: type[BaseModel] = ProjectConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:  # a list index or a mapping key (a deployment name)
+            continue
+        for candidate in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+    return model

@@ -1,0 +1,68 @@
+"""The deployable flow: every kedro-prefect deployment runs :func:`kedro_pipeline`.
+
+Its entrypoint is a module path (``kedro_prefect.deploy.kedro_pipeline``), so ``prefect.serve`` and
+workers re-import it from the installed package whatever their working directory. The flow opens a
+``KedroSession`` for the project and runs the pipeline with :class:`~kedro_prefect.PrefectRunner`,
+which, seeing the running flow run, submits one task per node into it: one flow run, N task runs.
+
+The flow's parameters are names and plain values only (project path, pipeline, env, runtime
+parameters, runner options): the catalog and credentials are loaded inside the run, from the
+project's ``conf/``, and never reach the Prefect API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+#: The entrypoint of every kedro-prefect deployment (a module path, no file path).
+FLOW_ENTRYPOINT = "kedro_prefect.deploy.kedro_pipeline"
+
+
+def _flow_run_name() -> str:
+    """``<project dir>-<pipeline>-<scheduled start, UTC>``, like ``kedro run``'s flow run names."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    project = Path(parameters.get("project_path") or "kedro").name
+    start = flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H.%M.%SZ")
+    return f"{project}-{parameters.get('pipeline') or '__default__'}-{start}"
+
+
+@flow(
+    name="kedro-pipeline",
+    flow_run_name=_flow_run_name,
+    persist_result=False,
+    log_prints=False,
+)
+def kedro_pipeline(
+    project_path: str,
+    pipeline: str = "__default__",
+    env: str | None = None,
+    params: dict[str, Any] | None = None,
+    runner_options: dict[str, Any] | None = None,
+) -> None:
+    """Run one Kedro pipeline of the project at ``project_path`` with ``PrefectRunner``.
+
+    Args:
+        project_path: Absolute path of the Kedro project (where its ``pyproject.toml`` is).
+        pipeline: Name of a registered pipeline.
+        env: Kedro environment (``conf/<env>``); default: Kedro's default (``local``).
+        params: Runtime parameters, as ``kedro run --params``.
+        runner_options: :class:`~kedro_prefect.RunnerOptions` fields, as ``--runner-params``.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from kedro_prefect.runner import PrefectRunner
+
+    path = Path(project_path).resolve()
+    runner = PrefectRunner(**(runner_options or {}))
+    with contextlib.chdir(path):
+        bootstrap_project(path)
+        with KedroSession.create(project_path=path, env=env, runtime_params=params) as session:
+            session.run(pipeline_names=[pipeline], runner=runner)

@@ -1,0 +1,130 @@
+"""Resolving each node's Prefect task options (retries, timeout, tags) from the runner options
+and the ``tasks:`` rules of ``prefect.yml`` (:mod:`kedro_prefect.config.tasks`), and creating the
+tag concurrency limits that the rules name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kedro_prefect.config.tasks import SCALAR_OPTIONS, SELECTORS, TasksConfig
+from kedro_prefect.errors import NodeTimeoutError
+
+if TYPE_CHECKING:
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeTaskOptions:
+    """The resolved options of one node, and where each scalar option came from."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    tags: set[str] = field(default_factory=set)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def prefect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``prefect.task``."""
+        kwargs = {name: value for name, value in self.options.items() if value is not None}
+        if self.tags:
+            kwargs["tags"] = set(self.tags)
+        return kwargs
+
+    def describe(self, option: str) -> str:
+        """``timeout_seconds=5.0 (prefect.yml rule node: x)``."""
+        return f"{option}={self.options.get(option)} ({self.origins.get(option, 'default')})"
+
+
+def resolve_task_options(
+    pipeline: Pipeline, defaults: dict[str, Any], config: TasksConfig
+) -> dict[str, NodeTaskOptions]:
+    """Resolve the task options of each node of ``pipeline``, keyed by node name.
+
+    ``defaults`` are the runner-wide values (runner options). A rule that matches no node of
+    the pipeline is logged as a warning: it is most likely a typo.
+    """
+    ordered = sorted(
+        enumerate(config.rules), key=lambda item: (SELECTORS.index(item[1].kind), item[0])
+    )
+    matched: set[int] = set()
+    resolved: dict[str, NodeTaskOptions] = {}
+    for node in pipeline.nodes:
+        result = NodeTaskOptions(
+            options={name: defaults.get(name) for name in SCALAR_OPTIONS},
+            origins={
+                name: "runner option" for name in SCALAR_OPTIONS if defaults.get(name) is not None
+            },
+        )
+        for index, rule in ordered:
+            if not rule.matches(node):
+                continue
+            matched.add(index)
+            for name in SCALAR_OPTIONS:
+                value = getattr(rule, name)
+                if value is not None:
+                    result.options[name] = value
+                    result.origins[name] = f"prefect.yml tasks.rules[{index}] {rule.label}"
+            result.tags.update(rule.tags, rule.concurrency_tags)
+        resolved[node.name] = result
+    for index, rule in enumerate(config.rules):
+        if index not in matched:
+            logger.warning(
+                "prefect.yml tasks.rules[%d] (%s) matches no node of this pipeline; "
+                "check the node name, namespace or tag",
+                index,
+                rule.label,
+            )
+    return resolved
+
+
+def apply_concurrency_limits(config: TasksConfig) -> frozenset[str]:
+    """Create or update the tag concurrency limits of ``tasks.concurrency_limits``.
+
+    Prefect enforces a tag's limit on every task run carrying the tag (slots are named
+    ``tag:<tag>``). A ``concurrency_tags`` entry without a limit here or on the server is
+    reported, because it would limit nothing.
+
+    Returns:
+        The names (``tag:<tag>``) of all tag concurrency limits on the server after that.
+    """
+    from prefect.client.orchestration import get_client
+
+    wanted = {tag for rule in config.rules for tag in rule.concurrency_tags}
+    with get_client(sync_client=True) as client:
+        for tag, limit in config.concurrency_limits.items():
+            client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
+        limited = _tag_limit_names(client)
+    for tag in sorted(wanted - set(config.concurrency_limits)):
+        if f"tag:{tag}" not in limited:
+            logger.warning(
+                "concurrency tag %r has no concurrency limit in Prefect: add it under "
+                "tasks.concurrency_limits in prefect.yml or run "
+                "`prefect concurrency-limit create %s <N>`",
+                tag,
+                tag,
+            )
+    return limited
+
+
+def _tag_limit_names(client: Any, page: int = 200) -> frozenset[str]:
+    names: set[str] = set()
+    offset = 0
+    while True:
+        limits = client.read_global_concurrency_limits(limit=page, offset=offset)
+        names.update(limit.name for limit in limits if limit.name.startswith("tag:"))
+        if len(limits) < page:
+            return frozenset(names)
+        offset += page
+
+
+def timeout_error(node: Node, options: NodeTaskOptions | None) -> NodeTimeoutError:
+    """The error raised when ``node``'s task run ended ``TimedOut``."""
+    limit = options.describe("timeout_seconds") if options else "timeout_seconds"
+    return NodeTimeoutError(
+        f"Node {node.name!r} timed out: an attempt ran longer than {limit}. Raise the limit "
+        "with a tasks rule in prefect.yml or the timeout_seconds runner option."
+    )

@@ -1,0 +1,127 @@
+"""What the runner tells observers about a pipeline run, and the record of each node run.
+
+``PrefectRunner`` calls four methods of a :class:`RunObserver` from its scheduling loop:
+``on_run_start`` (inside the flow run, before any node is submitted), ``on_node_submitted``,
+``on_node_finished`` (with the node's Prefect future, already done) and ``on_run_end``.
+This module imports no other module of kedro-prefect: observers depend on it, never the reverse.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+    from prefect.futures import PrefectFuture
+    from prefect.states import State
+    from prefect.task_runners import TaskRunner
+
+
+@dataclass
+class NodeRun:
+    """What is known about one node of a run; filled in as the run goes on."""
+
+    node: Node
+    future: PrefectFuture[Any] | None = None
+    submitted_at: float | None = None  # time.monotonic()
+    finished_at: float | None = None  # time.monotonic()
+    state: State | None = None
+    attempts: int | None = None
+    start: datetime | None = None
+    duration: timedelta | None = None
+    worker: str | None = None
+
+    def take(self, task_run: Any) -> None:
+        """Attempts, start, duration (and worker, if named) from a ``TaskRunRecord``."""
+        self.attempts, self.start, self.duration = (
+            task_run.attempts,
+            task_run.start,
+            task_run.duration,
+        )
+        if task_run.worker:
+            self.worker = task_run.worker
+
+    @property
+    def state_name(self) -> str:
+        """``Completed``, ``Failed``... or ``Not run`` for a node that was never submitted."""
+        if self.state is not None:
+            return self.state.name or self.state.type.value.title()
+        return "Running" if self.future is not None else "Not run"
+
+    @property
+    def failed(self) -> bool:
+        return self.state is not None and not self.state.is_completed()
+
+    @property
+    def seconds(self) -> float | None:
+        """Run time from the Prefect API; else the time between submission and completion."""
+        if self.duration is not None:
+            return self.duration.total_seconds()
+        if self.submitted_at is not None and self.finished_at is not None:
+            return self.finished_at - self.submitted_at
+        return None
+
+
+@dataclass
+class PipelineRun:
+    """One pipeline run as observers see it."""
+
+    pipeline: Pipeline
+    task_runner: TaskRunner
+    flow_name: str
+    pipeline_names: list[str]
+    flow_run_id: Any = None
+    flow_run_name: str | None = None
+    api_url: str | None = None
+    ui_url: str | None = None
+    dashboard_url: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    error: BaseException | None = None
+    nodes: dict[str, NodeRun] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.nodes = {node.name: NodeRun(node) for node in self.pipeline.nodes}
+
+    @property
+    def key_stem(self) -> str:
+        """Artifact key prefix, stable for a flow and pipeline(s): ``sales-demo-default``."""
+        return _slug(f"{self.flow_name}-{'-'.join(self.pipeline_names)}")
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+
+class RunObserver(Protocol):
+    """Receives the events of a pipeline run. Every method is a no-op by default.
+
+    An observer subclasses it and overrides the methods it needs."""
+
+    def on_run_start(self, run: PipelineRun) -> None:
+        """The flow run has started; no node has been submitted yet."""
+
+    def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
+        """``node`` was handed to the task runner."""
+
+    def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
+        """``node``'s task run reached a final state (``future.state``)."""
+
+    def on_run_end(self, run: PipelineRun) -> None:
+        """The run is over (``run.error`` is the exception if it failed)."""
+
+
+class _NullObserver(RunObserver):
+    """Observes nothing (the runner's observer outside a run)."""
+
+
+NULL_OBSERVER: RunObserver = _NullObserver()
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isalnum() else "-" for ch in text.lower())
+    return "-".join(part for part in out.split("-") if part) or "kedro"

@@ -33,13 +33,7 @@ def _flow_run_name() -> str:
     return f"{project}-{parameters.get('pipeline') or '__default__'}-{start}"
 
 
-@flow(
-    name="kedro-pipeline",
-    flow_run_name=_flow_run_name,
-    persist_result=False,
-    log_prints=False,
-)
-def kedro_pipeline(
+def _kedro_pipeline(
     project_path: str,
     pipeline: str = "__default__",
     env: str | None = None,
@@ -66,3 +60,16 @@ def kedro_pipeline(
         bootstrap_project(path)
         with KedroSession.create(project_path=path, env=env, runtime_params=params) as session:
             session.run(pipeline_names=[pipeline], runner=runner)
+
+
+# Deployments name the flow by the module path of its function: keep the public, stable
+# `kedro_prefect.deploy.kedro_pipeline` (deployments made by earlier versions point there, and the
+# package exports it).
+_kedro_pipeline.__module__ = "kedro_prefect.deploy"
+_kedro_pipeline.__name__ = _kedro_pipeline.__qualname__ = "kedro_pipeline"
+kedro_pipeline = flow(
+    name="kedro-pipeline",
+    flow_run_name=_flow_run_name,
+    persist_result=False,
+    log_prints=False,
+)(_kedro_pipeline)

@@ -91,6 +91,8 @@ class PrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
+        if self.ui:  # the UI's pages call this API (without it: port 4200)
+            env["PREFECT_UI_API_URL"] = self.api_url
         self.process = subprocess.Popen(
             [
                 PREFECT,

@@ -134,7 +134,7 @@ def graph_markdown(run: PipelineRun, final: bool = False) -> str:
     persisted = sum(1 for i in graph.items.values() if i.kind == "dataset" and i.persisted)
     heading = f"# Kedro pipeline `{title}`"
     if final:
-        heading += ": failed" if _failed(run) else ": completed"
+        heading += f": {_outcome(run)}"
     facts = f"{graph.node_count} nodes, {graph.dataset_count} datasets ({persisted} persisted)"
     if final:
         counts = Counter(state for state, _ in node_states(run).values())
@@ -167,8 +167,15 @@ def _description(run: PipelineRun) -> str:
     return f"Kedro pipeline `{'+'.join(run.pipeline_names)}`: nodes, datasets, outcome"
 
 
-def _failed(run: PipelineRun) -> bool:
-    return run.error is not None or any(r.failed for r in run.nodes.values())
+def _outcome(run: PipelineRun) -> str:
+    """``completed``, ``failed`` or ``cancelled`` (Ctrl-C, SIGTERM, a cancel from Prefect)."""
+    from kedro_prefect.errors import RunCancelledError
+
+    if isinstance(run.error, RunCancelledError | KeyboardInterrupt):
+        return "cancelled"
+    if run.error is not None or any(r.failed for r in run.nodes.values()):
+        return "failed"
+    return "completed"
 
 
 def run_in_background(fn: Callable[..., Any], /, **kwargs: Any) -> Future[Any]:

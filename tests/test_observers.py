@@ -196,6 +196,15 @@ def test_a_large_pipeline_collapses_namespaces_and_says_so():
     assert "252 nodes are too many to draw one by one" in graph_markdown(run)
 
 
+def test_a_flat_pipeline_too_large_to_draw_says_so_instead():
+    flat = Pipeline([node(_identity, f"d{i}", f"d{i + 1}", name=f"n{i}") for i in range(200)])
+    markdown = graph_markdown(PipelineRun(flat, None, "flat", ["__default__"]))
+    assert "Not drawn: even with its namespaces collapsed, this pipeline would be 401 boxes" in (
+        markdown
+    )
+    assert "data:image/svg+xml" not in markdown and "```mermaid" not in markdown
+
+
 def test_a_small_pipeline_is_not_collapsed(example_pipeline):
     assert build_graph(example_pipeline, "t").collapsed == []
 

@@ -19,10 +19,12 @@ from typing import Any
 from kedro_prefect.observe.base import PipelineRun, RunObserver
 from kedro_prefect.observe.graph import (
     LEGEND_ORDER,
+    MAX_PICTURE_ITEMS,
     STATES,
     build_graph,
     describe,
     mermaid_flowchart,
+    pipeline_datasets,
     state_key,
 )
 
@@ -128,26 +130,33 @@ def graph_markdown(run: PipelineRun, final: bool = False) -> str:
     from kedro_prefect.observe.graph_svg import render_svg
 
     title = "+".join(run.pipeline_names or ["__default__"])
-    graph = build_graph(
-        run.pipeline, title, node_states(run) if final else None, run.persisted_datasets
-    )
-    persisted = sum(1 for i in graph.items.values() if i.kind == "dataset" and i.persisted)
+    states = node_states(run) if final else None
+    graph = build_graph(run.pipeline, title, states, run.persisted_datasets)
+    persisted = len(run.persisted_datasets & set(pipeline_datasets(run.pipeline)))
     heading = f"# Kedro pipeline `{title}`"
     if final:
         heading += f": {_outcome(run)}"
     facts = f"{graph.node_count} nodes, {graph.dataset_count} datasets ({persisted} persisted)"
-    if final:
-        counts = Counter(state for state, _ in node_states(run).values())
+    if states:
+        counts = Counter(state for state, _ in states.values())
         facts += ": " + ", ".join(
             f"{counts[key]} {STATES[key][0]}" for key in LEGEND_ORDER if counts.get(key)
         )
         facts += f", in {run.elapsed:.1f} s."
     else:
         facts += ". This graph is updated with each node's outcome when the run ends."
-    svg = base64.b64encode(render_svg(graph).encode()).decode()
     lines = [heading, "", facts, ""]
+    if len(graph.items) > MAX_PICTURE_ITEMS:
+        lines += [
+            f"Not drawn: even with its namespaces collapsed, this pipeline would be "
+            f"{len(graph.items)} boxes (nodes and datasets), more than {MAX_PICTURE_ITEMS} "
+            "that a picture can show legibly. The node table artifact lists every node.",
+            "",
+        ]
+        return "\n".join(lines)
     if graph.collapsed:
         lines += [describe(graph), ""]
+    svg = base64.b64encode(render_svg(graph).encode()).decode()
     lines += [
         f"![Kedro pipeline {title}](data:image/svg+xml;base64,{svg})",
         "",

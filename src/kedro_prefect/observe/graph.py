@@ -8,6 +8,7 @@ every Prefect UI, which all render markdown images).
 Large pipelines stay legible: when more than :data:`MAX_DRAWN_NODES` nodes would be drawn,
 namespaces are collapsed into one box each, deepest level first, until at most that many boxes
 remain (or only top-level namespaces are left to collapse). The graph says which it collapsed.
+Past :data:`MAX_PICTURE_ITEMS` boxes even so, the artifact says so instead of drawing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 
 #: Node boxes drawn before namespaces are collapsed (a collapsed namespace is one box).
 MAX_DRAWN_NODES = 60
+#: Boxes (nodes, datasets, collapsed namespaces) beyond which no picture is drawn: a pipeline
+#: of hundreds of nodes without namespaces to collapse is not legible as one picture (and its
+#: Mermaid is past what Mermaid draws by default, 500 edges).
+MAX_PICTURE_ITEMS = 300
 
 #: state key -> (legend label, fill, stroke). Order: the legend's, and "worst first" for the
 #: colour of a collapsed namespace (failed before cancelled before not run...).

@@ -91,6 +91,8 @@ class PrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
+        if self.ui:  # the UI's pages call this API (without it: port 4200)
+            env["PREFECT_UI_API_URL"] = self.api_url
         self.process = subprocess.Popen(
             [
                 PREFECT,
@@ -178,3 +180,23 @@ def table_rows(artifact) -> list[dict]:
     """The rows of a table artifact."""
     assert artifact.type == "table"
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def graph_picture(markdown: str) -> str:
+    """The SVG picture embedded in the graph artifact's markdown (a ``data:`` URI image)."""
+    import base64
+    import re
+
+    match = re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", markdown)
+    assert match, "no SVG picture in the graph artifact"
+    return base64.b64decode(match.group(1)).decode()
+
+
+def drawn_node_states(svg: str) -> dict[str, str]:
+    """Node name -> the state it is drawn in (``completed``, ``failed``, ``not_run``...)."""
+    import re
+
+    return {
+        name: state
+        for state, name in re.findall(r'<g class="node state-(\w+)" data-name="([^"]+)"', svg)
+    }

@@ -146,7 +146,7 @@ class PrefectRunner(AbstractRunner):
         def body() -> None:
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
-                observe_run(pipeline, runner, flow_name, run_id) as self._observer,
+                observe_run(pipeline, runner, flow_name, run_id, catalog) as self._observer,
             ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 

@@ -28,7 +28,9 @@ from tests.helpers import (
     KEDRO,
     api_client,
     artifacts_of,
+    drawn_node_states,
     free_port,
+    graph_picture,
     latest_flow_run,
     run_kedro,
     table_rows,
@@ -305,6 +307,13 @@ def test_ctrl_c_cancels_thread_run(project, prefect_server):
     [run] = flow_runs(prefect_server, "sigint-thread")
     assert run["state"]["type"] in ("CANCELLED", "CRASHED")
     assert not _survivors(children)
+    # The graph artifact was updated on the way out: what ran, and what the cancel left out.
+    with api_client(prefect_server) as client:
+        (graph,) = artifacts_of(client, run["id"], "sigint-thread-chain-graph")
+    assert graph.data.startswith("# Kedro pipeline `chain`: cancelled")
+    drawn = drawn_node_states(graph_picture(graph.data))
+    assert [drawn[f"step_{i}"] for i in range(1, done + 1)] == ["completed"] * done
+    assert [drawn[f"step_{i}"] for i in range(done + 1, 9)] == ["not_run"] * (8 - done)
 
 
 def test_sigint_cancels_dask_run_and_stops_its_cluster(project, prefect_server):

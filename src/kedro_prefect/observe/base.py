@@ -77,7 +77,10 @@ class PipelineRun:
     flow_run_id: Any = None
     flow_run_name: str | None = None
     api_url: str | None = None
-    ui_url: str | None = None
+    ui_root: str | None = None  # the UI serving the run's pages (``.../v2`` where offered)
+    ui_url: str | None = None  # the flow run's page
+    graph_url: str | None = None  # the graph artifact's page (known at the end)
+    persisted_datasets: set[str] = field(default_factory=set)  # not MemoryDataset
     dashboard_url: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None

@@ -111,7 +111,8 @@ class TerminalProgress(RunObserver):
 
 
 def summary(run: PipelineRun) -> Any:
-    """A compact rich renderable: counts, the slowest nodes, failures, the flow run's URL."""
+    """A compact rich renderable: counts, the slowest nodes, failures, the flow run's and the
+    graph artifact's pages."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -155,6 +156,8 @@ def summary(run: PipelineRun) -> Any:
         )
     if run.ui_url:
         parts.append(Text.assemble(("Prefect flow run: ", "bold"), run.ui_url))
+    if run.graph_url:
+        parts.append(Text.assemble(("Pipeline graph: ", "bold"), run.graph_url))
     return Group(*parts)
 
 

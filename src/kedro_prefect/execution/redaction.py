@@ -34,8 +34,10 @@ def project_secrets(config_loader: Any) -> frozenset[str]:
     """Every string value of the project's credentials (empty outside a Kedro session)."""
     if config_loader is None:
         return frozenset()
+    from kedro_prefect.config.project import read_config
+
     try:
-        credentials = config_loader["credentials"]
+        credentials = read_config(config_loader, "credentials")
     except Exception:  # MissingConfigException, or no credentials pattern at all
         return frozenset()
     return frozenset(value for value in _leaves(credentials) if len(value) >= MIN_SECRET_LENGTH)

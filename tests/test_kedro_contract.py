@@ -39,6 +39,15 @@ def test_missing_input_is_kedros_value_error_with_kedros_message_first(kedro_run
     assert hint and "needs_it" in hint[0]
 
 
+def test_max_workers_below_one_is_kedros_value_error_with_kedros_message_first():
+    with pytest.raises(ValueError) as kedro_error:
+        ThreadRunner(max_workers=0)
+    with pytest.raises(ValueError) as ours:
+        PrefectRunner(max_workers=0)
+    assert str(ours.value).splitlines()[0] == str(kedro_error.value)
+    assert "PrefectRunner option max_workers=0" in str(ours.value)
+
+
 def _runner_messages(caplog, runner, pipeline: Pipeline) -> list[str]:
     caplog.clear()
     with caplog.at_level(logging.INFO):

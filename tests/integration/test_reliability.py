@@ -440,6 +440,7 @@ def test_credentials_never_reach_prefect(project, session_run, prefect_server, t
         )
     # the node using the credentials succeeded, the one echoing them failed (masked)
     assert "ConnectionError: service refused token=***" in str(error.value)
+    assert isinstance(error.value, ConnectionError)  # the type SequentialRunner would raise
     assert (project / "data" / "secret_copy.txt").read_text() == "some data\n"
     [run] = flow_runs(prefect_server, flow_name)
     states = {task["name"]: task["state"] for task in task_runs(prefect_server, run["id"], 2)}

@@ -152,7 +152,8 @@ def quiet_terminal(dask: bool = False) -> Iterator[None]:
     * ``dask``: the cluster's lifecycle (scheduler, nanny and worker start/stop, "event loop
       was unresponsive") and prefect-dask's "Creating a new Dask cluster" are not shown at INFO,
       in this process and in the worker processes the cluster starts (through
-      ``DASK_LOGGING__DISTRIBUTED``, read when a worker process imports ``distributed``).
+      ``DASK_LOGGING__DISTRIBUTED``, read when a worker process imports ``distributed``), nor
+      the :data:`DASK_NOISE` warnings about the cluster the run starts and stops.
 
     With ``kedro``/``kedro_prefect`` at DEBUG everything is shown as before.
     """
@@ -162,12 +163,15 @@ def quiet_terminal(dask: bool = False) -> Iterator[None]:
     levels: dict[str, int] = {}
     env_before = os.environ.get("DASK_LOGGING__DISTRIBUTED")
     quiet_dask = dask and not terminal_shows_everything()
+    noise = _DropMessages(DASK_NOISE)
     if quiet_dask:
         for name in ("distributed", TASK_RUNNER_LOGGER):
             logger = logging.getLogger(name)
             if logger.getEffectiveLevel() < logging.WARNING:
                 levels[name] = logger.level
                 logger.setLevel(logging.WARNING)
+        for name in DASK_NOISE:
+            logging.getLogger(name).addFilter(noise)
         if env_before is None:
             os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"
     try:
@@ -176,8 +180,29 @@ def quiet_terminal(dask: bool = False) -> Iterator[None]:
         restore()
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+        for name in DASK_NOISE:
+            logging.getLogger(name).removeFilter(noise)
         if quiet_dask and env_before is None:
             os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+
+
+#: Warnings about the local cluster the run starts and stops itself, by logger: the port of its
+#: dashboard (the "Dask dashboard:" line gives the one in use), and workers killed when the
+#: cluster closes after the last node.
+DASK_NOISE = {
+    "py.warnings": ("is already in use", "Hosting the HTTP server on port"),
+    "distributed.nanny": ("still alive after", "was killed by signal"),
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, texts_by_logger: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.texts_by_logger = texts_by_logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        texts = self.texts_by_logger.get(record.name, ())
+        return not (texts and any(text in record.getMessage() for text in texts))
 
 
 def keep_project_logging_in_worker() -> None:

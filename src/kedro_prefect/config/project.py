@@ -51,10 +51,25 @@ def load_project_config(config_loader: Any) -> ProjectConfig:
         return ProjectConfig()
     config_loader.config_patterns.setdefault("prefect", PREFECT_CONFIG_PATTERNS)
     try:
-        raw = config_loader["prefect"]
+        raw = read_config(config_loader, "prefect")
     except MissingConfigException:
         return ProjectConfig()
     return validate_project_config(raw or {})
+
+
+def read_config(config_loader: Any, key: str) -> Any:
+    """``config_loader[key]``, without a second copy of Kedro's own deprecation warnings.
+
+    Kedro's ``OmegaConfigLoader`` registers its resolvers with OmegaConf's deprecated
+    ``register_new_resolver`` on every read. Python shows such a warning once per place, but
+    importing Prefect resets that memory: a read by kedro-prefect would print the warning
+    ``kedro run`` already printed (6 terminal lines each time).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+        return config_loader[key]
 
 
 def validate_project_config(raw: dict[str, Any]) -> ProjectConfig:

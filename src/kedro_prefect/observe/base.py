@@ -95,6 +95,14 @@ class PipelineRun:
         """Artifact key prefix, stable for a flow and pipeline(s): ``sales-demo-default``."""
         return _slug(f"{self.flow_name}-{'-'.join(self.pipeline_names)}")
 
+    def unfinished_task_runs(self) -> list[Any]:
+        """Ids of the task runs submitted whose node has not finished (yet)."""
+        return [
+            record.future.task_run_id
+            for record in list(self.nodes.values())
+            if record.future is not None and record.state is None
+        ]
+
     @property
     def elapsed(self) -> float:
         return (self.ended_at or time.monotonic()) - self.started_at

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
 
+    from kedro_prefect.execution.cancellation import Cancellation
+
 logger = logging.getLogger(__name__)
 
 #: How long the end of a run waits for the Prefect API to have recorded the final state of
@@ -50,6 +52,7 @@ class RunRecorder(RunObserver):
             run.api_url, run.ui_root = _api_and_ui_urls()
             if run.ui_root and run.flow_run_id is not None:
                 run.ui_url = f"{run.ui_root}/runs/flow-run/{run.flow_run_id}"
+        _say_where_the_run_can_be_seen(run)
         run.dashboard_url = _dask_dashboard(run.task_runner)
 
     def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
@@ -121,11 +124,13 @@ def observe_run(
     flow_name: str,
     run_id: str | None,
     catalog: Any = None,
+    cancellation: Cancellation | None = None,
 ) -> Iterator[RunObserver]:
     """The observers of one run: records, Prefect artifacts and terminal progress.
 
     Enter inside the flow function, after the task runner has started. ``catalog`` tells
-    persisted datasets from in-memory ones in the graph artifact.
+    persisted datasets from in-memory ones in the graph artifact. With ``cancellation``, a
+    second Ctrl-C closes the progress bar and learns which task runs it abandons.
     """
     from kedro_prefect.execution.records import recording_task_runs
     from kedro_prefect.hooks import run_params_recorder
@@ -138,7 +143,11 @@ def observe_run(
         run.persisted_datasets = _persisted(pipeline, catalog)
     with recording_task_runs() as records:
         recorder = RunRecorder(run, records)
-        observers = _Observers(run, [recorder, ArtifactWriter(), TerminalProgress()])
+        progress = TerminalProgress()
+        observers = _Observers(run, [recorder, ArtifactWriter(), progress])
+        if cancellation is not None:
+            cancellation.before_exit(progress.close)
+            cancellation.track_running(run.unfinished_task_runs)
         observers.on_run_start(run)
         try:
             yield observers
@@ -186,6 +195,34 @@ def _api_and_ui_urls() -> tuple[str | None, str | None]:
         base = str(ui_settings.get("v2_base_url") or "/v2").rstrip("/")
         return api_url, f"{root}{base}" if base.startswith("/") else root
     return api_url, root
+
+
+#: Whether this process has said how to see the ephemeral API's history (once is enough).
+_history_hint_given = False
+
+
+def _say_where_the_run_can_be_seen(run: PipelineRun) -> None:
+    """One line: the flow run's page where a UI will still be there after the run.
+
+    Prefect's ephemeral API stops with the run (and serves no UI): instead, say once per
+    process how to browse its history, which stays in the database under ``PREFECT_HOME``.
+    """
+    global _history_hint_given
+    if run.ui_url:
+        logger.info("Prefect flow run: %s", run.ui_url)
+        return
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    if _history_hint_given or not EPHEMERAL_API.running or run.api_url != EPHEMERAL_API.url:
+        return
+    from prefect.settings import get_current_settings
+
+    _history_hint_given = True
+    logger.info(
+        "Prefect records this run in its ephemeral API's database under PREFECT_HOME=%s; "
+        "to browse the runs: `prefect server start` with the same PREFECT_HOME",
+        get_current_settings().home,
+    )
 
 
 def _ui_settings(api_url: str, ui_url: str) -> dict[str, Any] | None:

@@ -152,6 +152,13 @@ def test_readme_sequence_serve_keeps_the_schedule_and_serves_flag_deployments(
     example_project, server, tmp_path
 ):
     flow = "sales_demo"  # the package name: the README's project names no flow
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with _client(server) as client:  # none of the flow's deployments yet (the docs tests use it)
+        for deployment in client.read_deployments(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow]))
+        ):
+            client.delete_deployment(deployment.id)
     _ok(_kedro(example_project, server, "init"))
     out = _ok(
         _kedro(
@@ -590,3 +597,60 @@ def test_kedro_deployment_for_a_path_not_on_this_machine_needs_an_absolute_path_
     assert deployment.name == "x-prod"
     assert deployment.parameters["project_path"] == "/srv/not-here/sales_demo"
     assert "env:prod" in deployment.tags
+
+
+# --- every command of docs/deploy.md and the README's deploy lines runs as written ------------
+
+_LONG_RUNNING = {"kedro prefect serve": "Ctrl-C stops serving", "prefect worker start": "started"}
+
+
+def _doc_commands(path: Path) -> list[str]:
+    """The ``kedro prefect`` / ``prefect work-pool`` / ``prefect worker`` lines of bash blocks."""
+    import re
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith(("kedro prefect", "prefect work-pool", "prefect worker")):
+                commands.append(line)
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["docs/deploy.md", "README.md"])
+def test_every_deploy_command_of_the_docs_runs_as_written(doc, example_project, server, tmp_path):
+    from tests.helpers import REPO
+
+    commands = _doc_commands(REPO / doc)
+    assert any(c.startswith("kedro prefect serve") for c in commands), commands
+    (example_project / "conf" / "prod").mkdir(exist_ok=True)
+    env = {**server.env, "PATH": f"{Path(KEDRO).parent}:{os.environ['PATH']}"}
+    with _client(server) as client:  # docs/deploy.md's pool, once per server
+        if "kedro-pool" not in {p.name for p in client.read_work_pools()}:
+            client.create_work_pool(WorkPoolCreate(name="kedro-pool", type="process"))
+    for i, command in enumerate(commands):
+        if command.startswith("prefect work-pool create kedro-pool"):
+            continue  # created above (a second create would fail)
+        ready = next(
+            (text for start, text in _LONG_RUNNING.items() if command.startswith(start)), None
+        )
+        if ready is None:
+            result = subprocess.run(
+                command,
+                shell=True,
+                cwd=example_project,
+                env={**os.environ, **env, "COLUMNS": "200"},
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+            continue
+        group = ProcessGroup(
+            ["bash", "-c", f"exec {command}"], example_project, env, tmp_path / f"{i}.log"
+        )
+        try:
+            group.wait_for_output(ready)
+        finally:
+            group.stop()

@@ -55,8 +55,8 @@ def load_project_config(config_loader: Any) -> ProjectConfig:
     except MissingConfigException:
         return ProjectConfig()
     raw = dict(raw or {})
-    base = _base_only(config_loader)
-    if base is not None and ("deployments" in raw or "deployments" in base):
+    base = _base_only(config_loader) or {}
+    if "deployments" in raw or "deployments" in base:
         raw["deployments"] = merge_deployments(base.get("deployments"), raw.get("deployments"))
     return validate_project_config(raw)
 

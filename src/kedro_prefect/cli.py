@@ -1,11 +1,12 @@
-"""``kedro prefect init|deploy|serve``: Kedro project commands (``kedro.project_commands``).
+"""``kedro prefect init|deploy|serve|list``: Kedro project commands (``kedro.project_commands``).
 
 * ``init`` writes a commented ``conf/base/prefect.yml``.
-* ``deploy`` creates or updates the deployments of ``prefect.yml`` (or one given by flags) on the
-  Prefect API at ``PREFECT_API_URL``.
-* ``serve`` runs the project's deployments in the foreground (Prefect's ``serve``): scheduled and
-  triggered runs execute on this machine, no work pool needed. Ctrl-C stops it; schedules stay
-  active (``pause_on_shutdown=False``), runs due while it is down wait as Late until it is back.
+* ``deploy`` creates or updates the deployments of ``prefect.yml`` (or one given by flags, applied
+  to what the server has) on the Prefect API at ``PREFECT_API_URL``: the only command that writes.
+* ``serve`` runs the project's deployments as they are on the server (those without a work pool)
+  in the foreground: scheduled and triggered runs execute on this machine. Ctrl-C stops it;
+  schedules stay active, runs due while it is down wait as Late until it is back.
+* ``list`` shows the project's deployments on the server.
 """
 
 from __future__ import annotations

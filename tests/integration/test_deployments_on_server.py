@@ -208,6 +208,12 @@ def test_readme_sequence_serve_keeps_the_schedule_and_serves_flag_deployments(
             run = _wait(lambda: _final_run(client, adhoc.id), "the adhoc run", group)
             assert run.state.is_completed(), run.state
             assert run.parameters["pipeline"] == "ingest"
+        listed = _ok(_kedro(example_project, server, "list"))
+        nightly_row = next(line for line in listed.splitlines() if f"{flow}/nightly " in line)
+        assert "daily at 03:00 Europe/Paris" in nightly_row and "served" in nightly_row
+        assert "03:00 Europe/Paris" in nightly_row.split("cron")[-1]  # the next run, local time
+        adhoc_row = next(line for line in listed.splitlines() if f"{flow}/adhoc-ingest" in line)
+        assert "Completed" in adhoc_row
         assert group.terminate() == 0
         log = group.output()
         assert f"for flow '{flow}'" in log
@@ -469,6 +475,16 @@ def test_interval_redeploy_keeps_its_anchor_and_unchanged_keeps_its_runs(example
     assert f"Unchanged '{flow}/hourly'" in out
     with _client(server) as client:
         assert _schedule(_deployment(client, flow, "hourly")).anchor_date == first
+
+    # A schedule removed from prefect.yml is removed from the deployment.
+    _write_prefect_yml(
+        example_project,
+        {"runner": {"flow_name": flow}, "deployments": {"hourly": {"pipeline": "ingest"}}},
+    )
+    out = _ok(_kedro(example_project, server, "deploy"))
+    assert f"Updated '{flow}/hourly' (no schedule, runs on demand)" in out
+    with _client(server) as client:
+        assert _deployment(client, flow, "hourly").schedules == []
 
 
 # --- every flag, with non-default values ---------------------------------------------------------

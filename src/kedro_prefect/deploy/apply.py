@@ -62,6 +62,11 @@ def deploy(
             plan.deployment.apply(work_pool_name=plan.config.work_pool)
             flow_name, _, name = plan.full_name.partition("/")
             stored = server.read_deployment(client, flow_name, name)
+            if plan.config.schedule is None and stored.schedules:
+                # Prefect >= 3.7 sends no empty schedule list: remove what prefect.yml dropped.
+                for schedule in stored.schedules:
+                    client.delete_deployment_schedule(stored.id, schedule.id)
+                stored = server.read_deployment(client, flow_name, name)
             verb = "Updated" if plan.existing is not None else "Created"
             env = server.stored_env(stored)
             echo(

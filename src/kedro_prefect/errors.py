@@ -100,6 +100,10 @@ class DeployError(KedroPrefectError):
     """A deployment cannot be created or served; the message says what to fix."""
 
 
+class ProjectNotFoundError(KedroPrefectError, FileNotFoundError):
+    """A deployment's ``project_path`` holds no Kedro project on the machine running the flow."""
+
+
 __all__ = [
     "DaskDatasetError",
     "DaskSchedulerUnreachableError",
@@ -110,6 +114,7 @@ __all__ = [
     "PrefectApiUnreachableError",
     "PrefectRunnerConfigError",
     "ProjectConfigError",
+    "ProjectNotFoundError",
     "RunCancelledError",
     "RunStoppedError",
 ]

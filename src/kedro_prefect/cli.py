@@ -105,6 +105,12 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
 @click.option("--params", default="", help="Kedro runtime parameters: key=value,key2=value2.")
 @click.option("--tags", default="", help="Deployment tags: t1,t2.")
 @click.option("--work-pool", default=None, help="Deploy for this work pool instead of serve.")
+@click.option(
+    "--on-dataset-saved",
+    multiple=True,
+    metavar="DATASET",
+    help="Run when this dataset is saved (repeatable; <package>.<dataset> for another project).",
+)
 @click.pass_obj
 def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
     """Create or update deployments on the Prefect API at PREFECT_API_URL.
@@ -121,6 +127,7 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
         ctx = click.get_current_context()
         flags["params"] = _parse_params(ctx, flags["params"])
         flags["tags"] = [tag.strip() for tag in flags["tags"].split(",") if tag.strip()]
+        flags["on_dataset_saved"] = list(flags["on_dataset_saved"])
         selected = _select_deployments(config, flags, metadata)
         for name, deployment in selected.items():
             project.check_pipeline(name, deployment.pipeline)
@@ -136,7 +143,8 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
             where = f"work pool {pool!r}" if pool else "`kedro prefect serve`"
             click.echo(
                 f"Deployed {runner_deployment.full_name!r} "
-                f"({_describe_schedule(selected[name])}), run by {where}"
+                f"({_describe_schedule(selected[name])}{_describe_triggers(selected[name])}), "
+                f"run by {where}"
             )
 
 
@@ -246,7 +254,16 @@ def _select_deployments(
         raw["tags"] = flags["tags"]
     if flags["work_pool"]:
         raw["work_pool"] = flags["work_pool"]
+    if flags["on_dataset_saved"]:
+        raw["on_dataset_saved"] = flags["on_dataset_saved"]
     return {name: validate_deployment(name, raw)}
+
+
+def _describe_triggers(deployment: DeploymentConfig) -> str:
+    from kedro_prefect.deploy.triggers import describe_triggers
+
+    text = describe_triggers(deployment.on_dataset_saved, deployment.on_dataset_saved_all_within)
+    return f"; runs {text}" if text else ""
 
 
 def _describe_schedule(deployment: DeploymentConfig) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -320,10 +321,15 @@ def test_a_deployment_triggered_by_a_dataset_its_own_pipeline_saves_is_refused(
         assert _deployments(client, flow_name, 1) is None  # nothing was created
 
 
-def test_deploy_flag_creates_a_trigger_and_warns_about_unknown_names(
+def test_deploy_flag_triggers_a_work_pool_deployment_and_warns_about_unknown_names(
     example_project, prefect_server
 ):
+    from prefect.client.schemas.actions import WorkPoolCreate
+
     flow_name = f"flag-{uuid.uuid4().hex[:8]}"
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    with api_client(prefect_server) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     _write(example_project, "conf/base/prefect.yml", {"runner": {"flow_name": flow_name}})
     result = run_kedro(
         example_project,
@@ -339,6 +345,8 @@ def test_deploy_flag_creates_a_trigger_and_warns_about_unknown_names(
         "orderlines",
         "--on-dataset-saved",
         "features_project.features",
+        "--work-pool",
+        pool,
         env=prefect_server.env,
     )
     assert result.returncode == 0, result.stderr
@@ -361,4 +369,51 @@ def test_deploy_flag_creates_a_trigger_and_warns_about_unknown_names(
             "kedro.dataset.sales_demo.orderlines",
             "kedro.dataset.features_project.features",
         ]
-        client.delete_deployment(deployment.id)
+        try:
+            # An upstream run saves order_lines: the server creates a flow run of the
+            # deployment for the pool's workers (there is none here: it stays scheduled).
+            _run(
+                example_project,
+                prefect_server,
+                "run",
+                "--runner=kedro_prefect.PrefectRunner",
+                "--pipeline=ingest",
+                f"--runner-params=flow_name=up-{flow_name}",
+            )
+            (run,) = eventually(lambda: _flow_runs_of(client, deployment.id), timeout=60)
+            assert run.parameters["trigger"]["dataset"] == "order_lines"
+            assert run.work_pool_name == pool
+        finally:
+            client.delete_deployment(deployment.id)
+
+
+def test_python_api_builds_the_trigger_and_refuses_a_self_trigger(example_project):
+    script = """
+from datetime import timedelta
+from kedro_prefect.deploy import kedro_deployment
+from kedro_prefect.deploy.triggers import SelfTriggerError
+
+d = kedro_deployment("report", ".", "reporting", on_dataset_saved=["order_lines", "ingest.orders"],
+                     on_dataset_saved_all_within=timedelta(hours=2))
+(trigger,) = d.triggers
+print(type(trigger).__name__, trigger.require, trigger.within)
+try:
+    kedro_deployment("loop", ".", "ingest", on_dataset_saved=["ingest.products"])
+except SelfTriggerError as exc:
+    print("refused:", exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=example_project,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DeploymentCompoundTrigger all 2:00:00" in result.stdout
+    assert (
+        "refused: Invalid prefect.yml:\n  deployments.loop.on_dataset_saved: pipeline 'ingest'"
+        in (result.stdout)
+    )
+    assert "saves 'ingest.products'" in result.stdout

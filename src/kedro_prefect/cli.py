@@ -120,6 +120,12 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
 @click.option(
     "--paused/--no-paused", default=None, help="Create or set the deployment paused (or not)."
 )
+@click.option(
+    "--on-dataset-saved",
+    multiple=True,
+    metavar="DATASET",
+    help="Run when this dataset is saved (repeatable; <package>.<dataset> for another project).",
+)
 @click.pass_obj
 def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
     """Create or update deployments on the Prefect API at PREFECT_API_URL.
@@ -138,6 +144,7 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
         flags["params"] = _parse_params(ctx, flags["params"])
         flags["tags"] = [tag.strip() for tag in flags["tags"].split(",") if tag.strip()]
         flags["job_variables"] = _parse_job_variables(flags["job_variables"])
+        flags["on_dataset_saved"] = list(flags["on_dataset_saved"])
         deploy_project(project, env, flags, click.echo)
 
 

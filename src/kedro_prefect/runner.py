@@ -29,6 +29,7 @@ from kedro_prefect.execution.task_runners import build_task_runner, resolve_task
 from kedro_prefect.execution.tasks import node_task
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
+from kedro_prefect.observe.events import dataset_events_for_run
 from kedro_prefect.observe.logs import (
     keep_project_log_handlers,
     node_logs_to_prefect,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.protocol import NodeExecution
+    from kedro_prefect.observe.events import DatasetEvents
 
 
 #: What Kedro's ``SequentialRunner`` logs when a run loads and saves data synchronously (word for
@@ -217,7 +219,17 @@ class PrefectRunner(AbstractRunner):
         task_runner: TaskRunner,
     ) -> None:
         """Run the nodes (:func:`kedro_prefect.scheduling.run_nodes`); raise the first failure."""
-        execution = _node_execution(task_runner, pipeline, catalog, hook_manager, self, run_id)
+        events = None
+        if self._options.dataset_events:
+            events = dataset_events_for_run(
+                _package_name(),
+                run_params_recorder.get(run_id),
+                run_params_recorder.config_loader,
+                run_id,
+            )
+        execution = _node_execution(
+            task_runner, pipeline, catalog, hook_manager, self, run_id, events
+        )
         task_fn = protect_secrets(execution.task_fn, self._secrets)
 
         def task_of(node: Any) -> Any:
@@ -264,6 +276,7 @@ def _node_execution(
     hook_manager: PluginManager,
     runner: PrefectRunner,
     run_id: str | None,
+    events: DatasetEvents | None = None,
 ) -> NodeExecution:
     """How node tasks get their parameters: a shared catalog (threads), or data via Dask."""
     if "prefect_dask" in sys.modules:
@@ -272,8 +285,10 @@ def _node_execution(
         if is_dask_runner(task_runner):
             from kedro_prefect.dask.driver import DaskNodeExecution
 
-            return DaskNodeExecution(task_runner, pipeline, catalog, runner._is_async, run_id)
-    return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id)
+            return DaskNodeExecution(
+                task_runner, pipeline, catalog, runner._is_async, run_id, events
+            )
+    return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id, events)
 
 
 def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:

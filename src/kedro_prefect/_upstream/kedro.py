@@ -15,6 +15,9 @@ Relies on:
   with the copy mode the catalog gave them (``copy``, ``deepcopy``, ``assign``).
 * ``AbstractDataset._SINGLE_PROCESS``: the flag Kedro's ``ParallelRunner`` refuses datasets by;
   ``task_runner=dask`` refuses them the same way, before any node runs.
+* ``AbstractDataset._EPHEMERAL``: the flag Kedro's runners tell in-memory datasets by
+  (``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``); saving one emits no
+  ``kedro.dataset.saved`` event.
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
@@ -57,6 +60,16 @@ CONTRACTS = (
         "refuse single-process datasets on Dask, as ParallelRunner does",
         check=lambda flag: flag is True,
     ),
+    Contract(
+        "kedro.io:MemoryDataset",
+        "tell in-memory datasets by _EPHEMERAL (no dataset event for them), as Kedro's runners do",
+        check=lambda cls: cls()._EPHEMERAL is True,
+    ),
+    Contract(
+        "kedro.io:AbstractDataset._EPHEMERAL",
+        "persisted datasets have _EPHEMERAL False (their saves emit dataset events)",
+        check=lambda flag: flag is False,
+    ),
     *(
         Contract(
             f"kedro.runner:AbstractRunner.{name}",
@@ -80,6 +93,11 @@ def memory_copy_mode(dataset: Any) -> str | None:
 def single_process(dataset: Any) -> bool:
     """Whether a dataset says it only works in one process (Kedro's ``_SINGLE_PROCESS``)."""
     return bool(getattr(dataset, "_SINGLE_PROCESS", False))
+
+
+def is_ephemeral(dataset: Any) -> bool:
+    """Whether a dataset keeps its data in memory only (Kedro's ``_EPHEMERAL``)."""
+    return bool(getattr(dataset, "_EPHEMERAL", False))
 
 
 def project_hook_manager(settings: Any) -> Any:

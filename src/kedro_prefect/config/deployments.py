@@ -157,6 +157,17 @@ class DeploymentConfig(BaseModel):
     concurrency_limit: PositiveInt | None = Field(
         default=None, description="Most runs of this deployment at once."
     )
+    on_dataset_saved: list[str] = Field(
+        default_factory=list,
+        description="Run when one of these datasets is saved by any kedro-prefect run: a "
+        "dataset of this project, or `<package>.<dataset>` of another project. See "
+        "data-driven.md.",
+    )
+    on_dataset_saved_all_within: timedelta | None = Field(
+        default=None,
+        description="Instead, run once all `on_dataset_saved` datasets were saved within this "
+        'window (seconds, or an ISO 8601 duration `"PT6H"`).',
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +186,26 @@ class DeploymentConfig(BaseModel):
         if any(not tag.strip() for tag in value):
             raise ValueError(f"tags must not be empty strings, got {value!r}")
         return value
+
+    @field_validator("on_dataset_saved")
+    @classmethod
+    def _dataset_names(cls, value: list[str]) -> list[str]:
+        if any(not name.strip() for name in value):
+            raise ValueError(f"dataset names must not be empty, got {value!r}")
+        return list(dict.fromkeys(name.strip() for name in value))
+
+    @model_validator(mode="after")
+    def _window_needs_datasets(self) -> DeploymentConfig:
+        window = self.on_dataset_saved_all_within
+        if window is not None:
+            if window <= timedelta(0):
+                raise ValueError("on_dataset_saved_all_within must be positive")
+            if len(self.on_dataset_saved) < 2:
+                raise ValueError(
+                    "on_dataset_saved_all_within needs two or more on_dataset_saved datasets "
+                    f"(got {self.on_dataset_saved!r})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _pool_options_need_pool(self) -> DeploymentConfig:

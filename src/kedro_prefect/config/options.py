@@ -64,6 +64,14 @@ class RunnerOptions(BaseModel):
         default=False,
         description="Load node inputs and save node outputs in threads (Kedro's `is_async`).",
     )
+    dataset_events: bool = Field(
+        default=True,
+        description=(
+            "Emit a Prefect event `kedro.dataset.saved` for each persisted dataset a node saves "
+            "(names and versions only, never data): what `on_dataset_saved` deployment "
+            "triggers react to. Set to false to emit none."
+        ),
+    )
     n_workers: PositiveInt | None = Field(
         default=None,
         description=(

@@ -106,6 +106,7 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         catalog: CatalogProtocol,
         is_async: bool,
         run_id: str | None,
+        events: Any = None,
     ):
         for node in pipeline.nodes:
             node_resources(set(node.tags))
@@ -113,6 +114,7 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         self._catalog = catalog
         self._is_async = is_async
         self._run_id = run_id
+        self._events = events
         self._memory: dict[str, Any] = {}
         self._datasets: dict[str, Any] = {}
         for name in pipeline.datasets():
@@ -173,6 +175,7 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             },
             "is_async": self._is_async,
             "run_id": self._run_id,
+            "events": self._events,
         }
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:

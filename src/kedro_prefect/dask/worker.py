@@ -185,6 +185,7 @@ def run_node_on_worker(
     memory: dict[str, Any],
     is_async: bool,
     run_id: str | None,
+    events: Any = None,
 ) -> NodeData:
     """The body of a node task on a Dask worker; returns the node's in-memory outputs.
 
@@ -199,6 +200,8 @@ def run_node_on_worker(
         memory: Copy mode (or ``None``) of each in-memory dataset the node uses, by name.
         is_async: Kedro's ``is_async``.
         run_id: The Kedro run id.
+        events: A :class:`~kedro_prefect.observe.events.DatasetEvents`: emit an event for each
+            persisted dataset the node saved (here, where it saved them).
     """
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
@@ -216,5 +219,5 @@ def run_node_on_worker(
             catalog[name] = MemoryDataset(copy_mode="assign")
         else:  # the dataset's own save() applies the copy mode, without catalog log lines
             catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
-    run_node(node, catalog, worker_hook_manager(), is_async, run_id)
+    run_node(node, catalog, worker_hook_manager(), is_async, run_id, events=events)
     return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})

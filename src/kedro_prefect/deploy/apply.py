@@ -71,8 +71,16 @@ def deploy(
             env = server.stored_env(stored)
             echo(
                 f"{verb} {plan.full_name!r}{f' for env {env!r}' if env else ''} "
-                f"({server.describe_schedules(stored)}), run by {server.runs_on(stored)}"
+                f"({server.describe_schedules(stored)}{_describe_triggers(plan.config)}), "
+                f"run by {server.runs_on(stored)}"
             )
+
+
+def _describe_triggers(config: DeploymentConfig) -> str:
+    from kedro_prefect.deploy.triggers import describe_triggers
+
+    text = describe_triggers(config.on_dataset_saved, config.on_dataset_saved_all_within)
+    return f"; runs {text}" if text else ""
 
 
 def _plan(
@@ -110,7 +118,13 @@ def _keep_anchor(config: DeploymentConfig, existing: Any) -> DeploymentConfig:
 
 
 def _unchanged(plan: _Plan) -> bool:
-    """Whether the server has the deployment exactly as planned (then nothing is written)."""
+    """Whether the server has the deployment exactly as planned (then nothing is written).
+
+    A deployment with dataset triggers is always written: its triggers are automations of the
+    server, which applying the deployment replaces.
+    """
+    if plan.config.on_dataset_saved:
+        return False
     old = server.server_fingerprint(plan.existing)
     d = plan.deployment
     config = plan.config
@@ -203,6 +217,8 @@ def _apply_flags(raw: dict[str, Any], flags: dict[str, Any]) -> None:
             raw[flag] = flags[flag]
     if flags.get("paused") is not None:
         raw["paused"] = flags["paused"]
+    if flags.get("on_dataset_saved"):
+        raw["on_dataset_saved"] = list(flags["on_dataset_saved"])
 
 
 # --- kedro prefect list ------------------------------------------------------------------------
@@ -221,11 +237,36 @@ def list_rows(project: Project, env: Any = ...) -> list[dict[str, str]]:
                 "schedule": server.describe_schedules(d),
                 "runs on": f"work pool {d.work_pool_name}" if d.work_pool_name else "served",
                 "paused": "yes" if d.paused else "no",
+                "triggers": _stored_triggers(client, d.id),
                 "next run": _when(_run(client, d.id, upcoming=True), _zone(d)),
                 "last run": _last(_run(client, d.id, upcoming=False)),
             }
             for d in server.project_deployments(client, flow_name, env)
         ]
+
+
+def _stored_triggers(client: SyncPrefectClient, deployment_id: Any) -> str:
+    """The dataset triggers the server has for a deployment (its automations), or ``-``."""
+    from kedro_prefect.observe.events import DATASET_RESOURCE_PREFIX
+
+    described = []
+    for automation in client.read_resource_related_automations(
+        f"prefect.deployment.{deployment_id}"
+    ):
+        trigger = automation.trigger
+        parts = getattr(trigger, "triggers", None) or [trigger]
+        names = []
+        for part in parts:
+            match = getattr(part, "match", None)
+            spec = match.model_dump() if hasattr(match, "model_dump") else dict(match or {})
+            ids = spec.get("prefect.resource.id")
+            for resource_id in [ids] if isinstance(ids, str) else ids or []:
+                if resource_id.startswith(DATASET_RESOURCE_PREFIX):
+                    names.append(resource_id.removeprefix(DATASET_RESOURCE_PREFIX))
+        if names:
+            joiner = " and " if getattr(trigger, "require", None) == "all" else " or "
+            described.append(f"saved: {joiner.join(names)}")
+    return "; ".join(described) or "-"
 
 
 def _run(client: SyncPrefectClient, deployment_id: Any, *, upcoming: bool) -> Any:

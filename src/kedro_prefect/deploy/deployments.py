@@ -44,6 +44,8 @@ def kedro_deployment(
     paused: bool | None = None,
     concurrency_limit: int | None = None,
     flow_name: str | None = None,
+    on_dataset_saved: Iterable[str] = (),
+    on_dataset_saved_all_within: float | timedelta | None = None,
 ) -> RunnerDeployment:
     """A Prefect ``RunnerDeployment`` running ``pipeline`` of the Kedro project at ``project_path``.
 
@@ -73,6 +75,10 @@ def kedro_deployment(
         work_queue: Work queue of that pool.
         job_variables: Overrides of the work pool's job template.
         paused: Create the deployment paused.
+        on_dataset_saved: Run when one of these datasets is saved (``<package>.<dataset>`` for
+            another project's); see ``docs/data-driven.md``.
+        on_dataset_saved_all_within: Instead, run once all of them were saved within this
+            window (seconds or a ``timedelta``).
         concurrency_limit: Most runs of this deployment at once.
         flow_name: Name of the Prefect flow; default: the project's ``runner.flow_name`` in
             ``prefect.yml``, else its package name (the flow ``kedro run`` reports to).
@@ -107,6 +113,8 @@ def kedro_deployment(
         "job_variables": job_variables or {},
         "paused": paused,
         "concurrency_limit": concurrency_limit,
+        "on_dataset_saved": list(on_dataset_saved),
+        "on_dataset_saved_all_within": on_dataset_saved_all_within,
     }
     config = validate_deployment(name, raw)
     path = Path(project_path)
@@ -184,6 +192,23 @@ class Project:
                 f"{pipeline!r}; the project's pipelines are: {allowed}"
             )
 
+    def triggers(
+        self, name: str, config: DeploymentConfig, default_env: str | None = None
+    ) -> list[Any]:
+        """The deployment's ``on_dataset_saved`` triggers (checked: no self-trigger)."""
+        if not config.on_dataset_saved:
+            return []
+        from kedro_prefect.deploy.triggers import deployment_triggers, project_datasets
+
+        datasets = project_datasets(self.path, self.package_name, config.env or default_env)
+        return deployment_triggers(
+            name,
+            config.on_dataset_saved,
+            config.pipeline,
+            datasets,
+            config.on_dataset_saved_all_within,
+        )
+
     def flow_name(self, config: DeploymentConfig) -> str:
         return (
             config.runner.get("flow_name")
@@ -243,6 +268,7 @@ class Project:
             work_queue_name=config.work_queue,
             job_variables=config.job_variables or None,
             entrypoint_type=EntrypointType.MODULE_PATH,
+            triggers=self.triggers(name, config, default_env) or None,
         )
         # Without this, an empty schedule list would not clear a schedule removed from prefect.yml.
         if schedules is None:

@@ -40,6 +40,7 @@ def _kedro_pipeline(
     env: str | None = None,
     params: dict[str, Any] | None = None,
     runner_options: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> None:
     """Run one Kedro pipeline of the project at ``project_path`` with ``PrefectRunner``.
 
@@ -49,6 +50,10 @@ def _kedro_pipeline(
         env: Kedro environment (``conf/<env>``); default: Kedro's default (``local``).
         params: Runtime parameters, as ``kedro run --params``.
         runner_options: :class:`~kedro_prefect.RunnerOptions` fields, as ``--runner-params``.
+        trigger: Set by an ``on_dataset_saved`` trigger: the ``kedro.dataset.saved`` event that
+            started this run (dataset, project, version, upstream ``flow_run``...). Logged, linked
+            to the upstream flow run by a ``kedro.run.triggered`` event, and given to the
+            pipeline as the runtime parameter ``prefect_trigger``.
     """
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -68,6 +73,11 @@ def _kedro_pipeline(
             "project there, or re-deploy with that machine's path "
             "(kedro_deployment(..., project_path=...))."
         )
+    if trigger:
+        from kedro_prefect.observe.events import announce_trigger
+
+        announce_trigger(trigger)
+        params = {**(params or {}), "prefect_trigger": trigger}
     runner = PrefectRunner(**(runner_options or {}))
     with contextlib.chdir(path):
         bootstrap_project(path)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from pluggy import PluginManager
 
+    from kedro_prefect.observe.events import DatasetEvents
+
 
 def run_node(
     node: Node,
@@ -22,6 +24,7 @@ def run_node(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
+    events: DatasetEvents | None = None,
 ) -> None:
     """Execute ``node`` through ``kedro.runner.Task``.
 
@@ -32,10 +35,15 @@ def run_node(
     ``upstream`` names the nodes producing this node's inputs; they have finished by the time
     it runs. Prefect records their task runs as this task run's ``upstream`` input (see
     :meth:`LocalNodeExecution.submit_arguments`).
+
+    With ``events``, a ``kedro.dataset.saved`` Prefect event is emitted for each persisted
+    output once the node has saved them (:mod:`kedro_prefect.observe.events`).
     """
     KedroTask(
         node=node, catalog=catalog, hook_manager=hook_manager, is_async=is_async, run_id=run_id
     ).execute()
+    if events is not None:
+        events.emit_saved(node, catalog)
 
 
 class LocalNodeExecution:  # implements execution.protocol.NodeExecution
@@ -49,12 +57,14 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
         hook_manager: PluginManager,
         is_async: bool,
         run_id: str | None,
+        events: DatasetEvents | None = None,
     ):
         self._parameters = {
             "catalog": catalog,
             "hook_manager": hook_manager,
             "is_async": is_async,
             "run_id": run_id,
+            "events": events,
         }
 
     def submit_arguments(

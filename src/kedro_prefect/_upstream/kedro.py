@@ -15,6 +15,9 @@ Relies on:
   with the copy mode the catalog gave them (``copy``, ``deepcopy``, ``assign``).
 * ``AbstractDataset._SINGLE_PROCESS``: the flag Kedro's ``ParallelRunner`` refuses datasets by;
   ``task_runner=dask`` refuses them the same way, before any node runs.
+* ``_filepath``, ``_fs`` and ``_protocol`` of file datasets (kedro-datasets' convention) and
+  ``AbstractVersionedDataset._get_load_path``: ``skip_unchanged`` fingerprints the file a dataset
+  reads (the exact version for a versioned one) instead of loading its data.
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
@@ -56,6 +59,14 @@ CONTRACTS = (
         "kedro.io:CachedDataset._SINGLE_PROCESS",
         "refuse single-process datasets on Dask, as ParallelRunner does",
         check=lambda flag: flag is True,
+    ),
+    Contract(
+        "kedro.io.core:AbstractVersionedDataset._get_load_path",
+        "skip_unchanged: the file a versioned dataset loads",
+    ),
+    Contract(
+        "kedro.io.core:get_filepath_str",
+        "skip_unchanged: a dataset's path as its fsspec filesystem names it",
     ),
     *(
         Contract(
@@ -108,3 +119,26 @@ def split_params(ctx: Any, param: Any, value: str) -> dict[str, Any]:
     from kedro.framework.cli.utils import _split_params
 
     return _split_params(ctx, param, value)
+
+
+def dataset_file(dataset: Any) -> tuple[Any, str] | None:
+    """The fsspec filesystem and path a dataset loads from; ``None`` if it has no file.
+
+    kedro-datasets keep ``_filepath`` (a ``PurePosixPath`` without protocol), ``_protocol`` and
+    ``_fs``; a versioned dataset loads ``_get_load_path()``. A dataset with a ``_filepath`` and
+    no ``_fs`` is read as a local file.
+    """
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None or isinstance(filepath, bool | int | float):
+        return None
+    from kedro.io.core import AbstractVersionedDataset, get_filepath_str
+
+    filesystem = getattr(dataset, "_fs", None)
+    protocol = getattr(dataset, "_protocol", None) or "file"
+    if isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None):
+        filepath = dataset._get_load_path()
+    if filesystem is None:
+        import fsspec
+
+        return fsspec.filesystem("file"), str(filepath)
+    return filesystem, get_filepath_str(filepath, protocol)

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -63,6 +64,14 @@ class RunnerOptions(BaseModel):
     is_async: bool = Field(
         default=False,
         description="Load node inputs and save node outputs in threads (Kedro's `is_async`).",
+    )
+    skip_unchanged: StrictBool = Field(
+        default=False,
+        description=(
+            "Skip nodes whose code, parameters and input data did not change since their last "
+            "successful run and whose outputs exist; in-memory outputs come back from Prefect's "
+            "cache. See docs/skip-unchanged.md."
+        ),
     )
     n_workers: PositiveInt | None = Field(
         default=None,

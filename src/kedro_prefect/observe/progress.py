@@ -120,10 +120,12 @@ def summary(run: PipelineRun) -> Any:
     done = sum(1 for r in records if r.state is not None and r.state.is_completed())
     failed = [r for r in records if r.failed]
     not_run = sum(1 for r in records if r.state is None)
+    skipped = sum(1 for r in records if r.skipped)
     headline = Text.assemble(
         ("Pipeline ", "bold"),
         ("failed" if run.error or failed else "completed", "bold red" if failed else "bold green"),
         f": {done}/{len(records)} nodes completed",
+        f" ({skipped} skipped (unchanged))" if skipped else "",
         f", {len(failed)} failed" if failed else "",
         f", {not_run} not run" if not_run else "",
         f" in {run.elapsed:.1f} s",

@@ -242,5 +242,5 @@ def test_unusable_cache_location_fails_before_any_node(project, session_run, tmp
     assert session_run.events == []
 
     write_prefect_yml(project, "cache:\n  block: no-slash\n")
-    with pytest.raises(ProjectConfigError, match="cache.block"):
+    with pytest.raises(ProjectConfigError, match=r"cache\.block"):
         session_run()

@@ -108,11 +108,13 @@ def _pandas_fingerprint(value: Any) -> str | None:
         rows = pandas.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
     except Exception:  # unhashable cells (lists, dicts): fall back to pickle
         return None
-    shape = {
-        "columns": [str(c) for c in getattr(value, "columns", [])],
-        "dtypes": [str(d) for d in getattr(value, "dtypes", [value.dtype])],
-        "name": str(getattr(value, "name", "")),
-    }
+    if isinstance(value, pandas.DataFrame):
+        shape = {
+            "columns": [str(c) for c in value.columns],
+            "dtypes": [str(d) for d in value.dtypes],
+        }
+    else:
+        shape = {"name": str(value.name), "dtypes": [str(value.dtype)]}
     return hashlib.sha256(b"pandas:" + rows + json.dumps(shape).encode()).hexdigest()
 
 

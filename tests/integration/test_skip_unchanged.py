@@ -244,3 +244,47 @@ def test_unusable_cache_location_fails_before_any_node(project, session_run, tmp
     write_prefect_yml(project, "cache:\n  block: no-slash\n")
     with pytest.raises(ProjectConfigError, match=r"cache\.block"):
         session_run()
+
+
+def test_deployment_flow_skips_unchanged_nodes(project, monkeypatch):
+    """The deployable flow (what `kedro prefect deploy` schedules) with the option in its runner
+    options: a second, unchanged run (the next night) runs nothing."""
+    from kedro_prefect.deploy import kedro_pipeline
+
+    def nightly(params: dict | None = None) -> set[str]:
+        state = kedro_pipeline(
+            project_path=str(project),
+            params=params,
+            runner_options={"skip_unchanged": True},
+            return_state=True,
+        )
+        assert state.is_completed(), state
+        return ran(take_events(project))
+
+    monkeypatch.chdir(project)
+    assert nightly() == ALL
+    assert nightly() == set()
+    assert nightly(params={"suffix": "?"}) == {"stamp", "final"}
+
+
+def test_credentials_never_reach_the_cache(tmp_path, monkeypatch):
+    """A dataset holding a credential (reliability project): nothing in the cache contains it."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.reliability_project import SECRET
+    from tests.reliability_project import write_prefect_yml as write_reliability_yml
+    from tests.reliability_project import write_project as write_reliability_project
+
+    root = write_reliability_project(tmp_path / "reliability_demo")
+    cache = tmp_path / "cache"
+    write_reliability_yml(root, f"cache:\n  path: {cache}\nrunner:\n  skip_unchanged: true\n")
+    monkeypatch.chdir(root)
+    bootstrap_project(root)
+    for _ in range(2):
+        with KedroSession.create(project_path=root) as session:
+            session.run(pipeline_names=["secrets_ok"], runner=PrefectRunner())
+    assert (root / "data" / "secret_copy.txt").read_text() == "some data\n"
+    stored = [path for path in cache.rglob("*") if path.is_file()]
+    assert stored  # the run did record fingerprints and results
+    assert not [path for path in stored if SECRET.encode() in path.read_bytes()]

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLE = REPO / "examples" / "sales_demo"
 BIN = Path(sys.executable).parent
-PIPELINE_SECONDS = re.compile(r"Pipeline execution completed successfully in ([0-9.]+) sec")
+PIPELINE_SECONDS = re.compile(r"completed\s+successfully\s+in\s+([0-9.]+)\s+sec")
 
 
 def env_for(home: Path) -> dict[str, str]:
@@ -42,6 +42,7 @@ def env_for(home: Path) -> dict[str, str]:
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "COLUMNS": "400",
     }
     env.pop("PREFECT_API_URL", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -94,11 +95,15 @@ def bench_example(tmp: Path, repeats: int) -> dict[str, Any]:
     return {
         name: {
             "wall": statistics.median(w for w, _ in runs),
-            "pipeline": statistics.median(p for _, p in runs if p is not None),
+            "pipeline": _median([p for _, p in runs if p is not None]),
             "samples": runs,
         }
         for name, runs in samples.items()
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def bench_file(tmp: Path, repeats: int, size_gb: float) -> dict[str, Any]:
@@ -154,7 +159,8 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     (results / "skip_unchanged.json").write_text(json.dumps(out, indent=2))
     for name, row in out.get("example", {}).items():
-        print(f"{name:42s} wall {row['wall']:6.2f} s   pipeline {row['pipeline']:6.2f} s")
+        pipeline = f"{row['pipeline']:6.2f} s" if row["pipeline"] is not None else "?"
+        print(f"{name:42s} wall {row['wall']:6.2f} s   pipeline {pipeline}")
     file = out["file"]
     print(
         f"{file['size_bytes'] / 1024**3:.1f} GB file: content hash "

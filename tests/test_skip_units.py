@@ -127,3 +127,33 @@ def test_summary_counts_skipped_nodes():
     text = console.export_text()
     assert "2/2 nodes completed (1 skipped (unchanged))" in text
     assert run.nodes["one"].state_name == "skipped (unchanged)"
+
+
+def test_dataset_fingerprint_uses_the_version_or_the_file(tmp_path: Path):
+    from kedro.io import MemoryDataset, Version
+    from kedro_datasets.text import TextDataset
+
+    from kedro_prefect.cache.fingerprint import dataset_fingerprint
+
+    def fingerprint(dataset):
+        return dataset_fingerprint(dataset, Memo(), lambda text: text)
+
+    versioned_path = str(tmp_path / "v.txt")
+    TextDataset(filepath=versioned_path, version=Version(None, "2026-01-01T00.00.00.000Z")).save(
+        "a"
+    )
+    first, how = fingerprint(TextDataset(filepath=versioned_path, version=Version(None, None)))
+    assert how == "version" and first
+    TextDataset(filepath=versioned_path, version=Version(None, "2026-01-02T00.00.00.000Z")).save(
+        "a"
+    )
+    second, _ = fingerprint(TextDataset(filepath=versioned_path, version=Version(None, None)))
+    assert second != first  # a new version, even with the same content
+
+    plain = TextDataset(filepath=str(tmp_path / "p.txt"))
+    assert fingerprint(plain) == (None, "file")  # no file yet: cannot be fingerprinted
+    plain.save("x")
+    taken, how = fingerprint(plain)
+    assert how == "file" and taken == fingerprint(TextDataset(filepath=str(tmp_path / "p.txt")))[0]
+
+    assert fingerprint(MemoryDataset({"a": 1}))[0] == fingerprint(MemoryDataset({"a": 1}))[0]

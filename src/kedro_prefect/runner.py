@@ -227,9 +227,8 @@ class PrefectRunner(AbstractRunner):
         failed = outcome.failed
         if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, outcome.done, catalog)
-            from kedro_prefect.cache.skip import resume_hint
-
-            self._logger.warning(resume_hint(skip is not None))
+            if skip is not None:
+                self._logger.warning(skip.RESUME_HINT)
         if failed:
             if failed[1].name == "TimedOut":
                 raise timeout_error(failed[0], self._task_options.get(failed[0].name))

@@ -131,14 +131,22 @@ def dataset_file(dataset: Any) -> tuple[Any, str] | None:
     filepath = getattr(dataset, "_filepath", None)
     if filepath is None or isinstance(filepath, bool | int | float):
         return None
-    from kedro.io.core import AbstractVersionedDataset, get_filepath_str
+    from kedro.io.core import get_filepath_str
 
     filesystem = getattr(dataset, "_fs", None)
     protocol = getattr(dataset, "_protocol", None) or "file"
-    if isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None):
+    if is_versioned(dataset):
         filepath = dataset._get_load_path()
     if filesystem is None:
         import fsspec
 
         return fsspec.filesystem("file"), str(filepath)
     return filesystem, get_filepath_str(filepath, protocol)
+
+
+def is_versioned(dataset: Any) -> bool:
+    """Whether ``dataset`` is a versioned dataset with versioning on (``versioned: true``)."""
+    from kedro.io.core import AbstractVersionedDataset
+
+    versioned = isinstance(dataset, AbstractVersionedDataset)
+    return versioned and bool(getattr(dataset, "_version", None))

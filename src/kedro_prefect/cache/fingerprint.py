@@ -167,11 +167,11 @@ def dataset_fingerprint(
     Returns ``(fingerprint, how)``; the fingerprint is ``None`` when the data cannot be
     fingerprinted (the node reading it then always runs).
     """
-    from kedro.io import AbstractVersionedDataset, MemoryDataset
+    from kedro.io import MemoryDataset
 
-    from kedro_prefect._upstream.kedro import dataset_file
+    from kedro_prefect._upstream.kedro import dataset_file, is_versioned
 
-    if isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None):
+    if is_versioned(dataset):
         try:
             version = dataset.resolve_load_version()
         except Exception as exc:

@@ -54,19 +54,6 @@ def is_skipped(state: Any) -> bool:
     return state is not None and state.is_completed() and state.name == CACHED
 
 
-def resume_hint(enabled: bool) -> str:
-    """What to tell the user after a failed run, next to Kedro's ``--from-nodes`` hint."""
-    if enabled:
-        return (
-            "skip_unchanged is on: run the same command again to resume; nodes that completed "
-            "are skipped and only the failed node and the nodes after it run."
-        )
-    return (
-        "With --runner-params=skip_unchanged=true, a run that fails can be resumed by running "
-        "the same command again: only the failed node and the nodes after it run."
-    )
-
-
 class FixedKey:
     """A task's ``cache_key_fn`` returning the node's fingerprint (pickles by reference)."""
 
@@ -121,6 +108,12 @@ def run_node_keeping_outputs(
 
 class SkipUnchanged:
     """Fingerprints, cache keys and records of one run with ``skip_unchanged``."""
+
+    #: Logged after a failed (or cancelled) run, next to Kedro's ``--from-nodes`` hint.
+    RESUME_HINT = (
+        "skip_unchanged is on: run the same command again to resume; nodes that completed "
+        "are skipped and only the failed node and the nodes after it run."
+    )
 
     def __init__(
         self,
@@ -226,12 +219,18 @@ class SkipUnchanged:
         """Record the node's fingerprint; put a skipped node's outputs in a shared catalog."""
         state = future.state
         fingerprint = self.fingerprints.get(node.name)
-        if is_skipped(state):
-            self.skipped.append(node.name)
-            if shared_catalog:
-                outputs = future.result()
+        skipped = is_skipped(state)
+        if shared_catalog:
+            outputs = future.result()
+            if skipped:
                 for name, value in getattr(outputs, "data", {}).items():
                     self._catalog.get(name, fallback_to_runtime_pattern=True).save(value)
+            if isinstance(outputs, MemoryOutputs):
+                # Persisted by now; the task run's state would keep the data alive until the
+                # end of the run, past the moment Kedro releases the datasets.
+                outputs.data = {}
+        if skipped:
+            self.skipped.append(node.name)
         elif node.name in self.candidates:
             logger.warning(
                 "kedro-prefect: node %s is unchanged but its cached result in %s is missing, "

@@ -8,7 +8,10 @@
    SequentialRunner; PrefectRunner; PrefectRunner with ``skip_unchanged=true`` on a fresh cache
    (first run: every node runs and its in-memory outputs are persisted); and the same again,
    nothing changed (second run: every node is skipped).
-2. Fingerprinting a file input of ``--size-gb`` GB: the first time (the content is hashed),
+2. The same runs in one Python process (``--in-process``): ``KedroSession`` runs of the example
+   after a warm-up run, so the Prefect API is up and nothing is imported again; this isolates
+   what skipping saves and costs from process and API start-up.
+3. Fingerprinting a file input of ``--size-gb`` GB: the first time (the content is hashed),
    and again with the file untouched (size, modification time and inode match the memo).
 """
 
@@ -102,6 +105,59 @@ def bench_example(tmp: Path, repeats: int) -> dict[str, Any]:
     }
 
 
+def bench_in_process(tmp: Path, repeats: int) -> dict[str, Any]:
+    """Seconds of ``session.run`` in one process: SequentialRunner, PrefectRunner, and with
+    ``skip_unchanged`` a first run (fresh cache) and a second, unchanged one."""
+    project = tmp / "sales_demo_in_process"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    code = f"""
+import json, shutil, statistics, sys, time, os, logging
+os.chdir({str(project)!r})
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.runner import SequentialRunner
+from kedro_prefect import PrefectRunner
+from kedro_prefect.cache.storage import default_cache_path
+bootstrap_project({str(project)!r})
+logging.disable(logging.WARNING)
+
+def run(runner):
+    with KedroSession.create(project_path={str(project)!r}) as session:
+        start = time.perf_counter()
+        session.run(runner=runner)
+        return time.perf_counter() - start
+
+run(PrefectRunner())  # warm-up: the API, imports
+run(PrefectRunner(skip_unchanged=True))
+samples = {{"SequentialRunner": [], "PrefectRunner": [], "first": [], "second": []}}
+for _ in range({repeats}):
+    samples["SequentialRunner"].append(run(SequentialRunner()))
+    samples["PrefectRunner"].append(run(PrefectRunner()))
+    shutil.rmtree(default_cache_path(), ignore_errors=True)
+    samples["first"].append(run(PrefectRunner(skip_unchanged=True)))
+    samples["second"].append(run(PrefectRunner(skip_unchanged=True)))
+print("RESULT" + json.dumps(samples))
+"""
+    env = env_for(tmp / "prefect-home-in-process")
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    found = [line for line in result.stdout.splitlines() if line.startswith("RESULT")]
+    if result.returncode or not found:
+        raise RuntimeError(f"in-process benchmark failed:\n{result.stderr[-4000:]}")
+    samples = json.loads(found[0][len("RESULT") :])
+    names = {
+        "SequentialRunner": "SequentialRunner",
+        "PrefectRunner": "PrefectRunner",
+        "first": "skip_unchanged, first run",
+        "second": "skip_unchanged, second run (unchanged)",
+    }
+    return {
+        names[key]: {"seconds": statistics.median(values), "samples": values}
+        for key, values in samples.items()
+    }
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -149,24 +205,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--skip-example", action="store_true")
+    parser.add_argument("--in-process", action="store_true", help="only the in-process runs")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kp-skip-bench-") as tmp:
-        if not args.skip_example:
-            out["example"] = bench_example(Path(tmp), args.repeats)
-        out["file"] = bench_file(Path(tmp), args.repeats, args.size_gb)
+        if args.in_process:
+            out["in_process"] = bench_in_process(Path(tmp), args.repeats)
+        else:
+            if not args.skip_example:
+                out["example"] = bench_example(Path(tmp), args.repeats)
+            out["file"] = bench_file(Path(tmp), args.repeats, args.size_gb)
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / "skip_unchanged.json").write_text(json.dumps(out, indent=2))
+    name = "skip_unchanged_in_process" if args.in_process else "skip_unchanged"
+    (results / f"{name}.json").write_text(json.dumps(out, indent=2))
+    for key, row in out.get("in_process", {}).items():
+        print(f"{key:42s} session.run {row['seconds']:6.2f} s")
     for name, row in out.get("example", {}).items():
         pipeline = f"{row['pipeline']:6.2f} s" if row["pipeline"] is not None else "?"
         print(f"{name:42s} wall {row['wall']:6.2f} s   pipeline {pipeline}")
-    file = out["file"]
-    print(
-        f"{file['size_bytes'] / 1024**3:.1f} GB file: content hash "
-        f"{file['content hash (first time)']:.2f} s, unchanged "
-        f"{file['unchanged file (memo)'] * 1000:.2f} ms"
-    )
+    file = out.get("file")
+    if file:
+        print(
+            f"{file['size_bytes'] / 1024**3:.1f} GB file: content hash "
+            f"{file['content hash (first time)']:.2f} s, unchanged "
+            f"{file['unchanged file (memo)'] * 1000:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -288,3 +288,27 @@ def test_credentials_never_reach_the_cache(tmp_path, monkeypatch):
     stored = [path for path in cache.rglob("*") if path.is_file()]
     assert stored  # the run did record fingerprints and results
     assert not [path for path in stored if SECRET.encode() in path.read_bytes()]
+
+
+def test_cache_in_a_prefect_storage_block(project, session_run, prefect_server, tmp_path):
+    from prefect.filesystems import LocalFileSystem
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    shared = tmp_path / "block-cache"
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        LocalFileSystem(basepath=str(shared)).save("skip-demo-cache", overwrite=True)
+    write_prefect_yml(project, "cache:\n  block: local-file-system/skip-demo-cache\n")
+
+    assert ran(session_run(api_url=prefect_server.api_url)) == ALL
+    assert (shared / "kedro-prefect" / "nodes").is_dir()
+    assert ran(session_run(api_url=prefect_server.api_url, params={"factor": 4})) == {
+        "scale",
+        "report",
+        "final",
+    }
+    assert (project / "data" / "final.txt").read_text() == "4,8,12 stamp!"
+
+    write_prefect_yml(project, "cache:\n  block: local-file-system/no-such-block\n")
+    with pytest.raises(CacheStorageError, match="cannot load the cache storage block"):
+        session_run(api_url=prefect_server.api_url)
+    assert session_run.events == []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,17 @@ class CacheStorage:
     prefix: str
     #: Where it is, for messages.
     location: str
+    #: The directory of ``records`` when it is local (read and written directly, ~100x faster
+    #: than through the block's async-dispatching methods).
+    local: Path | None = None
 
     def read_json(self, path: str) -> Any:
         """The JSON at ``path``; ``None`` if it is absent or unreadable."""
         try:
-            content = _call(self.records, "read_path", f"{self.prefix}{path}")
+            if self.local is not None:
+                content = (self.local / path).read_bytes()
+            else:
+                content = _call(self.records, "read_path", f"{self.prefix}{path}")
         except Exception:
             return None
         try:
@@ -57,8 +64,16 @@ class CacheStorage:
 
     def write_json(self, path: str, value: Any) -> bool:
         """Write ``value`` as JSON at ``path``; ``False`` (logged) if the storage refused."""
+        content = json.dumps(value).encode()
         try:
-            _call(self.records, "write_path", f"{self.prefix}{path}", json.dumps(value).encode())
+            if self.local is not None:
+                target = self.local / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                partial.write_bytes(content)
+                partial.replace(target)  # atomic: a reader never sees half a record
+            else:
+                _call(self.records, "write_path", f"{self.prefix}{path}", content)
         except Exception as exc:
             logger.warning(
                 "kedro-prefect: could not write %s to the skip_unchanged cache at %s (%s: %s)",
@@ -109,6 +124,7 @@ def resolve_cache_storage(path: str | None = None, block: str | None = None) -> 
         key_storage=LocalFileSystem(basepath=str(base / "keys")),
         prefix="",
         location=str(base),
+        local=base,
     )
 
 

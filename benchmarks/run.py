@@ -218,10 +218,31 @@ def _rows(cases: dict[str, Any], case: str) -> dict[str, dict[str, Any]]:
     return {r["runner"]: r for r in cases["rows"] if r["case"] == case}
 
 
-def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, float]]]:
-    """Markdown report and (label, ratio) pairs for the plot."""
+#: One plot: image file name (under docs/img/) -> (x label, log scale, bars). A bar is
+#: (group, runner, value); bars of a group are drawn together, one colour per runner.
+Plot = tuple[str, bool, list[tuple[str, str, float]]]
+
+
+def _api_label(api: str) -> str:
+    return "ephemeral API" if api == "ephemeral" else "a Prefect server at `PREFECT_API_URL`"
+
+
+def _api_short(api: str) -> str:
+    return "ephemeral" if api == "ephemeral" else "server"
+
+
+def _image(name: str, alt: str) -> str:
+    return f'![{alt}](img/{name}){{ width="760" }}\n'
+
+
+def report(data: dict[str, Any], command: str) -> tuple[str, dict[str, Plot]]:
+    """Markdown report, sections in order (1 to 5), and the plots it shows by file name.
+
+    Tables stay narrow enough for the docs site's content column (mkdocs-material): at most
+    six short columns; a plot follows a section where it says more than the table.
+    """
     lines: list[str] = []
-    plot: list[tuple[str, float]] = []
+    plots: dict[str, Plot] = {}
     add = lines.append
     m = data["machine"]
     add("# Benchmarks\n")
@@ -242,118 +263,20 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
             "processes they start, so that warm-up runs cache compiled bytecode as a user's "
             "Python does.\n"
         )
+    add(
+        "Sections: [1. Startup](#1-startup) · [2. Per-node overhead](#2-per-node-overhead) · "
+        "[3. Skewed DAG](#3-skewed-dag-of-sleeping-nodes) · [4. Dask](#4-dask) · "
+        "[5. Scale](#5-scale-1000-nodes) · [At a glance](#at-a-glance)\n"
+    )
+    for section in (_startup, _overhead, _skewed, _dask, _scale):
+        section(data, add, plots)
 
-    add("## 1. Startup: `kedro run` of the example project (13 nodes)\n")
-    add("| Prefect API | SequentialRunner | PrefectRunner | difference | ratio | target |")
-    add("| --- | ---: | ---: | ---: | ---: | --- |")
-    for s in data["startup"]:
-        diff = s["PrefectRunner"] - s["SequentialRunner"]
-        ratio = s["PrefectRunner"] / s["SequentialRunner"]
-        target = "≤ +4.0 s" if s["api"] == "ephemeral" else "≤ +1.6 s"
-        api = "ephemeral (none running)" if s["api"] == "ephemeral" else "server at PREFECT_API_URL"
-        add(
-            f"| {api} | {s['SequentialRunner']:.2f} s | {s['PrefectRunner']:.2f} s | "
-            f"+{diff:.2f} s | {ratio:.2f}x | {target} |"
-        )
-        plot.append((f"startup, {s['api']} (vs Sequential)", ratio))
-    add("")
-
-    for cases in data["cases"]:
-        api = cases["api"]
-        label = "ephemeral API" if api == "ephemeral" else "a Prefect server at `PREFECT_API_URL`"
-        add(f"## 2. Per-node overhead, {label}\n")
-        what = "launch of the ephemeral API" if api == "ephemeral" else "first use of the server"
-        add(
-            f"Prefect API ready in this process after {cases['api_start_s']:.2f} s ({what}, with "
-            "`import prefect`; excluded below: every runner had a warm-up run first).\n"
-        )
-        if cases.get("quiet_s"):
-            add(
-                f"Each timed run that uses the API started {cases['quiet_s']:.0f} s after the "
-                "server had recorded the previous run's task runs: the server's event persister "
-                "writes in batches (every 5 s by default), and on SQLite a flow run created "
-                "during such a write is refused with 503, which Prefect's client retries after "
-                "2 s, then 4 s. Back-to-back runs against a SQLite-backed server pay that; see "
-                "docs/troubleshooting.md.\n"
-            )
-        add(
-            "| case | runner | seconds | ms per node | ms per node over SequentialRunner | "
-            "nodes/s | x SequentialRunner | x raw Prefect tasks |"
-        )
-        add("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for case in ("chain", "independent"):
-            rows = _rows(cases, case)
-            seq, raw = rows["SequentialRunner"]["seconds"], rows["raw Prefect tasks"]["seconds"]
-            for runner, r in rows.items():
-                n = r["nodes"]
-                add(
-                    f"| {n} {'chained' if case == 'chain' else 'independent'} | {runner} | "
-                    f"{r['seconds']:.3f} | {1000 * r['seconds'] / n:.2f} | "
-                    f"{1000 * (r['seconds'] - seq) / n:.2f} | {n / r['seconds']:.0f} | "
-                    f"{r['seconds'] / seq:.1f} | {r['seconds'] / raw:.2f} |"
-                )
-                if runner == "PrefectRunner":
-                    plot.append(
-                        (f"{case} {n}, {runner}, {api} (vs raw Prefect)", r["seconds"] / raw)
-                    )
-        add("")
-        add(f"## 3. Skewed DAG of sleeping nodes, {label}\n")
-        skews = [r for r in cases["rows"] if r["case"] == "skewed"]
-        paths = sorted({r["critical_path"] for r in skews})
-        add(
-            f"{skews[0]['nodes']} nodes: three branches, of 1 node, 4 nodes and 8 nodes, each "
-            "summing to the critical path *T*, joined by one node. With *T* = 1 s the fixed cost "
-            "of a Prefect flow run (creating it and its states, ~0.1 s) weighs on the ratio; "
-            "with a longer *T* the ratio shows how well the nodes themselves are scheduled.\n"
-        )
-        add("| runner | " + " | ".join(f"wall, T = {t:g} s | wall / T" for t in paths) + " |")
-        add("| --- |" + " ---: | ---: |" * len(paths))
-        by_runner: dict[str, dict[float, float]] = {}
-        for r in skews:
-            by_runner.setdefault(r["runner"], {})[r["critical_path"]] = r["seconds"]
-        for runner, walls in by_runner.items():
-            cells = [
-                f"{walls[t]:.2f} s | {walls[t] / t:.2f}" if t in walls else "- | -" for t in paths
-            ]
-            add(f"| {runner} | " + " | ".join(cells) + " |")
-            if runner in ("PrefectRunner", "layered Prefect flow", "ThreadRunner"):
-                t = max(walls)
-                plot.append((f"skewed T={t:g}s, {runner}, {api} (vs T)", walls[t] / t))
-        add("")
-        add(f"## 5. Scale: 1,000 nodes, {label}\n")
-        rows = _rows(cases, "scale")
-        seq = rows["SequentialRunner"]["seconds"]
-        add("| runner | nodes | total run | ms per node | x SequentialRunner |")
-        add("| --- | ---: | ---: | ---: | ---: |")
-        for runner, r in rows.items():
-            add(
-                f"| {runner} | {r['nodes']} | {r['seconds']:.2f} s | "
-                f"{1000 * r['seconds'] / r['nodes']:.2f} | {r['seconds'] / seq:.1f} |"
-            )
-        add("")
-        builds = [r for r in cases["rows"] if r["case"] == "build"]
-        add(
-            "Build time (dependency maps + one Prefect task object per node, what PrefectRunner "
-            "does before submitting):\n"
-        )
-        add("| nodes | build | µs per node |")
-        add("| ---: | ---: | ---: |")
-        for r in builds:
-            add(
-                f"| {r['nodes']} | {1000 * r['seconds']:.1f} ms | "
-                f"{1e6 * r['seconds'] / r['nodes']:.0f} |"
-            )
-        add("")
-
-    add("## 4. Dask\n")
-    if not data["dask"]:
-        add("_`benchmarks/dask_cpu.py` / `benchmarks/dask_memory.py` are not in this checkout._\n")
-    for name, d in data["dask"].items():
-        add(f"### {name}\n")
-        if "error" in d:
-            add(f"_failed:_\n\n```\n{d['error']}\n```\n")
-        else:
-            add(_markdown_only(d["markdown"]) + "\n")
+    add("## At a glance\n")
+    add(
+        "Each bar is a ratio to the baseline measured in the same run (1 = as fast as the "
+        "baseline; the baseline is named in the label).\n"
+    )
+    add(_image(IMG.name, "ratios"))
     add("## Where PrefectRunner's overhead went\n")
     add(
         textwrap.dedent(
@@ -440,10 +363,192 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
         "(pipelines in `benchmarks/pipelines.py`); startup runs `kedro run` in a copy of "
         "`examples/sales_demo`.\n"
     )
-    return "\n".join(lines), plot
+    return "\n".join(lines), plots
 
 
-def write_plot(plot: list[tuple[str, float]], path: Path) -> None:
+def _ratios(data: dict[str, Any]) -> list[tuple[str, float]]:
+    """(label, ratio to its baseline) for the summary plot."""
+    out = []
+    for s in data["startup"]:
+        out.append(
+            (f"startup, {s['api']} (vs Sequential)", s["PrefectRunner"] / s["SequentialRunner"])
+        )
+    for cases in data["cases"]:
+        api = cases["api"]
+        for case in ("chain", "independent"):
+            rows = _rows(cases, case)
+            if "PrefectRunner" in rows and "raw Prefect tasks" in rows:
+                r, raw = rows["PrefectRunner"], rows["raw Prefect tasks"]["seconds"]
+                label = f"{case} {r['nodes']}, PrefectRunner, {api} (vs raw Prefect)"
+                out.append((label, r["seconds"] / raw))
+        walls: dict[str, dict[float, float]] = {}
+        for r in cases["rows"]:
+            if r["case"] == "skewed":
+                walls.setdefault(r["runner"], {})[r["critical_path"]] = r["seconds"]
+        for runner in ("PrefectRunner", "layered Prefect flow", "ThreadRunner"):
+            if runner in walls:
+                t = max(walls[runner])
+                out.append((f"skewed T={t:g}s, {runner}, {api} (vs T)", walls[runner][t] / t))
+    return out
+
+
+def _startup(data: dict[str, Any], add: Any, plots: dict[str, Plot]) -> None:
+    add("## 1. Startup\n")
+    add("`kedro run` of the example project (13 nodes), from the shell prompt to the exit.\n")
+    add("| Prefect API | Sequential | Prefect | difference | ratio | target |")
+    add("| --- | ---: | ---: | ---: | ---: | --- |")
+    for s in data["startup"]:
+        diff = s["PrefectRunner"] - s["SequentialRunner"]
+        ratio = s["PrefectRunner"] / s["SequentialRunner"]
+        target = "≤ +4.0 s" if s["api"] == "ephemeral" else "≤ +1.6 s"
+        api = "ephemeral (none running)" if s["api"] == "ephemeral" else "server at PREFECT_API_URL"
+        add(
+            f"| {api} | {s['SequentialRunner']:.2f} s | {s['PrefectRunner']:.2f} s | "
+            f"+{diff:.2f} s | {ratio:.2f}x | {target} |"
+        )
+    add("")
+    add("*Sequential*: `SequentialRunner`; *Prefect*: `PrefectRunner`.\n")
+
+
+def _overhead(data: dict[str, Any], add: Any, plots: dict[str, Plot]) -> None:
+    add("## 2. Per-node overhead\n")
+    add(
+        "Two pipelines of no-op nodes: 200 chained (each node waits for the previous one: the "
+        "cost per node) and 200 independent (all ready at once: throughput). *extra ms/node* "
+        "is the time per node over `SequentialRunner`'s; *x raw Prefect* compares with the same "
+        "tasks submitted by a hand-written Prefect flow.\n"
+    )
+    bars: list[tuple[str, str, float]] = []
+    for cases in data["cases"]:
+        api = cases["api"]
+        add(f"### {_api_label(api)[0].upper()}{_api_label(api)[1:]}\n")
+        what = "launch of the ephemeral API" if api == "ephemeral" else "first use of the server"
+        add(
+            f"Prefect API ready in this process after {cases['api_start_s']:.2f} s ({what}, with "
+            "`import prefect`; excluded below: every runner had a warm-up run first).\n"
+        )
+        if cases.get("quiet_s"):
+            add(
+                f"Each timed run that uses the API started {cases['quiet_s']:.0f} s after the "
+                "server had recorded the previous run's task runs: the server's event persister "
+                "writes in batches (every 5 s by default), and on SQLite a flow run created "
+                "during such a write is refused with 503, which Prefect's client retries after "
+                "2 s, then 4 s. Back-to-back runs against a SQLite-backed server pay that; see "
+                "docs/troubleshooting.md.\n"
+            )
+        for case in ("chain", "independent"):
+            rows = _rows(cases, case)
+            if not rows:
+                continue
+            seq = rows["SequentialRunner"]["seconds"]
+            raw = rows.get("raw Prefect tasks", {}).get("seconds")
+            n = next(iter(rows.values()))["nodes"]
+            kind = "chained" if case == "chain" else "independent"
+            add(f"**{n} {kind} nodes**\n")
+            add("| runner | seconds | ms/node | extra ms/node | x Sequential | x raw Prefect |")
+            add("| --- | ---: | ---: | ---: | ---: | ---: |")
+            for runner, r in rows.items():
+                add(
+                    f"| {runner} | {r['seconds']:.3f} | {1000 * r['seconds'] / r['nodes']:.2f} | "
+                    f"{1000 * (r['seconds'] - seq) / r['nodes']:.2f} | {r['seconds'] / seq:.1f} | "
+                    + (f"{r['seconds'] / raw:.2f} |" if raw else "- |")
+                )
+                bars.append(
+                    (f"{n} {kind}, {_api_short(api)}", runner, 1000 * r["seconds"] / r["nodes"])
+                )
+            add("")
+    if bars:
+        plots["benchmarks-overhead.png"] = ("milliseconds per node (log scale)", True, bars)
+        add(_image("benchmarks-overhead.png", "milliseconds per node, by runner"))
+
+
+def _skewed(data: dict[str, Any], add: Any, plots: dict[str, Plot]) -> None:
+    add("## 3. Skewed DAG of sleeping nodes\n")
+    first = [r for c in data["cases"] for r in c["rows"] if r["case"] == "skewed"]
+    if not first:
+        add("_Not measured in this run._\n")
+        return
+    add(
+        f"{first[0]['nodes']} nodes: three branches, of 1 node, 4 nodes and 8 nodes, each "
+        "summing to the critical path *T*, joined by one node. With *T* = 1 s the fixed cost "
+        "of a Prefect flow run (creating it and its states, ~0.1 s) weighs on the ratio; "
+        "with a longer *T* the ratio shows how well the nodes themselves are scheduled. "
+        "*wall / T* = 1 is the best any runner can do.\n"
+    )
+    bars: list[tuple[str, str, float]] = []
+    for cases in data["cases"]:
+        api = cases["api"]
+        skews = [r for r in cases["rows"] if r["case"] == "skewed"]
+        paths = sorted({r["critical_path"] for r in skews})
+        add(f"### {_api_label(api)[0].upper()}{_api_label(api)[1:]}\n")
+        add("| runner | " + " | ".join(f"wall, T = {t:g} s | wall / T" for t in paths) + " |")
+        add("| --- |" + " ---: | ---: |" * len(paths))
+        by_runner: dict[str, dict[float, float]] = {}
+        for r in skews:
+            by_runner.setdefault(r["runner"], {})[r["critical_path"]] = r["seconds"]
+        for runner, walls in by_runner.items():
+            cells = [
+                f"{walls[t]:.2f} s | {walls[t] / t:.2f}" if t in walls else "- | -" for t in paths
+            ]
+            add(f"| {runner} | " + " | ".join(cells) + " |")
+            t = max(walls)
+            bars.append((f"T = {t:g} s, {_api_short(api)}", runner, walls[t] / t))
+        add("")
+    plots["benchmarks-skewed.png"] = ("wall time / critical path (1 = ideal)", False, bars)
+    add(_image("benchmarks-skewed.png", "wall time over the critical path, by runner"))
+
+
+def _dask(data: dict[str, Any], add: Any, plots: dict[str, Plot]) -> None:
+    add("## 4. Dask\n")
+    if not data["dask"]:
+        add("_`benchmarks/dask_cpu.py` / `benchmarks/dask_memory.py` are not in this checkout._\n")
+    for name, d in data["dask"].items():
+        add(f"### {name}\n")
+        if "error" in d:
+            add(f"_failed:_\n\n```\n{d['error']}\n```\n")
+        else:
+            add(_markdown_only(d["markdown"]) + "\n")
+
+
+def _scale(data: dict[str, Any], add: Any, plots: dict[str, Plot]) -> None:
+    add("## 5. Scale: 1,000 nodes\n")
+    bars: list[tuple[str, str, float]] = []
+    for cases in data["cases"]:
+        api = cases["api"]
+        rows = _rows(cases, "scale")
+        if not rows:
+            continue
+        add(f"### {_api_label(api)[0].upper()}{_api_label(api)[1:]}\n")
+        seq = rows["SequentialRunner"]["seconds"]
+        add("| runner | nodes | total run | ms/node | x Sequential |")
+        add("| --- | ---: | ---: | ---: | ---: |")
+        for runner, r in rows.items():
+            add(
+                f"| {runner} | {r['nodes']} | {r['seconds']:.2f} s | "
+                f"{1000 * r['seconds'] / r['nodes']:.2f} | {r['seconds'] / seq:.1f} |"
+            )
+            bars.append((f"{r['nodes']} nodes, {_api_short(api)}", runner, r["seconds"]))
+        add("")
+        builds = [r for r in cases["rows"] if r["case"] == "build"]
+        if builds:
+            add(
+                "Build time (dependency maps + one Prefect task object per node, what "
+                "PrefectRunner does before submitting):\n"
+            )
+            add("| nodes | build | µs per node |")
+            add("| ---: | ---: | ---: |")
+            for r in builds:
+                add(
+                    f"| {r['nodes']} | {1000 * r['seconds']:.1f} ms | "
+                    f"{1e6 * r['seconds'] / r['nodes']:.0f} |"
+                )
+            add("")
+    if bars:
+        plots["benchmarks-scale.png"] = ("seconds for the whole run", False, bars)
+        add(_image("benchmarks-scale.png", "seconds for 1,000 nodes, by runner"))
+
+
+def write_ratio_plot(plot: list[tuple[str, float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -466,6 +571,57 @@ def write_plot(plot: list[tuple[str, float]], path: Path) -> None:
         ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+#: The same colour for a runner in every plot.
+_RUNNER_ORDER = (
+    "SequentialRunner",
+    "ThreadRunner",
+    "ParallelRunner",
+    "PrefectRunner",
+    "raw Prefect tasks",
+    "layered Prefect flow",
+)
+
+
+def write_bars(plot: Plot, path: Path) -> None:
+    """Horizontal bars, grouped (one group per case and API), one colour per runner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    xlabel, log_scale, bars = plot
+    groups = list(dict.fromkeys(g for g, _, _ in bars))
+    runners = list(dict.fromkeys(r for _, r, _ in bars))
+    colours = plt.get_cmap("tab10")
+    height = 0.8 / max(len(runners), 1)
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(bars) + 0.5 * len(groups) + 1.0))
+    for j, runner in enumerate(runners):
+        ys, xs = [], []
+        for i, group in enumerate(groups):
+            for g, r, v in bars:
+                if g == group and r == runner:
+                    ys.append(i + (j - (len(runners) - 1) / 2) * height)
+                    xs.append(v)
+        known = _RUNNER_ORDER.index(runner) if runner in _RUNNER_ORDER else len(_RUNNER_ORDER) + j
+        ax.barh(ys, xs, height=height, color=colours(known % 10), label=runner)
+        for y, x in zip(ys, xs, strict=True):
+            ax.text(x, y, f" {x:.3g}", va="center", fontsize=7)
+    ax.set_yticks(range(len(groups)), groups, fontsize=9)
+    ax.invert_yaxis()
+    if log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.legend(
+        fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(runners))
+    )
+    ax.set_xlabel(xlabel, labelpad=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -522,10 +678,12 @@ def main() -> None:
 
 
 def render(data: dict[str, Any], command: str) -> None:
-    text, plot = report(data, command)
-    DOC.write_text(text + f"\n![ratios](img/{IMG.name})\n")
-    write_plot(plot, IMG)
-    log(f"wrote {DOC} and {IMG}")
+    text, plots = report(data, command)
+    DOC.write_text(text)
+    write_ratio_plot(_ratios(data), IMG)
+    for name, plot in plots.items():
+        write_bars(plot, IMG.with_name(name))
+    log(f"wrote {DOC}, {IMG} and {', '.join(plots)}")
 
 
 if __name__ == "__main__":

@@ -57,3 +57,15 @@ def prefect_server(tmp_path_factory) -> PrefectServer:
 
     _drain_prefect_workers(timeout=10)
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def scheduling_server(tmp_path_factory) -> PrefectServer:
+    """Another ``prefect server start`` whose scheduler creates runs every second (by PID)."""
+    server = PrefectServer(
+        tmp_path_factory.mktemp("prefect-scheduling-server"),
+        env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1"},
+    )
+    server.start()
+    yield server
+    server.stop()

@@ -72,9 +72,10 @@ def copy_example_project(target: Path) -> Path:
 class PrefectServer:
     """``prefect server start`` on 127.0.0.1 with a free port and its own ``PREFECT_HOME``."""
 
-    def __init__(self, home: Path, ui: bool = False):
+    def __init__(self, home: Path, ui: bool = False, env: dict[str, str] | None = None):
         self.home = home
         self.ui = ui
+        self.extra_env = env or {}
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen[bytes] | None = None
@@ -89,8 +90,11 @@ class PrefectServer:
             **os.environ,
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **self.extra_env,
         }
         env.pop("PREFECT_API_URL", None)
+        if self.ui:  # the UI's pages call this API (without it: port 4200)
+            env["PREFECT_UI_API_URL"] = self.api_url
         self.process = subprocess.Popen(
             [
                 PREFECT,
@@ -137,6 +141,55 @@ class PrefectServer:
         self.process = None
 
 
+class ProcessGroup:
+    """A process started in its own session; :meth:`stop` ends it and its children by PID.
+
+    ``kedro prefect serve`` and ``prefect worker start`` start each flow run as a child
+    process: stopping the whole group also stops a flow run left running by a failed test.
+    """
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], log: Path):
+        self.log = log
+        self.process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=open(log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if text in out:
+                return out
+            if self.process.poll() is not None:
+                raise AssertionError(f"process exited before {text!r}:\n{out[-5000:]}")
+            time.sleep(0.3)
+        raise AssertionError(f"no {text!r} in time:\n{self.output()[-5000:]}")
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM to the process (a graceful stop); its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Kill the group (the process and the flow runs it started), whatever state it is in."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30)
+
+
 def api_client(prefect_server):
     """A sync Prefect client of the test ``prefect server``."""
     from prefect.client.orchestration import SyncPrefectClient
@@ -178,3 +231,23 @@ def table_rows(artifact) -> list[dict]:
     """The rows of a table artifact."""
     assert artifact.type == "table"
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def graph_picture(markdown: str) -> str:
+    """The SVG picture embedded in the graph artifact's markdown (a ``data:`` URI image)."""
+    import base64
+    import re
+
+    match = re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", markdown)
+    assert match, "no SVG picture in the graph artifact"
+    return base64.b64decode(match.group(1)).decode()
+
+
+def drawn_node_states(svg: str) -> dict[str, str]:
+    """Node name -> the state it is drawn in (``completed``, ``failed``, ``not_run``...)."""
+    import re
+
+    return {
+        name: state
+        for state, name in re.findall(r'<g class="node state-(\w+)" data-name="([^"]+)"', svg)
+    }

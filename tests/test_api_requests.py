@@ -20,7 +20,8 @@ def client_calls(monkeypatch):
 
     calls = {"clients": 0, "default_storage_reads": 0}
     init = SyncPrefectClient.__init__
-    read = SyncPrefectClient.read_server_default_result_storage
+    # Prefect < 3.7.0 has no server-side default result storage: nothing to count there.
+    read = getattr(SyncPrefectClient, "read_server_default_result_storage", None)
 
     def counting_init(self, *args, **kwargs):
         calls["clients"] += 1
@@ -31,7 +32,8 @@ def client_calls(monkeypatch):
         return read(self, *args, **kwargs)
 
     monkeypatch.setattr(SyncPrefectClient, "__init__", counting_init)
-    monkeypatch.setattr(SyncPrefectClient, "read_server_default_result_storage", counting_read)
+    if read is not None:
+        monkeypatch.setattr(SyncPrefectClient, "read_server_default_result_storage", counting_read)
     return calls
 
 

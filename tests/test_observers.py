@@ -9,8 +9,10 @@ import sys
 import pytest
 from kedro.pipeline import Pipeline, node
 
-from kedro_prefect.observe.artifacts import graph_key, graph_markdown, mermaid_flowchart, table_key
+from kedro_prefect.observe.artifacts import graph_key, graph_markdown, table_key
 from kedro_prefect.observe.base import PipelineRun, RunObserver
+from kedro_prefect.observe.graph import MAX_DRAWN_NODES, build_graph, mermaid_flowchart, state_key
+from kedro_prefect.observe.graph_svg import render_svg
 from kedro_prefect.observe.recorder import _Observers
 from tests.helpers import EXAMPLE_PROJECT
 
@@ -37,7 +39,7 @@ def _subgraphs(lines: list[str]) -> dict[str, int]:
 
 
 def test_graph_names_every_node_and_nests_namespaces(example_pipeline):
-    markdown = graph_markdown(example_pipeline, ["__default__"])
+    markdown = graph_markdown(PipelineRun(example_pipeline, None, "sales_demo", ["__default__"]))
     mermaid = markdown.split("```mermaid\n", 1)[1].split("```", 1)[0]
     for each in example_pipeline.nodes:
         assert f'("{each.name}")' in mermaid
@@ -59,7 +61,7 @@ def test_graph_edges_follow_the_datasets():
             node(lambda x, p: x, ["b", "params:p"], 'say "c"', name="second"),
         ]
     )
-    lines = mermaid_flowchart(pipeline)
+    lines = mermaid_flowchart(build_graph(pipeline, "t"))
     ids = {m.group(2): m.group(1) for m in re.finditer(r'(\w+)\[?\(+"([^"]+)"', "\n".join(lines))}
     assert f"    {ids['a']} --> {ids['first']}" in lines
     assert f"    {ids['first']} --> {ids['b']}" in lines
@@ -78,6 +80,133 @@ def test_artifact_keys_are_stable_and_valid(example_pipeline):
     odd = PipelineRun(example_pipeline, None, "My Flow!", ["data_processing", "Model.Train"])
     assert re.fullmatch(r"[a-z0-9-]+", graph_key(odd))
     assert graph_key(odd) == "my-flow-data-processing-model-train-graph"
+
+
+def _svg_items(svg: str) -> dict[str, str]:
+    """``data-name`` -> CSS class of every drawn node, dataset or collapsed namespace."""
+    return {
+        m.group(2): m.group(1) for m in re.finditer(r'<g class="([^"]+)" data-name="([^"]+)"', svg)
+    }
+
+
+def test_final_graph_shows_each_node_state_duration_and_a_legend(example_pipeline):
+    states = {n.name: ("completed", 0.25) for n in example_pipeline.nodes}
+    states["rank_products"] = ("failed", 1.5)
+    states["combine_regions"] = ("not_run", None)
+    states["regions.west.summarize"] = (state_key("Cached", "COMPLETED"), None)
+    states["regions.east.summarize"] = (state_key("Cancelled", "CANCELLED"), 0.5)
+    graph = build_graph(example_pipeline, "__default__", states, {"orders_raw", "region_report"})
+    svg = render_svg(graph)
+    drawn = _svg_items(svg)
+    assert {n.name for n in example_pipeline.nodes} <= set(drawn)
+    assert drawn["rank_products"] == "node state-failed"
+    assert drawn["combine_regions"] == "node state-not_run"
+    assert drawn["regions.west.summarize"] == "node state-skipped"
+    assert drawn["regions.east.summarize"] == "node state-cancelled"
+    assert drawn["ingest.clean_orders"] == "node state-completed"
+    assert "<title>rank_products: failed · 1.50 s</title>" in svg
+    # persisted datasets are drawn differently from in-memory ones
+    assert drawn["orders_raw"] == "dataset persisted"
+    assert drawn["ingest.orders"] == "dataset memory"
+    legend = re.findall(r'<g class="legend-(\w+)">', svg)
+    assert legend == [
+        "completed",
+        "failed",
+        "cancelled",
+        "not_run",
+        "skipped",
+        "persisted",
+        "memory",
+    ]
+    mermaid = "\n".join(mermaid_flowchart(graph))
+    assert "rank_products<br/>failed · 1.50 s" in mermaid
+    assert re.search(r"class [\w,]+ failed", mermaid)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "key"),
+    [
+        ("Completed", "COMPLETED", "completed"),
+        ("Cached", "COMPLETED", "skipped"),
+        ("Skipped", "COMPLETED", "skipped"),
+        ("Failed", "FAILED", "failed"),
+        ("Crashed", "CRASHED", "failed"),
+        ("TimedOut", "FAILED", "failed"),
+        ("Cancelled", "CANCELLED", "cancelled"),
+        ("Not run", None, "not_run"),
+    ],
+)
+def test_state_names_map_to_graph_colours(name, kind, key):
+    assert state_key(name, kind) == key
+
+
+def _big_pipeline(models: int = 12, steps: int = 4, length: int = 5) -> Pipeline:
+    from kedro.pipeline import pipeline
+
+    def chain() -> Pipeline:
+        return Pipeline(
+            [
+                node(_identity, "raw" if k == 0 else f"d{k - 1}", f"d{k}", name=f"n{k}")
+                for k in range(length)
+            ]
+        )
+
+    parts = []
+    for m in range(models):
+        stages = [
+            pipeline(
+                chain(),
+                namespace=f"step_{s}",
+                inputs={"raw": "raw"},
+                outputs={f"d{length - 1}": f"out_{s}"},
+            )
+            for s in range(steps)
+        ]
+        report = Pipeline(
+            [node(_identity, [f"out_{s}" for s in range(steps)], "report", name="report")]
+        )
+        parts.append(
+            pipeline(
+                sum(stages, Pipeline([])) + report, namespace=f"model_{m}", inputs={"raw": "raw"}
+            )
+        )
+    return sum(parts, Pipeline([]))
+
+
+def _identity(*args):
+    return args[0]
+
+
+def test_a_large_pipeline_collapses_namespaces_and_says_so():
+    big = _big_pipeline()
+    assert len(big.nodes) == 252
+    states = {n.name: ("completed", 0.1) for n in big.nodes}
+    states["model_3.step_2.n1"] = ("failed", 0.1)
+    graph = build_graph(big, "big", states)
+    boxes = [i for i in graph.items.values() if i.kind != "dataset"]
+    assert len(boxes) <= MAX_DRAWN_NODES
+    assert "model_3.step_2" in graph.collapsed and "model_3" not in graph.collapsed
+    svg = render_svg(graph)
+    drawn = _svg_items(svg)
+    assert drawn["model_3.step_2"] == "namespace state-failed"  # the worst state of its nodes
+    assert drawn["model_3.step_1"] == "namespace state-completed"
+    # outside the collapsed namespaces, nodes are drawn one by one
+    assert '<g class="node state-completed" data-name="model_3.report">' in svg
+    run = PipelineRun(big, None, "big", ["__default__"])
+    assert "252 nodes are too many to draw one by one" in graph_markdown(run)
+
+
+def test_a_flat_pipeline_too_large_to_draw_says_so_instead():
+    flat = Pipeline([node(_identity, f"d{i}", f"d{i + 1}", name=f"n{i}") for i in range(200)])
+    markdown = graph_markdown(PipelineRun(flat, None, "flat", ["__default__"]))
+    assert "Not drawn: even with its namespaces collapsed, this pipeline would be 401 boxes" in (
+        markdown
+    )
+    assert "data:image/svg+xml" not in markdown and "```mermaid" not in markdown
+
+
+def test_a_small_pipeline_is_not_collapsed(example_pipeline):
+    assert build_graph(example_pipeline, "t").collapsed == []
 
 
 class _Boom(RunObserver):

@@ -182,3 +182,45 @@ def test_init_writes_prefect_yml_once(tmp_path: Path):
 def test_deploying_without_prefect_api_url_says_how_to_set_it():
     with pytest.raises(DeployError, match="PREFECT_API_URL is not set"):
         check_api_reachable()
+
+
+def test_an_environment_merges_with_base_per_deployment(tmp_path: Path):
+    """conf/prod/prefect.yml changes, adds and removes deployments; base's others stay."""
+    from kedro.config import OmegaConfigLoader
+
+    from kedro_prefect.config import load_project_config
+
+    for env, content in {
+        "base": {
+            "runner": {"max_workers": 2},
+            "deployments": {
+                "nightly": {"schedule": {"cron": "0 2 * * *"}, "tags": ["kedro"]},
+                "weekly": {"pipeline": "ingest"},
+                "experiments": {"pipeline": "reporting"},
+            },
+        },
+        "prod": {
+            "deployments": {
+                "nightly": {"schedule": {"interval": 3600}},
+                "experiments": None,
+                "backfill": {"paused": True},
+            }
+        },
+    }.items():
+        (tmp_path / env).mkdir()
+        (tmp_path / env / "prefect.yml").write_text(yaml.safe_dump(content))
+
+    def loader(env):
+        return OmegaConfigLoader(str(tmp_path), env=env, base_env="base", default_run_env="local")
+
+    prod = load_project_config(loader("prod"))
+    assert set(prod.deployments) == {"nightly", "weekly", "backfill"}
+    assert prod.deployments["nightly"].schedule.interval == timedelta(hours=1)
+    assert prod.deployments["nightly"].schedule.cron is None  # schedule: replaced, not mixed
+    assert prod.deployments["nightly"].tags == ["kedro"]  # from base
+    assert prod.deployments["weekly"].pipeline == "ingest"
+    assert prod.deployments["backfill"].paused is True
+    assert prod.runner == {"max_workers": 2}
+
+    base = load_project_config(loader("base"))
+    assert set(base.deployments) == {"nightly", "weekly", "experiments"}

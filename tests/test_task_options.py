@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 
 import pytest
 from kedro.pipeline import Pipeline, node
@@ -182,11 +183,20 @@ def test_exception_carrying_a_credential_is_masked():
 
     with pytest.raises(RedactedNodeError) as error:
         protect_secrets(connect, secrets)()
+    assert isinstance(error.value, RuntimeError)  # the type Kedro's runners would raise
+    assert pickle.loads(pickle.dumps(error.value)).args == error.value.args  # Dask sends it
     text = str(error.value)
     assert "hunter2-password" not in text
     assert "postgres://me:***@db" in text  # the chained cause, masked
     assert text.startswith("RuntimeError: could not load dataset")
     assert error.value.__cause__ is None and error.value.__suppress_context__
+
+    def refused():
+        raise ConnectionError("refused: postgres://me:hunter2-password@db")
+
+    with pytest.raises(ConnectionError, match=r"postgres://me:\*\*\*@db") as refusal:
+        protect_secrets(refused, secrets)()
+    assert isinstance(refusal.value, RedactedNodeError)
 
     def harmless():
         raise ValueError("no secret here")

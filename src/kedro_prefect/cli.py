@@ -1,11 +1,12 @@
-"""``kedro prefect init|deploy|serve``: Kedro project commands (``kedro.project_commands``).
+"""``kedro prefect init|deploy|serve|list``: Kedro project commands (``kedro.project_commands``).
 
 * ``init`` writes a commented ``conf/base/prefect.yml``.
-* ``deploy`` creates or updates the deployments of ``prefect.yml`` (or one given by flags) on the
-  Prefect API at ``PREFECT_API_URL``.
-* ``serve`` runs the project's deployments in the foreground (Prefect's ``serve``): scheduled and
-  triggered runs execute on this machine, no work pool needed. Ctrl-C stops it; schedules stay
-  active (``pause_on_shutdown=False``), runs due while it is down wait as Late until it is back.
+* ``deploy`` creates or updates the deployments of ``prefect.yml`` (or one given by flags, applied
+  to what the server has) on the Prefect API at ``PREFECT_API_URL``: the only command that writes.
+* ``serve`` runs the project's deployments as they are on the server (those without a work pool)
+  in the foreground: scheduled and triggered runs execute on this machine. Ctrl-C stops it;
+  schedules stay active, runs due while it is down wait as Late until it is back.
+* ``list`` shows the project's deployments on the server.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import click
 
 if TYPE_CHECKING:
     from kedro.framework.startup import ProjectMetadata
-    from prefect.deployments.runner import RunnerDeployment
 
-    from kedro_prefect.config import DeploymentConfig, ProjectConfig
+    from kedro_prefect.config import DeploymentConfig
 
 PREFECT_YML_TEMPLATE = """\
 # kedro-prefect settings for this project, read per Kedro environment (conf/base, conf/local,
@@ -56,8 +56,6 @@ deployments:
 
 # Prefect task options per node (retries, timeouts...): see docs/reliability.md.
 """
-
-_SCHEDULE_FLAGS = ("cron", "interval", "rrule")
 
 
 @click.group(name="kedro-prefect")
@@ -102,42 +100,45 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
 @click.option("--interval", default=None, type=float, help="Seconds between runs.")
 @click.option("--rrule", default=None, help='iCalendar RRULE, e.g. "FREQ=DAILY;BYHOUR=2".')
 @click.option("--timezone", default=None, help="IANA time zone of the schedule (default UTC).")
+@click.option(
+    "--anchor-date",
+    default=None,
+    help="With --interval: the moment intervals count from (ISO 8601, e.g. 2026-01-01T00:30:00Z).",
+)
 @click.option("--params", default="", help="Kedro runtime parameters: key=value,key2=value2.")
 @click.option("--tags", default="", help="Deployment tags: t1,t2.")
+@click.option("--description", default=None, help="Deployment description (shown in the UI).")
+@click.option("--version", "version", default=None, help="Deployment version label.")
 @click.option("--work-pool", default=None, help="Deploy for this work pool instead of serve.")
+@click.option("--work-queue", default=None, help="Work queue of the work pool.")
+@click.option(
+    "--job-variable",
+    "job_variables",
+    multiple=True,
+    help="Work pool job variable key=value (value read as YAML); repeatable.",
+)
+@click.option(
+    "--paused/--no-paused", default=None, help="Create or set the deployment paused (or not)."
+)
 @click.pass_obj
 def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
     """Create or update deployments on the Prefect API at PREFECT_API_URL.
 
-    With no flags, every deployment of prefect.yml; with flags, one deployment (the prefect.yml
-    entry of that --name, if any, with the flags applied). Re-running updates in place.
+    With no flags, every deployment of prefect.yml; with flags, one deployment: the one on the
+    server of that --name (else its prefect.yml entry) with only what the flags name changed.
+    With --env, the deployments of that environment (named NAME-ENV), next to the others.
     """
-    from kedro_prefect.deploy import check_api_reachable, check_work_pool, load_project
+    from kedro_prefect.deploy import check_api_reachable, load_project
+    from kedro_prefect.deploy.apply import deploy as deploy_project
 
     with _clear_errors():
         check_api_reachable()
         project = load_project(Path(metadata.project_path), env)
-        config = project.config
         ctx = click.get_current_context()
         flags["params"] = _parse_params(ctx, flags["params"])
         flags["tags"] = [tag.strip() for tag in flags["tags"].split(",") if tag.strip()]
-        selected = _select_deployments(config, flags, metadata)
-        for name, deployment in selected.items():
-            project.check_pipeline(name, deployment.pipeline)
-        deployments = {
-            name: project.deployment(name, deployment, default_env=env)
-            for name, deployment in selected.items()
-        }
-        for pool in {d.work_pool for d in selected.values() if d.work_pool}:
-            check_work_pool(pool)
-        for name, runner_deployment in deployments.items():
-            pool = selected[name].work_pool
-            runner_deployment.apply(work_pool_name=pool)
-            where = f"work pool {pool!r}" if pool else "`kedro prefect serve`"
-            click.echo(
-                f"Deployed {runner_deployment.full_name!r} "
-                f"({_describe_schedule(selected[name])}), run by {where}"
-            )
+        flags["job_variables"] = _parse_job_variables(flags["job_variables"])
+        deploy_project(project, env, flags, click.echo)
 
 
 @prefect_commands.command()
@@ -150,40 +151,62 @@ def deploy(metadata: ProjectMetadata, env: str | None, **flags: Any) -> None:
 def serve(
     metadata: ProjectMetadata, env: str | None, names: tuple[str, ...], limit: int | None
 ) -> None:
-    """Serve this project's deployments in the foreground until Ctrl-C.
+    """Serve this project's deployed deployments in the foreground until Ctrl-C.
 
-    Creates or updates the deployments of prefect.yml that have no work_pool, then runs their
-    scheduled and triggered flow runs on this machine. Stopping leaves the schedules active.
+    Runs the scheduled and triggered flow runs of the deployments on the server that have no work
+    pool (of this --env), exactly as deployed: serving changes nothing on the server. Deploy or
+    change them with `kedro prefect deploy`. Stopping leaves the schedules active.
     """
-    from prefect import serve as prefect_serve
+    from prefect.client.orchestration import get_client
 
+    from kedro_prefect._upstream.prefect import serve_deployed
     from kedro_prefect.deploy import check_api_reachable, load_project
+    from kedro_prefect.deploy.server import describe_schedules, served_deployments
 
     with _clear_errors():
         check_api_reachable()
         project = load_project(Path(metadata.project_path), env)
-        config = project.config
-        served = {n: d for n, d in config.deployments.items() if not d.work_pool}
-        unknown = [n for n in names if n not in served]
-        if unknown:
-            raise click.ClickException(
-                f"no deployment {unknown[0]!r} to serve in prefect.yml (deployments without "
-                f"work_pool: {', '.join(served) or 'none'})"
-            )
-        if names:
-            served = {n: served[n] for n in names}
-        if not served:
-            raise click.ClickException(
-                "prefect.yml has no deployments to serve (without work_pool); "
-                "run `kedro prefect init` and edit conf/base/prefect.yml"
-            )
-        for name, deployment in served.items():
-            project.check_pipeline(name, deployment.pipeline)
-        deployments: list[RunnerDeployment] = [
-            project.deployment(name, deployment, default_env=env)
-            for name, deployment in served.items()
-        ]
-    prefect_serve(*deployments, pause_on_shutdown=False, limit=limit)
+        flow_name = project.flow_name(_no_deployment())
+        with get_client(sync_client=True) as client:
+            served = served_deployments(client, flow_name, env, names)
+    for deployment in served:
+        click.echo(f"Serving '{flow_name}/{deployment.name}' ({describe_schedules(deployment)})")
+    click.echo("Ctrl-C stops serving; the schedules stay active.")
+    serve_deployed([(d.id, d.name, flow_name) for d in served], limit)
+
+
+@prefect_commands.command(name="list")
+@click.option("--env", "-e", default=None, help="Only the deployments of this Kedro environment.")
+@click.pass_obj
+def list_deployments(metadata: ProjectMetadata, env: str | None) -> None:
+    """This project's deployments on the Prefect server: schedule, who runs them, runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kedro_prefect.deploy import check_api_reachable, load_project
+    from kedro_prefect.deploy.apply import list_rows
+
+    with _clear_errors():
+        check_api_reachable()
+        project = load_project(Path(metadata.project_path), env)
+        rows = list_rows(project, env if env else ...)
+    if not rows:
+        click.echo(
+            "No deployments of this project on the server: `kedro prefect deploy` makes them."
+        )
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=max(160, Console().width)).print(table)
+
+
+def _no_deployment() -> DeploymentConfig:
+    from kedro_prefect.config import DeploymentConfig
+
+    return DeploymentConfig()
 
 
 @contextmanager
@@ -208,55 +231,15 @@ def _parse_params(ctx: click.Context, value: str) -> dict[str, Any]:
     return split_params(ctx, param, value) if value else {}
 
 
-def _select_deployments(
-    config: ProjectConfig, flags: dict[str, Any], metadata: ProjectMetadata
-) -> dict[str, DeploymentConfig]:
-    """All deployments of prefect.yml, or the one the flags describe."""
-    from kedro_prefect.deploy import validate_deployment
-    from kedro_prefect.errors import ProjectConfigError
+def _parse_job_variables(values: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
 
-    given = {key: value for key, value in flags.items() if value not in (None, "", [], {})}
-    if not given:
-        if not config.deployments:
-            raise ProjectConfigError(
-                "prefect.yml lists no deployments: add some under `deployments:` "
-                "(`kedro prefect init` writes an example) or describe one with flags, "
-                'e.g. `kedro prefect deploy --name nightly --cron "0 2 * * *"`'
+    parsed: dict[str, Any] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"expected key=value, got {value!r}", param_hint="--job-variable"
             )
-        return dict(config.deployments)
-
-    pipeline = flags["pipeline"]
-    name = flags["name"] or (pipeline if pipeline and pipeline != "__default__" else "default")
-    base = config.deployments.get(name)
-    raw: dict[str, Any] = base.model_dump(exclude_unset=True, mode="json") if base else {}
-    if pipeline:
-        raw["pipeline"] = pipeline
-    kinds = {kind: flags[kind] for kind in _SCHEDULE_FLAGS if flags[kind] is not None}
-    if kinds:
-        raw["schedule"] = dict(kinds)
-        if flags["timezone"]:
-            raw["schedule"]["timezone"] = flags["timezone"]
-    elif flags["timezone"]:
-        if not raw.get("schedule"):
-            raise ProjectConfigError("--timezone needs --cron, --interval or --rrule")
-        raw["schedule"]["timezone"] = flags["timezone"]
-    if flags["params"]:
-        raw["parameters"] = {**raw.get("parameters", {}), **flags["params"]}
-    if flags["tags"]:
-        raw["tags"] = flags["tags"]
-    if flags["work_pool"]:
-        raw["work_pool"] = flags["work_pool"]
-    return {name: validate_deployment(name, raw)}
-
-
-def _describe_schedule(deployment: DeploymentConfig) -> str:
-    schedule = deployment.schedule
-    if schedule is None:
-        return "no schedule, runs on demand"
-    if schedule.cron is not None:
-        text = f"cron {schedule.cron!r}"
-    elif schedule.interval is not None:
-        text = f"every {schedule.interval.total_seconds():g} s"
-    else:
-        text = f"rrule {schedule.rrule!r}"
-    return f"{text} {schedule.timezone or 'UTC'}"
+        parsed[key.strip()] = yaml.safe_load(text) if text else ""
+    return parsed

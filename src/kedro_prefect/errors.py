@@ -71,12 +71,27 @@ class NodeTimeoutError(KedroPrefectError, TimeoutError):
 class RunCancelledError(KedroPrefectError):
     """The run was stopped by SIGINT or SIGTERM; ``kedro run`` exits with 128 + signal."""
 
-    def __init__(self, signum: int, running: int = 0):
+    def __init__(self, signum: int, running: int = 0, completed: int | None = None, total: int = 0):
         name = signal.Signals(signum).name
+        done = f" {completed} of {total} nodes completed;" if completed is not None else ""
         super().__init__(
-            f"Run cancelled by {name}: no new node was started after it"
+            f"Run cancelled by {name}:{done} no new node was started after it"
             + (f"; the {running} running node(s) were allowed to finish" if running else "")
             + ". Outputs of completed nodes are saved; see the resume hint above."
+        )
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class RunStoppedError(KedroPrefectError):
+    """A second SIGINT or SIGTERM stopped the run at once; the process exits with 128 + signal."""
+
+    def __init__(self, signum: int, abandoned: int):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"Run stopped by a second {name}: {abandoned} running node(s) abandoned (their task "
+            "runs are marked Crashed in Prefect; their outputs may be partial). Outputs of "
+            "completed nodes are saved."
         )
         self.signum = signum
         self.exit_code = 128 + signum
@@ -87,6 +102,10 @@ class RunCancelledError(KedroPrefectError):
 
 class DeployError(KedroPrefectError):
     """A deployment cannot be created or served; the message says what to fix."""
+
+
+class ProjectNotFoundError(KedroPrefectError, FileNotFoundError):
+    """A deployment's ``project_path`` holds no Kedro project on the machine running the flow."""
 
 
 __all__ = [
@@ -100,5 +119,7 @@ __all__ = [
     "PrefectApiUnreachableError",
     "PrefectRunnerConfigError",
     "ProjectConfigError",
+    "ProjectNotFoundError",
     "RunCancelledError",
+    "RunStoppedError",
 ]

@@ -29,7 +29,11 @@ from kedro_prefect.execution.task_runners import build_task_runner, resolve_task
 from kedro_prefect.execution.tasks import node_task
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
-from kedro_prefect.observe.logs import keep_project_log_handlers, node_logs_to_prefect
+from kedro_prefect.observe.logs import (
+    keep_project_log_handlers,
+    node_logs_to_prefect,
+    quiet_terminal,
+)
 from kedro_prefect.observe.recorder import observe_run
 from kedro_prefect.scheduling import run_nodes
 
@@ -42,6 +46,15 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.protocol import NodeExecution
+
+
+#: What Kedro's ``SequentialRunner`` logs when a run loads and saves data synchronously (word for
+#: word: people and tools look for it).
+SYNC_MODE_MESSAGE = (
+    "Using synchronous mode for loading and saving data. Use the --async flag "
+    "for potential performance gains. "
+    "https://docs.kedro.org/en/stable/build/run_a_pipeline/#load-and-save-asynchronously"
+)
 
 
 class PrefectRunner(AbstractRunner):
@@ -89,7 +102,8 @@ class PrefectRunner(AbstractRunner):
     def run(self, pipeline: Pipeline, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Run the pipeline; see ``kedro.runner.AbstractRunner.run``.
 
-        A pipeline input missing from the catalog becomes a one-line error.
+        A pipeline input missing from the catalog raises Kedro's ``ValueError`` (a
+        :class:`~kedro_prefect.errors.MissingPipelineInputError`: Kedro's message, then a hint).
         """
         _follow_kedro_log_level()
         try:
@@ -130,6 +144,8 @@ class PrefectRunner(AbstractRunner):
         from prefect import flow
 
         hook_manager = hook_manager or null_hook_manager()
+        if not self._is_async:
+            self._logger.info(SYNC_MODE_MESSAGE)  # as SequentialRunner does
         self._apply_project_defaults()
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")
@@ -146,7 +162,9 @@ class PrefectRunner(AbstractRunner):
         def body() -> None:
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
-                observe_run(pipeline, runner, flow_name, run_id) as self._observer,
+                observe_run(
+                    pipeline, runner, flow_name, run_id, catalog, cancellation
+                ) as self._observer,
             ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
 
@@ -181,6 +199,7 @@ class PrefectRunner(AbstractRunner):
                 run_client(api_url),
                 node_logs_to_prefect(_package_name()),
                 redacted_logs(secrets),
+                quiet_terminal(dask=self._options.task_runner == "dask"),
             ):
                 with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
                     pipeline_flow(return_state=True)
@@ -235,7 +254,9 @@ class PrefectRunner(AbstractRunner):
             failed[1].result(raise_on_failure=True)
             raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
         if self._cancellation.requested:
-            raise RunCancelledError(self._cancellation.signum)
+            raise RunCancelledError(
+                self._cancellation.signum, completed=len(outcome.done), total=len(pipeline.nodes)
+            )
 
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""
@@ -267,21 +288,24 @@ def _node_execution(
 
 
 def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:
-    """The error for Kedro's "Pipeline input(s) {...} not found" check, naming the inputs."""
+    """Kedro's "Pipeline input(s) {...} not found in the DataCatalog" error, with a hint after it.
+
+    A ``ValueError`` whose first line is Kedro's own message (so code and tests written against
+    Kedro's runners keep matching it); the second line names the nodes needing the inputs.
+    """
     import ast
 
     try:
         missing = sorted(ast.literal_eval(message[message.index("{") : message.index("}") + 1]))
     except (ValueError, SyntaxError):
-        return MissingPipelineInputError(f"{message}; no node was run.")
+        return MissingPipelineInputError(f"{message}\nNo node was run.")
     users = sorted(
         node.name for node in pipeline.nodes if any(name in node.inputs for name in missing)
     )
     return MissingPipelineInputError(
-        f"Pipeline input(s) {', '.join(missing)} not found in the catalog (needed by "
-        f"{', '.join(users)}); no node was run. Declare them in conf/<env>/catalog.yml, or "
-        "include the nodes that produce them in the run (check --pipeline, --from-nodes, "
-        "--to-nodes, --tags)."
+        f"{message}\nNeeded by {', '.join(users)}; no node was run. Declare "
+        f"{', '.join(missing)} in conf/<env>/catalog.yml, or include the nodes that produce "
+        "them in the run (check --pipeline, --from-nodes, --to-nodes, --tags)."
     )
 
 

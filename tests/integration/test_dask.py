@@ -304,6 +304,35 @@ def test_node_table_of_a_dask_run_comes_from_the_workers(
         assert row["worker"].startswith("tcp://127.0.0.1:"), row
 
 
+def test_prefect_draws_the_pipeline_edges_of_a_dask_run(cluster, api, prefect_server, tmp_path):
+    """Each node's task run records its producers' task runs as inputs (the UI's graph edges),
+    whether the data came through a persisted dataset (``base``) or in memory (``left``...)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    pipeline = fan_out_fan_in()
+    _run(
+        PrefectRunner(task_runner="dask", address=cluster.address, flow_name="dask-edges"),
+        pipeline,
+        _catalog(tmp_path),
+    )
+    with api_client(prefect_server) as client:
+        flow_run = latest_flow_run(client, "dask-edges")
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        )
+    by_name = {task_run.name: task_run for task_run in task_runs}
+    for node_, producers in pipeline.node_dependencies.items():
+        recorded = {
+            str(run_input.id)
+            for inputs in by_name[node_.name].task_inputs.values()
+            for run_input in inputs
+            if hasattr(run_input, "id")
+        }
+        expected = {str(by_name[p.name].id) for p in producers}
+        assert expected <= recorded, (node_.name, expected - recorded)
+    assert any(pipeline.node_dependencies.values())
+
+
 def _task_prefixes(dask_scheduler) -> list[str]:
     return list(dask_scheduler.task_prefixes)
 

@@ -35,7 +35,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from kedro_prefect.deploy import FLOW_ENTRYPOINT
-from tests.helpers import KEDRO, PREFECT, free_port, run_kedro
+from tests.helpers import KEDRO, PREFECT, ProcessGroup, free_port, run_kedro
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,8 @@ def test_deploy_creates_schedules_as_given_and_redeploy_updates_in_place(
         },
     )
     out = _ok(_kedro(example_project, prefect_server, "deploy"))
-    assert f"Deployed '{flow_name}/nightly'" in out
+    assert f"Created '{flow_name}/nightly' (daily at 02:00 Europe/Amsterdam" in out
+    assert "run by `kedro prefect serve`" in out
 
     with _client(prefect_server) as client:
         first = _deployments_of_flow(client, flow_name)
@@ -165,7 +166,7 @@ def test_deploy_creates_schedules_as_given_and_redeploy_updates_in_place(
             "--cron",
             "30 3 * * 1-5",
             "--timezone",
-            "UTC",
+            "America/Chicago",
             "--params",
             "min_quantity=2",
             "--tags",
@@ -174,13 +175,14 @@ def test_deploy_creates_schedules_as_given_and_redeploy_updates_in_place(
             pool,
         )
     )
-    assert f"cron '30 3 * * 1-5' UTC), run by work pool {pool!r}" in out
+    assert f"Updated '{flow_name}/nightly' (weekdays at 03:30 America/Chicago" in out
+    assert f"run by work pool {pool!r}" in out
     with _client(prefect_server) as client:
         second = _deployments_of_flow(client, flow_name)
         assert set(second) == {"nightly", "every-90-min", "mwf"}
         assert second["nightly"].id == nightly.id
         (cron,) = second["nightly"].schedules
-        assert (cron.schedule.cron, cron.schedule.timezone) == ("30 3 * * 1-5", "UTC")
+        assert (cron.schedule.cron, cron.schedule.timezone) == ("30 3 * * 1-5", "America/Chicago")
         assert second["nightly"].parameters["params"] == {"top_n": 5, "min_quantity": 2}
         assert second["nightly"].tags == ["kedro", "weekdays"]
         assert second["nightly"].description == "Nightly sales"
@@ -272,14 +274,16 @@ def test_serve_runs_a_deployment_as_one_flow_run_with_a_task_per_node(
             },
         },
     )
+    # Serve serves what is deployed: deploy first.
+    _ok(_kedro(example_project, prefect_server, "deploy"))
     serve_log = tmp_path / "serve.log"
-    serve = subprocess.Popen(
+    group = ProcessGroup(
         [KEDRO, "prefect", "serve"],
-        cwd=example_project,
-        env={**os.environ, **prefect_server.env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
-        stdout=open(serve_log, "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
+        example_project,
+        {**prefect_server.env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        serve_log,
     )
+    serve = group.process
     try:
         with _client(prefect_server) as client:
             deployment = _wait_for(
@@ -324,9 +328,7 @@ def test_serve_runs_a_deployment_as_one_flow_run_with_a_task_per_node(
             assert not after.paused
             assert [s.active for s in after.schedules] == [True]
     finally:
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait(timeout=30)
+        group.stop()  # serve and any flow run it started, also when the test failed
 
     assert sequential.wait(timeout=240) == 0, sequential.stdout.read().decode()[-3000:]
     outputs = sorted(

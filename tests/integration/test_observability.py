@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -119,8 +120,9 @@ def test_graph_artifact_names_every_node_in_a_mermaid_block(server_run, prefect_
         (artifact,) = artifacts_of(client, flow_run.id, "nightly-default-graph")
     assert artifact.type == "markdown"
     mermaid = artifact.data.split("```mermaid", 1)[1].split("```", 1)[0]
-    for name in NODES:
-        assert f'("{name}")' in mermaid, name
+    for name in NODES:  # updated at the end: each node's state and duration
+        assert f'("{name}<br/>completed · ' in mermaid, name
+    assert "data:image/svg+xml;base64," in artifact.data  # the picture every UI shows
     assert "subgraph ns" in mermaid and '["north"]' in mermaid  # namespaces as subgraphs
 
 
@@ -207,9 +209,16 @@ def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
     with api_client(ui_server) as client:
         flow_run = latest_flow_run(client, "sales_demo")
         (artifact,) = artifacts_of(client, flow_run.id, "sales-demo-default-nodes")
-    # The server serves Prefect's UI: the terminal links to this flow run's page.
+    # The server serves Prefect's UI: the terminal links to this flow run's page, in the V2 UI
+    # where the server offers it, and to the graph artifact.
     ui_url = ui_server.api_url.removesuffix("/api")
+    ui_settings = httpx.get(f"{ui_url}/ui-settings", timeout=10).json()
+    if "v2" in ui_settings.get("available_uis", []):
+        ui_url += ui_settings["v2_base_url"].rstrip("/")
     assert f"Prefect flow run: {ui_url}/runs/flow-run/{flow_run.id}" in output
+    with api_client(ui_server) as client:
+        (graph,) = artifacts_of(client, flow_run.id, "sales-demo-default-graph")
+    assert f"Pipeline graph: {ui_url}/artifacts/artifact/{graph.id}" in output
     rows = {row["node"]: row for row in table_rows(artifact)}
     assert set(rows) == NODES
     assert rows["rank_products"]["state"] == "Failed"
@@ -217,7 +226,9 @@ def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
 
 
 def test_no_ui_link_for_a_server_without_ui(prefect_server):
-    from kedro_prefect.observe.recorder import _serves_ui
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    ui_url = prefect_server.api_url.removesuffix("/api")
-    assert not _serves_ui(prefect_server.api_url, ui_url)  # started with --no-ui
+    from kedro_prefect.observe.recorder import _api_and_ui_urls
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        assert _api_and_ui_urls() == (prefect_server.api_url, None)  # started with --no-ui

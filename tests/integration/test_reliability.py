@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pty
+import re
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +31,9 @@ from tests.helpers import (
     KEDRO,
     api_client,
     artifacts_of,
+    drawn_node_states,
     free_port,
+    graph_picture,
     latest_flow_run,
     run_kedro,
     table_rows,
@@ -225,19 +230,29 @@ def _interrupt(
     ready: str,
     signals: list[int],
     to_group: bool,
+    tty: bool = False,
 ) -> tuple[int, str, set[int]]:
     """Start ``kedro run``, send ``signals`` once ``data/<ready>`` exists, return rc, output and
-    the PIDs of every descendant process seen while it ran."""
+    the PIDs of every descendant process seen while it ran. ``tty``: output to a terminal."""
     log = project / "kedro.out"
+    reader = None
     with open(log, "w") as out:
+        if tty:
+            leader, follower = pty.openpty()
+            reader = threading.Thread(target=_copy_terminal, args=(leader, log), daemon=True)
+            reader.start()
         process = subprocess.Popen(
             [KEDRO, "run", RUNNER, *args],
             cwd=project,
-            env={**os.environ, "COLUMNS": "200", **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200", **env}
+            | ({"LINES": "50", "TERM": "xterm"} if tty else {}),
+            stdin=subprocess.DEVNULL,
+            stdout=follower if tty else out,
+            stderr=follower if tty else subprocess.STDOUT,
             start_new_session=True,
         )
+        if tty:
+            os.close(follower)
     parent = psutil.Process(process.pid)
     seen: set[int] = set()
 
@@ -264,7 +279,23 @@ def _interrupt(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        if reader is not None:
+            reader.join(timeout=30)
     return returncode, log.read_text(), seen
+
+
+def _copy_terminal(leader: int, log: Path) -> None:
+    """Copy what the child writes to its terminal into ``log`` until the terminal closes."""
+    with open(log, "ab") as out:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            out.write(data)
+    os.close(leader)
 
 
 def _survivors(pids: set[int]) -> list[int]:
@@ -305,6 +336,13 @@ def test_ctrl_c_cancels_thread_run(project, prefect_server):
     [run] = flow_runs(prefect_server, "sigint-thread")
     assert run["state"]["type"] in ("CANCELLED", "CRASHED")
     assert not _survivors(children)
+    # The graph artifact was updated on the way out: what ran, and what the cancel left out.
+    with api_client(prefect_server) as client:
+        (graph,) = artifacts_of(client, run["id"], "sigint-thread-chain-graph")
+    assert graph.data.startswith("# Kedro pipeline `chain`: cancelled")
+    drawn = drawn_node_states(graph_picture(graph.data))
+    assert [drawn[f"step_{i}"] for i in range(1, done + 1)] == ["completed"] * done
+    assert [drawn[f"step_{i}"] for i in range(done + 1, 9)] == ["not_run"] * (8 - done)
 
 
 def test_sigint_cancels_dask_run_and_stops_its_cluster(project, prefect_server):
@@ -342,6 +380,7 @@ def test_second_sigterm_stops_at_once_and_kills_the_ephemeral_server(project, tm
     )
     assert returncode == 128 + signal.SIGTERM, output
     assert "Received SIGTERM again: stopping now" in output
+    assert _last_line(output).startswith("Error: Run stopped by a second SIGTERM: 1 running node")
     assert children, "the ephemeral API server is a child process"
     assert not _survivors(children)
     with sqlite3.connect(home / "prefect.db") as db:
@@ -349,7 +388,46 @@ def test_second_sigterm_stops_at_once_and_kills_the_ephemeral_server(project, tm
             "select flow_run.state_type from flow_run join flow on flow_run.flow_id = flow.id "
             "where flow.name = 'sigterm-test'"
         ).fetchall()
+        task_states = db.execute(
+            "select task_run.name, task_run.state_type from task_run "
+            "join flow_run on task_run.flow_run_id = flow_run.id "
+            "join flow on flow_run.flow_id = flow.id where flow.name = 'sigterm-test'"
+        ).fetchall()
     assert states == [("CRASHED",)]
+    # the abandoned node's task run does not stay Running in the API
+    assert task_states == [("sleepy_node", "CRASHED")]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _last_line(output: str) -> str:
+    lines = [line.split("\r")[-1] for line in _ANSI.sub("", output).splitlines()]
+    return [line for line in lines if line.strip()][-1]
+
+
+def test_second_ctrl_c_on_a_terminal_closes_the_bar_and_marks_abandoned_task_runs(
+    project, prefect_server
+):
+    returncode, output, _ = _interrupt(
+        project,
+        ["--pipeline=sleepy", "--runner-params=flow_name=sigint-twice"],
+        prefect_server.env,
+        ready="events.log",  # sleepy_node has started (it sleeps 60 s)
+        signals=[signal.SIGINT, signal.SIGINT],
+        to_group=True,
+        tty=True,
+    )
+    assert returncode == 130, output
+    assert "/1 nodes" in _ANSI.sub("", output), output  # the progress bar was on screen
+    after_bar = output[output.rindex("running: sleepy_node") :]
+    assert "\x1b[?25h" in after_bar  # ...and was closed: the cursor is shown again
+    assert _last_line(output).startswith("Error: Run stopped by a second SIGINT: 1 running node")
+    assert _ANSI.sub("", output).count("Error:") == 1
+    [run] = flow_runs(prefect_server, "sigint-twice")
+    assert run["state"]["type"] == "CRASHED"
+    [task_run] = task_runs(prefect_server, run["id"], 1)
+    assert (task_run["name"], task_run["state"]["type"]) == ("sleepy_node", "CRASHED")
 
 
 # --- credentials ------------------------------------------------------------------------
@@ -371,6 +449,7 @@ def test_credentials_never_reach_prefect(project, session_run, prefect_server, t
         )
     # the node using the credentials succeeded, the one echoing them failed (masked)
     assert "ConnectionError: service refused token=***" in str(error.value)
+    assert isinstance(error.value, ConnectionError)  # the type SequentialRunner would raise
     assert (project / "data" / "secret_copy.txt").read_text() == "some data\n"
     [run] = flow_runs(prefect_server, flow_name)
     states = {task["name"]: task["state"] for task in task_runs(prefect_server, run["id"], 2)}
@@ -415,12 +494,14 @@ def test_bad_runner_options_are_one_clear_error_before_any_node(project):
 
 
 def test_missing_pipeline_input_is_one_clear_error_before_any_node(project, session_run):
-    with pytest.raises(KedroPrefectError) as error:
+    # Kedro's type and message (first line), as code written against SequentialRunner expects
+    with pytest.raises(ValueError, match="not found in the DataCatalog") as error:
         session_run("needs_input")
-    assert str(error.value).startswith(
-        "Pipeline input(s) missing_input not found in the catalog (needed by needs); "
-        "no node was run. Declare them in conf/<env>/catalog.yml"
-    )
+    assert isinstance(error.value, KedroPrefectError)  # `kedro run`: one "Error: ..." message
+    first, hint = str(error.value).split("\n")
+    # Kedro names the catalog's class: DataCatalog, or DataCatalogWithCatalogCommandsMixin
+    assert first.startswith("Pipeline input(s) {'missing_input'} not found in the DataCatalog")
+    assert hint.startswith("Needed by needs; no node was run. Declare missing_input in ")
     assert events(project) == []
 
 

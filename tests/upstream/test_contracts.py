@@ -85,3 +85,32 @@ def test_the_upstream_package_is_where_they_are() -> None:
     assert any(
         "_create_hook_manager" in path.read_text() for path in (PACKAGE / "_upstream").glob("*.py")
     )
+
+
+def test_the_server_app_is_built_final_only_where_fastapi_copies_routes() -> None:
+    """``create_app(final=True)`` deletes the routers' routes: right only where FastAPI copied
+    them into the app on include (< 0.137); elsewhere every request would answer 500."""
+    from fastapi import APIRouter, FastAPI
+
+    from kedro_prefect._upstream.prefect_server import fastapi_copies_routes_on_include
+
+    router = APIRouter()
+
+    @router.get("/probe")
+    def probe() -> dict[str, str]:
+        return {}
+
+    app = FastAPI()
+    app.include_router(router)
+    copied = any(route.__class__.__name__ == "APIRoute" for route in app.router.routes)
+    assert fastapi_copies_routes_on_include() == copied
+
+
+def test_installed_versions_are_read_as_numbers() -> None:
+    from kedro_prefect._upstream import installed_version, version_at_least
+
+    assert installed_version("prefect")[:1] == (3,)
+    assert installed_version("no-such-distribution-here") == ()
+    assert version_at_least("prefect", 3, 4)
+    assert not version_at_least("prefect", 4)
+    assert not version_at_least("no-such-distribution-here", 0)

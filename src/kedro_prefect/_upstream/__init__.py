@@ -17,6 +17,7 @@ fails a test instead of silently bringing back a slow path or breaking runs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,21 +62,30 @@ class Contract:
         return self.check is None or bool(self.check(obj))
 
 
+@functools.cache
 def installed_version(distribution: str) -> tuple[int, ...]:
-    """``(major, minor, patch)`` of an installed distribution; ``()`` if it is not installed."""
+    """The release of an installed distribution as ints; ``()`` if it is not installed.
+
+    Pre-release and local parts are cut off: ``3.7.5.dev1`` -> ``(3, 7, 5)``, ``1.0.0rc1`` ->
+    ``(1, 0, 0)``.
+    """
     try:
         text = version(distribution)
     except PackageNotFoundError:
         return ()
-    numbers = []
-    for part in text.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit()) if not part.isdigit() else part
+    parts: list[int] = []
+    for part in text.split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
         if not digits:
             break
-        numbers.append(int(digits))
-        if not part.isdigit():
+        parts.append(int(digits))
+        if len(digits) != len(part):
             break
-    return tuple(numbers)
+    return tuple(parts)
 
 
 def version_at_least(distribution: str, *minimum: int) -> bool:

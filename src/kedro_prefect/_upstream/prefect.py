@@ -20,6 +20,10 @@ Relies on, and buys:
   which sets Prefect's logging up once per process (:func:`set_up_prefect_logging_once`).
 * The ``flows.heartbeat_frequency`` setting (Prefect >= 3.6.13): turned off for runs driven by
   ``kedro run`` in the foreground (a synchronous flow run otherwise waits ~1 s at its end).
+* ``Runner.add_deployment`` asks the deployment it is given for its id with ``apply()`` (Prefect
+  < 3.6: awaited) or ``aapply()`` and reads its ``name`` and ``storage``:
+  :func:`serve_deployed` hands it deployments that exist on the server already, so serving runs
+  them exactly as deployed instead of re-creating them (``prefect.serve`` re-applies what it gets).
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
   default there (:func:`local_result_storage`).
@@ -63,6 +67,11 @@ CONTRACTS = (
     Contract(
         "prefect.logging.configuration:PROCESS_LOGGING_CONFIG",
         "set Prefect's logging up once per process, keeping the project's root handlers",
+    ),
+    Contract(
+        "prefect.runner:Runner.add_deployment",
+        "serve deployments as they are on the server, without re-applying them",
+        check=lambda fn: _registers_by_apply(),
     ),
     Contract(
         "prefect.settings:PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
@@ -258,3 +267,49 @@ def local_result_storage() -> dict[str, Any]:
     from prefect.settings import get_current_settings
 
     return {"result_storage": Path(get_current_settings().results.local_storage_path)}
+
+
+# --- serving deployed deployments ----------------------------------------------------------------
+
+
+def _registers_by_apply() -> bool:
+    """Whether ``Runner`` registers a deployment through its ``apply``/``aapply``, name, storage."""
+    import inspect
+
+    from prefect.runner import Runner
+
+    method = getattr(Runner, "aadd_deployment", None) or Runner.add_deployment
+    source = inspect.getsource(method)
+    return "apply()" in source and ".storage" in source
+
+
+class _Deployed:
+    """A deployment that exists on the server, as ``Runner.add_deployment`` takes it."""
+
+    def __init__(self, deployment_id: Any, name: str, flow_name: str):
+        self.id = deployment_id
+        self.name = name
+        self.flow_name = flow_name
+        self.work_pool_name = None
+        self.storage = None
+
+    async def apply(self, *args: Any, **kwargs: Any) -> Any:
+        return self.id
+
+    async def aapply(self, *args: Any, **kwargs: Any) -> Any:
+        return self.id
+
+
+def serve_deployed(deployments: list[tuple[Any, str, str]], limit: int | None) -> None:
+    """Serve ``(id, name, flow name)`` deployments until Ctrl-C; nothing on the server changes.
+
+    Prefect's ``serve`` with ``pause_on_shutdown=False``: stopping leaves the schedules active.
+    """
+    from prefect import serve
+
+    serve(
+        *(_Deployed(*d) for d in deployments),  # type: ignore[arg-type]
+        pause_on_shutdown=False,
+        print_starting_message=False,
+        limit=limit,
+    )

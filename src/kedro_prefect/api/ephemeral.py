@@ -184,7 +184,7 @@ class EphemeralAPI:
                         )
                     time.sleep(0.05)
             self._ready = True
-            logger.info(
+            logger.debug(
                 "Prefect ephemeral API at %s (ready %.1f s after launch)",
                 self.url,
                 time.monotonic() - self._started_at,
@@ -196,6 +196,10 @@ class EphemeralAPI:
         process = self._terminate()
         if process is not None:
             _reap(process)
+
+    def stop_without_waiting(self) -> None:
+        """Send the server process SIGTERM and return at once (a second Ctrl-C's exit)."""
+        self._terminate()
 
     def _terminate(self) -> subprocess.Popen[bytes] | None:
         """Ask the server process to stop; return it (``None``: nothing of this process's)."""

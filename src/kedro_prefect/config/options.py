@@ -175,4 +175,12 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
             lines.append(f"PrefectRunner options: {message}")
             continue
         lines.append(f"PrefectRunner option {name}={raw.get(name)!r}: {message}")
-    return "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)
+    text = "Invalid PrefectRunner options:\n  " + "\n  ".join(lines)
+    if any(e["loc"] == ("max_workers",) and e["type"] == "greater_than" for e in exc.errors()):
+        # Kedro's ThreadRunner's message for the same mistake, first (a ValueError there too)
+        text = f"{KEDRO_MAX_WORKERS_MESSAGE}\n{text}"
+    return text
+
+
+#: ``ThreadRunner(max_workers=0)``'s ``ValueError`` message in Kedro.
+KEDRO_MAX_WORKERS_MESSAGE = "max_workers should be positive"

@@ -108,10 +108,70 @@ def load_project_config(config_loader: Any) -> ProjectConfig:
         return ProjectConfig()
     config_loader.config_patterns.setdefault("prefect", PREFECT_CONFIG_PATTERNS)
     try:
-        raw = config_loader["prefect"]
+        raw = read_config(config_loader, "prefect")
     except MissingConfigException:
         return ProjectConfig()
-    return validate_project_config(raw or {})
+    raw = dict(raw or {})
+    base = _base_only(config_loader) or {}
+    if "deployments" in raw or "deployments" in base:
+        raw["deployments"] = merge_deployments(base.get("deployments"), raw.get("deployments"))
+    return validate_project_config(raw)
+
+
+def merge_deployments(base: Any, env: Any) -> dict[str, Any]:
+    """``deployments:`` of base with those of the run environment merged in, per deployment.
+
+    A deployment only in base is kept; one only in the environment is added; one in both is base's
+    entry with the environment's keys replacing base's (a key's whole value: ``schedule:`` in the
+    environment replaces base's schedule). ``name: null`` in the environment removes it there.
+    """
+    merged: dict[str, Any] = {}
+    for name, entry in (base or {}).items():
+        merged[name] = dict(entry) if isinstance(entry, dict) else entry
+    for name, entry in (env or {}).items():
+        if entry is None:
+            merged.pop(name, None)
+        elif isinstance(entry, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **entry}
+        else:
+            merged[name] = entry
+    return {name: entry for name, entry in merged.items() if entry is not None}
+
+
+def _base_only(config_loader: Any) -> dict[str, Any] | None:
+    """``prefect.yml`` of the base environment alone (None if the loader cannot say).
+
+    Kedro's config loader merges environments by top-level key: a ``deployments:`` section in
+    ``conf/<env>`` replaces base's whole section. Reading base alone lets
+    :func:`merge_deployments` merge per deployment instead.
+    """
+    import copy
+
+    base_env = getattr(config_loader, "base_env", None)
+    run_env = getattr(config_loader, "env", None) or getattr(config_loader, "default_run_env", None)
+    if not base_env or not hasattr(config_loader, "env") or run_env == base_env:
+        return None
+    base_loader = copy.copy(config_loader)
+    base_loader.env = base_env
+    try:
+        return dict(base_loader["prefect"] or {})
+    except MissingConfigException:
+        return {}
+
+
+def read_config(config_loader: Any, key: str) -> Any:
+    """``config_loader[key]``, without a second copy of Kedro's own deprecation warnings.
+
+    Kedro's ``OmegaConfigLoader`` registers its resolvers with OmegaConf's deprecated
+    ``register_new_resolver`` on every read. Python shows such a warning once per place, but
+    importing Prefect resets that memory: a read by kedro-prefect would print the warning
+    ``kedro run`` already printed (6 terminal lines each time).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+        return config_loader[key]
 
 
 def validate_project_config(raw: dict[str, Any]) -> ProjectConfig:

@@ -151,8 +151,10 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
     def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
         import cloudpickle
 
+        # Loaded here without Kedro's "Loading data from ..." line: the node's Task on the
+        # worker loads it again from a MemoryDataset, and logs it, as SequentialRunner would.
         given = {
-            name: self._catalog.load(name)
+            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
             for name in node.inputs
             if name in self._memory and name not in self._producer
         }

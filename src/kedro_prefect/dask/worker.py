@@ -138,7 +138,10 @@ def bootstrap_worker(
         if package_name:
             from kedro.framework.project import configure_project
 
+            from kedro_prefect.observe.logs import keep_project_logging_in_worker
+
             configure_project(package_name)
+            keep_project_logging_in_worker()
         worker_hook_manager.cache_clear()
         _bootstrapped["key"] = key
     _bootstrapped["package_name"] = package_name
@@ -156,10 +159,11 @@ def _ensure_worker_logging() -> None:
     root = logging.getLogger()
     if any(isinstance(handler, APILogHandler) for handler in root.handlers):
         return
-    from kedro_prefect.observe.logs import node_logs_to_prefect
+    from kedro_prefect.observe.logs import gate_run_lines, node_logs_to_prefect
 
     for name, level in _bootstrapped.get("log_levels", {}).items():
         logging.getLogger(name or None).setLevel(level)
+    gate_run_lines()  # Prefect's "Finished in state Completed()": API only, as in the driver
     logs = node_logs_to_prefect(_bootstrapped.get("package_name"))
     logs.__enter__()  # for the life of the worker process
     _bootstrapped["logs"] = logs

@@ -19,6 +19,7 @@ _EXPORTS = {
     "kedro_pipeline": "kedro_prefect.deploy.flow",
     "kedro_deployment": "kedro_prefect.deploy.deployments",
     "check_api_reachable": "kedro_prefect.deploy.deployments",
+    "deployment_name": "kedro_prefect.deploy.deployments",
     "check_work_pool": "kedro_prefect.deploy.deployments",
     "load_project": "kedro_prefect.deploy.deployments",
     "validate_deployment": "kedro_prefect.deploy.deployments",
@@ -32,6 +33,9 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'kedro_prefect.deploy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name == "kedro_pipeline":  # the entrypoint: named after the flow of the run (if any)
+        value = importlib.import_module(module).flow_of_this_run()
+    else:
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -54,7 +54,9 @@ def kedro_deployment(
 
     Args:
         name: Deployment name (unique per flow; re-applying the same name updates it).
-        project_path: The Kedro project directory.
+        project_path: The Kedro project directory. A path that is not on this machine (only on
+            the worker that runs the flow) must be absolute and needs ``flow_name``; the
+            project is then checked where the run starts, on the worker.
         pipeline: A registered pipeline of the project.
         env: Kedro environment of the runs.
         params: Kedro runtime parameters (plain values), as ``kedro run --params``.
@@ -107,9 +109,32 @@ def kedro_deployment(
         "concurrency_limit": concurrency_limit,
     }
     config = validate_deployment(name, raw)
-    project = load_project(Path(project_path), env)
-    project.check_pipeline(name, config.pipeline)
+    path = Path(project_path)
+    if (path / "pyproject.toml").is_file():
+        project = load_project(path, env)
+        project.check_pipeline(name, config.pipeline)
+    else:
+        project = _remote_project(path, flow_name)
     return project.deployment(name, config, default_env=env, flow_name=flow_name)
+
+
+def _remote_project(path: Path, flow_name: str | None) -> Project:
+    """A project that is not on this machine (only where the flow runs): checked at run start."""
+    if not path.is_absolute():
+        raise ProjectConfigError(
+            f"project_path {str(path)!r}: no Kedro project there (no pyproject.toml). A path that "
+            "exists only on the machine running the flow (a worker) must be absolute, "
+            "e.g. '/srv/sales_demo'"
+        )
+    if not flow_name:
+        raise ProjectConfigError(
+            f"project_path {str(path)!r} is not on this machine, so the project's package name "
+            "(the flow name) cannot be read from it: pass flow_name='<package name>' (the flow "
+            "`kedro run --runner=kedro_prefect.PrefectRunner` reports to)"
+        )
+    from kedro_prefect.config import ProjectConfig
+
+    return Project(path, flow_name, ProjectConfig(), on_this_machine=False)
 
 
 def validate_deployment(name: str, raw: dict[str, Any]) -> DeploymentConfig:
@@ -136,10 +161,18 @@ def load_project(project_path: Path, env: str | None = None) -> Project:
 class Project:
     """A Kedro project on disk (bootstrapped): its package, pipelines and prefect.yml."""
 
-    def __init__(self, path: Path, package_name: str, config: ProjectConfig):
+    def __init__(
+        self,
+        path: Path,
+        package_name: str,
+        config: ProjectConfig,
+        *,
+        on_this_machine: bool = True,
+    ):
         self.path = path
         self.package_name = package_name
         self.config = config
+        self.on_this_machine = on_this_machine
 
     def check_pipeline(self, deployment: str, pipeline: str) -> None:
         from kedro.framework.project import pipelines
@@ -165,15 +198,23 @@ class Project:
         *,
         default_env: str | None = None,
         flow_name: str | None = None,
+        project_path: str | None = None,
     ) -> RunnerDeployment:
+        """The ``RunnerDeployment`` of prefect.yml's (or the flags') deployment ``name``.
+
+        Its name on the server is :func:`deployment_name` (``name`` with the environment, if any)
+        and an ``env:<env>`` tag shows the environment in the UI. ``project_path`` replaces this
+        project's path (a re-deploy keeps the path stored on the server).
+        """
         from prefect.client.schemas.actions import DeploymentScheduleCreate
         from prefect.deployments.runner import EntrypointType
 
         check_deployment_name(name)
+        env = config.env or default_env
         parameters = {
-            "project_path": str(self.path),
+            "project_path": project_path or str(self.path),
             "pipeline": config.pipeline,
-            "env": config.env or default_env,
+            "env": env,
             "params": config.parameters,
             "runner_options": config.runner,
         }
@@ -185,11 +226,14 @@ class Project:
                 )
             ]
         named_flow = kedro_pipeline.with_options(name=flow_name or self.flow_name(config))
+        tags = [tag for tag in config.tags if not tag.startswith(ENV_TAG_PREFIX)]
+        if env:
+            tags.append(f"{ENV_TAG_PREFIX}{env}")
         deployment = named_flow.to_deployment(
-            name=name,
+            name=deployment_name(name, env),
             schedules=schedules,
             parameters=parameters,
-            tags=config.tags,
+            tags=tags,
             description=config.description
             or f"Kedro pipeline {config.pipeline!r} of {self.package_name}",
             version=config.version,
@@ -204,6 +248,23 @@ class Project:
         if schedules is None:
             deployment.schedules = []
         return deployment
+
+
+#: Tag showing a deployment's Kedro environment in the UI (``env:prod``).
+ENV_TAG_PREFIX = "env:"
+
+
+def deployment_name(name: str, env: str | None) -> str:
+    """The server's name of deployment ``name`` for Kedro environment ``env``.
+
+    The environment is part of a deployment's identity: ``nightly`` deployed for ``--env prod``
+    is ``nightly-prod``, next to ``nightly`` (deployed without an environment).
+    """
+    return f"{name}-{env}" if env else name
+
+
+def env_label(env: str | None) -> str:
+    return f"env {env!r}" if env else "the default env (no --env)"
 
 
 def check_api_reachable(timeout: float = 10) -> str:
@@ -222,6 +283,12 @@ def check_api_reachable(timeout: float = 10) -> str:
             "PREFECT_API_URL=http://127.0.0.1:4200/api` (or log in to Prefect Cloud)."
         )
     problem = api_problem(url, timeout)
+    if problem and "must end with /api" in problem:
+        base = url.rstrip("/")
+        raise DeployError(
+            f"PREFECT_API_URL={url} is missing /api: the server answers at {base}/api. Run "
+            f"`prefect config set PREFECT_API_URL={base}/api` (or export it)."
+        )
     if problem:
         raise DeployError(
             f"No Prefect API answers at PREFECT_API_URL={url} ({problem}). Start the server "
@@ -247,10 +314,12 @@ def check_work_pool(name: str) -> None:
 
 
 __all__ = [
+    "ENV_TAG_PREFIX",
     "FLOW_ENTRYPOINT",
     "DeployError",
     "ScheduleConfig",
     "check_api_reachable",
+    "deployment_name",
     "kedro_deployment",
     "kedro_pipeline",
 ]

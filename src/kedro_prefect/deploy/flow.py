@@ -13,6 +13,7 @@ project's ``conf/``, and never reach the Prefect API.
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,18 @@ def _kedro_pipeline(
     from kedro_prefect.runner import PrefectRunner
 
     path = Path(project_path).resolve()
+    if not (path / "pyproject.toml").is_file():
+        import socket
+
+        from kedro_prefect.errors import ProjectNotFoundError
+
+        raise ProjectNotFoundError(
+            f"No Kedro project at project_path={project_path!r} on {socket.gethostname()}, the "
+            "machine running this flow: the deployment's project_path must be where the project "
+            "is on the machine that runs it (the worker, or `kedro prefect serve`). Install the "
+            "project there, or re-deploy with that machine's path "
+            "(kedro_deployment(..., project_path=...))."
+        )
     runner = PrefectRunner(**(runner_options or {}))
     with contextlib.chdir(path):
         bootstrap_project(path)
@@ -73,3 +86,26 @@ kedro_pipeline = flow(
     persist_result=False,
     log_prints=False,
 )(_kedro_pipeline)
+
+
+def flow_of_this_run() -> Any:
+    """:data:`kedro_pipeline`, named as the flow of the flow run this process executes.
+
+    A worker or ``kedro prefect serve`` starts each flow run in a new process that imports the
+    entrypoint; the flow found there is named ``kedro-pipeline``, while the server files the run
+    under the project's flow (its package name). Named after the run's flow, the engine's log
+    lines ("Beginning flow run ... for flow ...") name the same flow as the API and the UI.
+    """
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if not run_id:
+        return kedro_pipeline
+    try:
+        from uuid import UUID
+
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            name = client.read_flow(client.read_flow_run(UUID(run_id)).flow_id).name
+    except Exception:  # the engine reports API problems itself, with context
+        return kedro_pipeline
+    return kedro_pipeline if name == kedro_pipeline.name else kedro_pipeline.with_options(name=name)

@@ -4,10 +4,13 @@
   save is complete), the Dask cluster the run started is closed as usual, the flow run ends
   ``Cancelled`` in Prefect, and ``kedro run`` exits with ``128 + signal number`` (130 for Ctrl-C)
   after logging Kedro's resume hint.
-* Second signal: stop at once. The flow run is marked ``Crashed``, child processes the run
-  started (Dask workers, Prefect's temporary API server) are terminated, and the process exits
-  with ``128 + signal number`` without waiting for running nodes (their outputs may be partial;
-  outputs of completed nodes are untouched).
+* Second signal: stop at once. The progress bar (on a terminal) is closed, the flow run and the
+  task runs of the nodes still running are marked ``Crashed`` in the API, child processes the
+  run started (Dask workers, Prefect's temporary API server) are sent SIGTERM without waiting
+  for them, one ``Error:`` line is printed and the process exits with ``128 + signal number``
+  without waiting for running nodes (their outputs may be partial; outputs of completed nodes
+  are untouched). Nothing on that path waits for another process: the states are written by
+  direct API calls (recorded before the call returns), not by events.
 
 The handlers are installed inside the flow body (replacing, for its duration, the SIGTERM bridge
 Prefect's flow engine installs) and only in the main thread.
@@ -29,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect.errors import RunCancelledError
+from kedro_prefect.errors import RunCancelledError, RunStoppedError
 from kedro_prefect.execution.redaction import redact
 
 if TYPE_CHECKING:
@@ -47,11 +50,13 @@ class Cancellation:
         self.signum: int | None = None
         self.flow_run_id: Any = None
         self._wakers: list[Callable[[], None]] = []
+        self._before_exit: list[Callable[[], None]] = []
+        self._running: Callable[[], list[Any]] = list
 
     def __getstate__(self) -> dict[str, Any]:
         # The flow function refers to the runner, which refers to this object, and Prefect's
-        # Dask task runner pickles the flow run context: leave the (driver-only) wakers out.
-        return {**self.__dict__, "_wakers": []}
+        # Dask task runner pickles the flow run context: leave the (driver-only) callbacks out.
+        return {**self.__dict__, "_wakers": [], "_before_exit": [], "_running": list}
 
     @property
     def requested(self) -> bool:
@@ -60,6 +65,14 @@ class Cancellation:
     def on_request(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the signal handler: reentrant-safe code only) on cancel."""
         self._wakers.append(callback)
+
+    def before_exit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` first when a second signal stops the process (e.g. close the bar)."""
+        self._before_exit.append(callback)
+
+    def track_running(self, running: Callable[[], list[Any]]) -> None:
+        """``running()`` gives the ids of the task runs submitted and not finished yet."""
+        self._running = running
 
     @contextlib.contextmanager
     def handling_signals(self) -> Iterator[None]:
@@ -96,10 +109,17 @@ class Cancellation:
 
     def _stop_now(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        for callback in self._before_exit:
+            with contextlib.suppress(Exception):
+                callback()
         logger.error("Received %s again: stopping now, running nodes are abandoned.", name)
-        mark_flow_run_crashed(self.flow_run_id, f"Stopped by a second {name}")
+        abandoned: list[Any] = []
+        with contextlib.suppress(Exception):
+            abandoned = list(self._running())
+        mark_crashed(self.flow_run_id, abandoned, f"Stopped by a second {name}")
         stop_child_processes()
-        logging.shutdown()
+        with contextlib.suppress(Exception):
+            RunStoppedError(signum, len(abandoned)).show()  # click's one "Error: ..." line
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(128 + signum)
@@ -126,26 +146,43 @@ def run_flow_body(
     return None, None
 
 
-def mark_flow_run_crashed(flow_run_id: Any, message: str) -> None:
-    """Best effort: set the flow run's state to Crashed in the Prefect API."""
+def mark_crashed(flow_run_id: Any, task_run_ids: list[Any], message: str) -> None:
+    """Best effort: set the flow run and the abandoned task runs ``Crashed`` in the Prefect API.
+
+    The task runs' own states travel as events: those still queued in this process are sent
+    first (briefly), so that every abandoned task run exists in the API before it is marked.
+    """
     if flow_run_id is None:
         return
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 
+    events = getattr(sys.modules.get("prefect.events.worker"), "EventsWorker", None)
+    if events is not None and task_run_ids:
+        with contextlib.suppress(Exception):
+            events.drain_all(timeout=0.3, at_exit=False)
     try:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            for task_run_id in task_run_ids:
+                try:
+                    client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
+                except Exception as exc:
+                    logger.debug("Could not mark task run %s Crashed: %s", task_run_id, exc)
     except Exception as exc:
         logger.error("Could not mark flow run %s Crashed: %s", flow_run_id, exc)
 
 
 def stop_child_processes() -> None:
-    """Terminate the processes this run started: Dask workers/nannies, Prefect's API server."""
+    """Send SIGTERM to the processes this run started (Dask workers, Prefect's API server).
+
+    Nothing waits for them: each stops by itself (the API server has recorded every state sent
+    to it by then; it shuts down on its own and would also stop when this process is gone).
+    """
     for child in multiprocessing.active_children():
         with contextlib.suppress(Exception):
             child.terminate()
     from kedro_prefect.api.ephemeral import EPHEMERAL_API
 
     with contextlib.suppress(Exception):
-        EPHEMERAL_API.stop()
+        EPHEMERAL_API.stop_without_waiting()

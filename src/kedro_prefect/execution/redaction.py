@@ -18,6 +18,7 @@ environment variables and resolvers are applied) never reach Prefect:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import traceback
@@ -34,8 +35,10 @@ def project_secrets(config_loader: Any) -> frozenset[str]:
     """Every string value of the project's credentials (empty outside a Kedro session)."""
     if config_loader is None:
         return frozenset()
+    from kedro_prefect.config.project import read_config
+
     try:
-        credentials = config_loader["credentials"]
+        credentials = read_config(config_loader, "credentials")
     except Exception:  # MissingConfigException, or no credentials pattern at all
         return frozenset()
     return frozenset(value for value in _leaves(credentials) if len(value) >= MIN_SECRET_LENGTH)
@@ -63,8 +66,42 @@ def contains_secret(text: str, secrets: Iterable[str]) -> bool:
     return any(secret in text for secret in secrets)
 
 
-class RedactedNodeError(RuntimeError):
-    """A node failed with an error whose text contained credential values, masked here."""
+class RedactedNodeError(Exception):
+    """A node failed with an error whose text contained credential values, masked here.
+
+    The error raised is also an instance of the original error's nearest built-in type
+    (``ConnectionError``, ``ValueError``...), as Kedro's runners would raise the original:
+    ``except ConnectionError`` written against them keeps working.
+    """
+
+
+def redacted_error(original: BaseException, message: str) -> RedactedNodeError:
+    """A :class:`RedactedNodeError` that is also an instance of ``original``'s built-in type."""
+    builtin = next(c for c in type(original).__mro__ if c.__module__ == "builtins")
+    return _redacted_class(builtin.__name__)(message)
+
+
+@functools.cache
+def _redacted_class(builtin_name: str) -> type[RedactedNodeError]:
+    import builtins
+
+    builtin = getattr(builtins, builtin_name)
+    if builtin in (Exception, BaseException):
+        return RedactedNodeError
+    return type(
+        f"Redacted{builtin_name}",
+        (RedactedNodeError, builtin),
+        {
+            "__module__": __name__,
+            "__str__": lambda self: str(self.args[0]) if self.args else "",
+            # pickled by reference (a Dask worker sends it to the driver)
+            "__reduce__": lambda self: (_rebuild, (builtin_name, *self.args[:1])),
+        },
+    )
+
+
+def _rebuild(builtin_name: str, message: str = "") -> RedactedNodeError:
+    return _redacted_class(builtin_name)(message)
 
 
 def protect_secrets(fn: Callable[..., Any], secrets: frozenset[str]) -> Callable[..., Any]:
@@ -96,9 +133,10 @@ class MaskingTaskBody:
             if not contains_secret(full, self.secrets):
                 raise
             summary = redact(f"{type(exc).__name__}: {exc}", self.secrets)
-            raise RedactedNodeError(
+            raise redacted_error(
+                exc,
                 f"{summary}\n(credential values masked; original traceback, masked:)\n"
-                f"{redact(full, self.secrets)}"
+                f"{redact(full, self.secrets)}",
             ) from None
 
 

@@ -1,4 +1,5 @@
-"""Prefect artifacts of a pipeline run: the pipeline graph at the start, a node table at the end.
+"""Prefect artifacts of a pipeline run: the pipeline graph (at the start, updated with each
+node's outcome at the end) and a node table at the end.
 
 Both have keys that stay the same from run to run of a flow and pipeline
 (``<flow>-<pipelines>-graph`` and ``<flow>-<pipelines>-nodes``), so Prefect's UI shows their
@@ -8,23 +9,34 @@ history under *Artifacts*.
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kedro_prefect.observe.base import SKIPPED, PipelineRun, RunObserver
+from kedro_prefect.observe.graph import (
+    LEGEND_ORDER,
+    MAX_PICTURE_ITEMS,
+    STATES,
+    build_graph,
+    describe,
+    mermaid_flowchart,
+    pipeline_datasets,
+    state_key,
+)
 
-if TYPE_CHECKING:
-    from kedro.pipeline import Pipeline
+logger = logging.getLogger(__name__)
 
 
 class ArtifactWriter(RunObserver):
     """Creates the graph (markdown) and node table artifacts of a flow run.
 
     The graph is sent from a background thread while the first nodes run: it is not worth
-    delaying them by an API round trip.
+    delaying them by an API round trip. At the end of the run (also after a failure or a
+    cancel) the same artifact is updated to show each node's final state and duration.
     """
 
     _graph: Future[Any] | None = None
@@ -34,16 +46,34 @@ class ArtifactWriter(RunObserver):
 
         self._graph = run_in_background(
             create_markdown_artifact,
-            markdown=graph_markdown(run.pipeline, run.pipeline_names),
+            markdown=graph_markdown(run),
             key=graph_key(run),
-            description=f"Kedro pipeline {'+'.join(run.pipeline_names)}: nodes and datasets",
+            description=_description(run),
         )
 
     def on_run_end(self, run: PipelineRun) -> None:
-        from prefect.artifacts import create_table_artifact
+        from prefect import get_client
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from prefect.client.schemas.actions import ArtifactUpdate
 
+        artifact_id = None
         if self._graph is not None:
-            self._graph.result()  # a failure is reported (and this writer switched off) here
+            try:
+                artifact_id = self._graph.result()
+            except Exception as exc:  # the start's artifact is missing: create it now
+                logger.debug("kedro-prefect: graph artifact at start failed: %s", exc)
+        markdown = graph_markdown(run, final=True)
+        if artifact_id is not None:
+            with get_client(sync_client=True) as client:
+                client.update_artifact(artifact_id, ArtifactUpdate(data=markdown))
+        else:
+            artifact_id = create_markdown_artifact(
+                markdown=markdown,
+                key=graph_key(run),
+                description=_description(run),
+            )
+        if run.ui_root:
+            run.graph_url = f"{run.ui_root}/artifacts/artifact/{artifact_id}"
         create_table_artifact(
             table=node_table(run),
             key=table_key(run),
@@ -83,93 +113,84 @@ def node_table(run: PipelineRun) -> list[dict[str, Any]]:
     return rows
 
 
-def graph_markdown(pipeline: Pipeline, pipeline_names: list[str] | None = None) -> str:
-    """Markdown with the pipeline as a Mermaid flowchart.
+def node_states(run: PipelineRun) -> dict[str, tuple[str, float | None]]:
+    """Node name -> (state key of :data:`~.graph.STATES`, seconds) at the end of ``run``."""
+    states = {}
+    for name, record in run.nodes.items():
+        state_type = record.state.type.value if record.state is not None else None
+        key = state_key(record.state_name, state_type)
+        if key == "running" and run.error is not None:
+            key = "cancelled"  # submitted, and stopped with the run (Ctrl-C, cancel)
+        states[name] = (key, record.seconds if key not in ("not_run", "pending") else None)
+    return states
 
-    Nodes are rounded boxes, datasets cylinders (parameters are left out), and every
-    namespace (``regions.north``) is a subgraph nested in its parent namespace's subgraph.
+
+def graph_markdown(run: PipelineRun, final: bool = False) -> str:
+    """Markdown with the pipeline as a picture (an SVG image every Prefect UI shows) and as
+    Mermaid (which Prefect's V2 UI draws), in a collapsed block to copy from.
+
+    With ``final``, nodes are coloured by their final state and show their duration.
     """
-    title = "+".join(pipeline_names or ["__default__"])
-    lines = [
-        f"# Kedro pipeline `{title}`",
+    import base64
+
+    from kedro_prefect.observe.graph_svg import render_svg
+
+    title = "+".join(run.pipeline_names or ["__default__"])
+    states = node_states(run) if final else None
+    graph = build_graph(run.pipeline, title, states, run.persisted_datasets)
+    persisted = len(run.persisted_datasets & set(pipeline_datasets(run.pipeline)))
+    heading = f"# Kedro pipeline `{title}`"
+    if final:
+        heading += f": {_outcome(run)}"
+    facts = f"{graph.node_count} nodes, {graph.dataset_count} datasets ({persisted} persisted)"
+    if states:
+        counts = Counter(state for state, _ in states.values())
+        facts += ": " + ", ".join(
+            f"{counts[key]} {STATES[key][0]}" for key in LEGEND_ORDER if counts.get(key)
+        )
+        facts += f", in {run.elapsed:.1f} s."
+    else:
+        facts += ". This graph is updated with each node's outcome when the run ends."
+    lines = [heading, "", facts, ""]
+    if len(graph.items) > MAX_PICTURE_ITEMS:
+        lines += [
+            f"Not drawn: even with its namespaces collapsed, this pipeline would be "
+            f"{len(graph.items)} boxes (nodes and datasets), more than {MAX_PICTURE_ITEMS} "
+            "that a picture can show legibly. The node table artifact lists every node.",
+            "",
+        ]
+        return "\n".join(lines)
+    if graph.collapsed:
+        lines += [describe(graph), ""]
+    svg = base64.b64encode(render_svg(graph).encode()).decode()
+    lines += [
+        f"![Kedro pipeline {title}](data:image/svg+xml;base64,{svg})",
         "",
-        f"{len(pipeline.nodes)} nodes, {len(_datasets(pipeline))} datasets.",
+        "<details><summary>Mermaid source (Prefect's V2 UI draws it as a diagram)</summary>",
         "",
         "```mermaid",
-        *mermaid_flowchart(pipeline),
+        *mermaid_flowchart(graph),
         "```",
+        "",
+        "</details>",
         "",
     ]
     return "\n".join(lines)
 
 
-def mermaid_flowchart(pipeline: Pipeline) -> list[str]:
-    """The lines of a Mermaid ``flowchart LR`` of ``pipeline``."""
-    node_ids = {node.name: f"n{i}" for i, node in enumerate(pipeline.nodes)}
-    datasets = _datasets(pipeline)
-    dataset_ids = {name: f"d{i}" for i, name in enumerate(datasets)}
-
-    # namespace -> the Mermaid lines declaring its nodes and datasets
-    members: dict[str, list[str]] = defaultdict(list)
-    for node in pipeline.nodes:
-        members[node.namespace or ""].append(f'{node_ids[node.name]}("{_label(node.name)}")')
-    namespaces = {ns for node in pipeline.nodes for ns in _prefixes(node.namespace)}
-    for name in datasets:
-        namespace = max((ns for ns in _prefixes(name) if ns in namespaces), key=len, default="")
-        members[namespace].append(f'{dataset_ids[name]}[("{_label(name)}")]')
-
-    tree: dict[str, set[str]] = defaultdict(set)  # namespace -> child namespaces
-    for namespace in list(members):
-        while namespace:
-            parent = namespace.rpartition(".")[0]
-            tree[parent].add(namespace)
-            namespace = parent
-    subgraph_ids: dict[str, str] = {}
-
-    def emit(namespace: str, depth: int) -> list[str]:
-        pad = "    " * depth
-        out = [pad + line for line in members.get(namespace, [])]
-        for child in sorted(tree.get(namespace, ())):
-            subgraph_ids[child] = f"ns{len(subgraph_ids)}"
-            label = _label(child.rpartition(".")[2])
-            out.append(f'{pad}subgraph {subgraph_ids[child]}["{label}"]')
-            out.extend(emit(child, depth + 1))
-            out.append(f"{pad}end")
-        return out
-
-    lines = ["flowchart LR", *emit("", 1)]
-    for node in pipeline.nodes:
-        for name in node.inputs:
-            if name in dataset_ids:
-                lines.append(f"    {dataset_ids[name]} --> {node_ids[node.name]}")
-        for name in node.outputs:
-            lines.append(f"    {node_ids[node.name]} --> {dataset_ids[name]}")
-    lines.append("    classDef dataset fill:#eef,stroke:#99c")
-    if dataset_ids:
-        lines.append(f"    class {','.join(dataset_ids.values())} dataset")
-    return lines
+def _description(run: PipelineRun) -> str:
+    return f"Kedro pipeline `{'+'.join(run.pipeline_names)}`: nodes, datasets, outcome"
 
 
-def _prefixes(name: str | None) -> list[str]:
-    """``a.b.c`` -> ``["a", "a.b", "a.b.c"]``."""
-    if not name:
-        return []
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+def _outcome(run: PipelineRun) -> str:
+    """``completed``, ``failed`` or ``cancelled`` (Ctrl-C, SIGTERM, a cancel from Prefect)."""
+    from kedro_prefect.errors import RunCancelledError
 
-
-def _datasets(pipeline: Pipeline) -> list[str]:
-    """Datasets of the pipeline in a stable order, without parameters."""
-    return sorted(
-        name
-        for name in pipeline.datasets()
-        if name != "parameters" and not name.startswith("params:")
-    )
-
-
-def _label(text: str) -> str:
-    """Text safe inside a quoted Mermaid label."""
-    return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    if isinstance(run.error, RunCancelledError | KeyboardInterrupt):
+        return "cancelled"
+    if run.error is not None or any(r.failed for r in run.nodes.values()):
+        return "failed"
+    return "completed"
 
 
 def run_in_background(fn: Callable[..., Any], /, **kwargs: Any) -> Future[Any]:

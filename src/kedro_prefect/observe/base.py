@@ -88,7 +88,10 @@ class PipelineRun:
     flow_run_id: Any = None
     flow_run_name: str | None = None
     api_url: str | None = None
-    ui_url: str | None = None
+    ui_root: str | None = None  # the UI serving the run's pages (``.../v2`` where offered)
+    ui_url: str | None = None  # the flow run's page
+    graph_url: str | None = None  # the graph artifact's page (known at the end)
+    persisted_datasets: set[str] = field(default_factory=set)  # not MemoryDataset
     dashboard_url: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
@@ -102,6 +105,14 @@ class PipelineRun:
     def key_stem(self) -> str:
         """Artifact key prefix, stable for a flow and pipeline(s): ``sales-demo-default``."""
         return _slug(f"{self.flow_name}-{'-'.join(self.pipeline_names)}")
+
+    def unfinished_task_runs(self) -> list[Any]:
+        """Ids of the task runs submitted whose node has not finished (yet)."""
+        return [
+            record.future.task_run_id
+            for record in list(self.nodes.values())
+            if record.future is not None and record.state is None
+        ]
 
     @property
     def elapsed(self) -> float:

@@ -10,7 +10,7 @@ The project's ``logging.yml`` stays untouched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -72,3 +72,146 @@ def node_logs_to_prefect(package_name: str | None) -> Iterator[None]:
     finally:
         for logger in targets:
             logger.removeHandler(handler)
+
+
+# --- what reaches the terminal -------------------------------------------------------------------
+
+#: Prefect's loggers of flow and task runs: their records always go to the run's logs in the API.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+#: Prefect's loggers of task runners (prefect-dask's "Creating a new Dask cluster...").
+TASK_RUNNER_LOGGER = "prefect.task_runner"
+
+
+def terminal_shows_everything() -> bool:
+    """Whether the user asked for DEBUG (``kedro`` or ``kedro_prefect`` at DEBUG in logging.yml)."""
+    return logging.getLogger("kedro_prefect").isEnabledFor(logging.DEBUG)
+
+
+def news_on_terminal(record: logging.LogRecord) -> bool:
+    """Whether a record of Prefect's flow or task run loggers is also printed on the terminal.
+
+    At INFO, Kedro's own lines already tell the story ("Running node", "Completed node", the
+    node's error, the resume hint): Prefect's "Beginning flow run", "Finished in state
+    Completed()" and its copy of a node's traceback go to the run's logs in the API only.
+    Retries (Kedro has none) and Prefect's own warnings and errors are printed.
+    """
+    if terminal_shows_everything():
+        return True
+    message = record.msg if isinstance(record.msg, str) else ""
+    if "Retry %s/%s will start" in message:
+        return True
+    if message.startswith(("Task run failed with", "Finished in state")):
+        return False
+    return record.levelno >= logging.WARNING
+
+
+class _TerminalGate(logging.Handler):
+    """Hands a run logger's record to the terminal handlers above it if it is news there."""
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if news_on_terminal(record):
+            logging.getLogger("prefect").callHandlers(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover (handle() is used)
+        pass
+
+
+def gate_run_lines() -> Callable[[], None]:
+    """Send Prefect's flow/task run records to the API and only the news to the terminal.
+
+    Returns the function undoing it. Idempotent while in force.
+    """
+    undo: list[Callable[[], None]] = []
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if any(isinstance(handler, _TerminalGate) for handler in logger.handlers):
+            continue
+        gate, propagate = _TerminalGate(), logger.propagate
+        logger.addHandler(gate)
+        logger.propagate = False
+        undo.append(
+            lambda lg=logger, g=gate, p=propagate: (
+                lg.removeHandler(g),
+                setattr(lg, "propagate", p),
+            )
+        )
+
+    def restore() -> None:
+        for step in reversed(undo):
+            step()
+
+    return restore
+
+
+@contextmanager
+def quiet_terminal(dask: bool = False) -> Iterator[None]:
+    """A run's terminal: Kedro's lines and kedro-prefect's, not Prefect's or Dask's chatter.
+
+    * Prefect's flow/task run lines go to the API only (:func:`news_on_terminal`).
+    * ``dask``: the cluster's lifecycle (scheduler, nanny and worker start/stop, "event loop
+      was unresponsive") and prefect-dask's "Creating a new Dask cluster" are not shown at INFO,
+      in this process and in the worker processes the cluster starts (through
+      ``DASK_LOGGING__DISTRIBUTED``, read when a worker process imports ``distributed``), nor
+      the :data:`DASK_NOISE` warnings about the cluster the run starts and stops.
+
+    With ``kedro``/``kedro_prefect`` at DEBUG everything is shown as before.
+    """
+    import os
+
+    restore = gate_run_lines()
+    levels: dict[str, int] = {}
+    env_before = os.environ.get("DASK_LOGGING__DISTRIBUTED")
+    quiet_dask = dask and not terminal_shows_everything()
+    noise = _DropMessages(DASK_NOISE)
+    if quiet_dask:
+        for name in ("distributed", TASK_RUNNER_LOGGER):
+            logger = logging.getLogger(name)
+            if logger.getEffectiveLevel() < logging.WARNING:
+                levels[name] = logger.level
+                logger.setLevel(logging.WARNING)
+        for name in DASK_NOISE:
+            logging.getLogger(name).addFilter(noise)
+        if env_before is None:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"
+    try:
+        yield
+    finally:
+        restore()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        for name in DASK_NOISE:
+            logging.getLogger(name).removeFilter(noise)
+        if quiet_dask and env_before is None:
+            os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+
+
+#: Warnings about the local cluster the run starts and stops itself, by logger: the port of its
+#: dashboard (the "Dask dashboard:" line gives the one in use), and workers killed when the
+#: cluster closes after the last node.
+DASK_NOISE = {
+    "py.warnings": ("is already in use", "Hosting the HTTP server on port"),
+    "distributed.nanny": ("still alive after", "was killed by signal"),
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, texts_by_logger: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.texts_by_logger = texts_by_logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        texts = self.texts_by_logger.get(record.name, ())
+        return not (texts and any(text in record.getMessage() for text in texts))
+
+
+def keep_project_logging_in_worker() -> None:
+    """In a (Dask worker) process: the project's logging, also once Prefect is set up there.
+
+    Kedro applied the project's ``logging.yml`` when the worker imported it; Prefect, set up
+    next, keeps the project's handlers (:func:`keep_project_log_handlers`), so node lines from
+    workers look like the driver's instead of coming out in Prefect's format.
+    """
+    import kedro.framework.project  # noqa: F401  (applies the project's logging.yml once)
+
+    keep_project_log_handlers()

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: Nodes listed in the summary as the slowest.
 SLOWEST = 5
+#: Completed nodes named in the summary of a cancelled run, before "+N more".
+COMPLETED_SHOWN = 20
 #: Node names shown after "running:" before "+N more".
 RUNNING_SHOWN = 3
 
@@ -53,10 +55,8 @@ class TerminalProgress(RunObserver):
             TimeElapsedColumn,
         )
 
-        if run.ui_url:
-            self.console.print(f"[bold]Prefect flow run:[/] {run.ui_url}")
-        if run.dashboard_url:
-            self.console.print(f"[bold]Dask dashboard:[/] {run.dashboard_url}")
+        # The flow run's link and the Dask dashboard are logged (above the bar) by the recorder
+        # and the Dask driver.
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -99,31 +99,46 @@ class TerminalProgress(RunObserver):
                 text += f" +{len(names) - RUNNING_SHOWN} more"
         self._progress.update(self._task, running=text)
 
+    def close(self) -> None:
+        """Take the bar off the screen and give the log handlers their streams back."""
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.stop()
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            streams.__exit__(None, None, None)
+
     def on_run_end(self, run: PipelineRun) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-        if self._streams is not None:
-            self._streams.__exit__(None, None, None)
-            self._streams = None
+        self.close()
         if self.enabled:
             self.console.print(summary(run))
 
 
 def summary(run: PipelineRun) -> Any:
-    """A compact rich renderable: counts, the slowest nodes, failures, the flow run's URL."""
+    """A compact rich renderable: counts, the slowest nodes, failures, the flow run's and the
+    graph artifact's pages."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
+    from kedro_prefect.errors import RunCancelledError
+
     records = list(run.nodes.values())
-    done = sum(1 for r in records if r.state is not None and r.state.is_completed())
+    completed = [r for r in records if r.state is not None and r.state.is_completed()]
+    done = len(completed)
     failed = [r for r in records if r.failed]
     not_run = sum(1 for r in records if r.state is None)
     skipped = sum(1 for r in records if r.skipped)
+    cancelled = isinstance(run.error, RunCancelledError | KeyboardInterrupt)
+    if cancelled:
+        outcome, style = "cancelled", "bold yellow"
+    elif run.error or failed:
+        outcome, style = "failed", "bold red"
+    else:
+        outcome, style = "completed", "bold green"
     headline = Text.assemble(
         ("Pipeline ", "bold"),
-        ("failed" if run.error or failed else "completed", "bold red" if failed else "bold green"),
+        (outcome, style),
         f": {done}/{len(records)} nodes completed",
         f" ({skipped} skipped (unchanged))" if skipped else "",
         f", {len(failed)} failed" if failed else "",
@@ -131,6 +146,12 @@ def summary(run: PipelineRun) -> Any:
         f" in {run.elapsed:.1f} s",
     )
     parts: list[Any] = [headline]
+    if cancelled and completed:
+        names = [r.node.name for r in completed]
+        more = f" +{len(names) - COMPLETED_SHOWN} more" if len(names) > COMPLETED_SHOWN else ""
+        parts.append(
+            Text.assemble(("completed: ", "bold"), ", ".join(names[:COMPLETED_SHOWN]), more)
+        )
 
     timed = sorted(
         (r for r in records if r.seconds is not None and r.state is not None),
@@ -157,6 +178,8 @@ def summary(run: PipelineRun) -> Any:
         )
     if run.ui_url:
         parts.append(Text.assemble(("Prefect flow run: ", "bold"), run.ui_url))
+    if run.graph_url:
+        parts.append(Text.assemble(("Pipeline graph: ", "bold"), run.graph_url))
     return Group(*parts)
 
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
 
+    from kedro_prefect.execution.cancellation import Cancellation
+
 logger = logging.getLogger(__name__)
 
 #: How long the end of a run waits for the Prefect API to have recorded the final state of
@@ -47,7 +49,10 @@ class RunRecorder(RunObserver):
             run.flow_run_id = context.flow_run.id
             run.flow_run_name = context.flow_run.name
         with _warn_on_error("finding the flow run's UI link"):
-            run.api_url, run.ui_url = _api_and_ui_urls(run.flow_run_id)
+            run.api_url, run.ui_root = _api_and_ui_urls()
+            if run.ui_root and run.flow_run_id is not None:
+                run.ui_url = f"{run.ui_root}/runs/flow-run/{run.flow_run_id}"
+        _say_where_the_run_can_be_seen(run)
         run.dashboard_url = _dask_dashboard(run.task_runner)
 
     def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
@@ -114,11 +119,18 @@ class _Observers(RunObserver):
 
 @contextmanager
 def observe_run(
-    pipeline: Pipeline, task_runner: TaskRunner, flow_name: str, run_id: str | None
+    pipeline: Pipeline,
+    task_runner: TaskRunner,
+    flow_name: str,
+    run_id: str | None,
+    catalog: Any = None,
+    cancellation: Cancellation | None = None,
 ) -> Iterator[RunObserver]:
     """The observers of one run: records, Prefect artifacts and terminal progress.
 
-    Enter inside the flow function, after the task runner has started.
+    Enter inside the flow function, after the task runner has started. ``catalog`` tells
+    persisted datasets from in-memory ones in the graph artifact. With ``cancellation``, a
+    second Ctrl-C closes the progress bar and learns which task runs it abandons.
     """
     from kedro_prefect.execution.records import recording_task_runs
     from kedro_prefect.hooks import run_params_recorder
@@ -127,9 +139,15 @@ def observe_run(
 
     names = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
     run = PipelineRun(pipeline, task_runner, flow_name, list(names))
+    with _warn_on_error("reading the catalog's dataset types"):
+        run.persisted_datasets = _persisted(pipeline, catalog)
     with recording_task_runs() as records:
         recorder = RunRecorder(run, records)
-        observers = _Observers(run, [recorder, ArtifactWriter(), TerminalProgress()])
+        progress = TerminalProgress()
+        observers = _Observers(run, [recorder, ArtifactWriter(), progress])
+        if cancellation is not None:
+            cancellation.before_exit(progress.close)
+            cancellation.track_running(run.unfinished_task_runs)
         observers.on_run_start(run)
         try:
             yield observers
@@ -149,46 +167,102 @@ def _warn_on_error(doing: str) -> Iterator[None]:
         logger.warning("kedro-prefect: %s failed (%s: %s)", doing, type(exc).__name__, exc)
 
 
-def _api_and_ui_urls(flow_run_id: Any) -> tuple[str | None, str | None]:
-    """The API URL in use, and the flow run's page when that server serves Prefect's UI."""
+def _api_and_ui_urls() -> tuple[str | None, str | None]:
+    """The API URL in use, and the root of the UI to link to when that server serves one.
+
+    The root is the V2 UI (``<ui>/v2``) where the server offers it: it draws the graph
+    artifact's Mermaid as well as its picture.
+    """
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
     api_url = settings.api.url
     ui_url = settings.ui_url
-    if not api_url or not ui_url or flow_run_id is None or not _serves_ui(api_url, ui_url):
+    if not api_url or not ui_url:
         return api_url, None
-    return api_url, f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+    root = ui_url.rstrip("/")
+    if "api.prefect.cloud" in api_url:  # Prefect Cloud serves its own UI
+        return api_url, root
+    ui_settings = _ui_settings(api_url, root)
+    if ui_settings is None:
+        return api_url, None
+    available = ui_settings.get("available_uis")
+    if available is None:  # before Prefect 3.9: one UI, if any
+        return api_url, root if ui_settings.get("api_url") else None
+    if not available:
+        return api_url, None
+    if "v2" in available:
+        base = str(ui_settings.get("v2_base_url") or "/v2").rstrip("/")
+        return api_url, f"{root}{base}" if base.startswith("/") else root
+    return api_url, root
 
 
-def _serves_ui(api_url: str, ui_url: str) -> bool:
-    """Prefect Cloud does; a server does unless it is ephemeral or started with ``--no-ui``.
+#: Whether this process has said how to see the ephemeral API's history (once is enough).
+_history_hint_given = False
 
-    A Prefect 3 server answers ``GET <ui>/ui-settings`` even without a UI, listing the UIs it
-    serves in ``available_uis``.
+
+def _say_where_the_run_can_be_seen(run: PipelineRun) -> None:
+    """One line: the flow run's page where a UI will still be there after the run.
+
+    Prefect's ephemeral API stops with the run (and serves no UI): instead, say once per
+    process how to browse its history, which stays in the database under ``PREFECT_HOME``.
     """
-    if "api.prefect.cloud" in api_url:
-        return True
+    global _history_hint_given
+    if run.ui_url:
+        logger.info("Prefect flow run: %s", run.ui_url)
+        return
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    if _history_hint_given or not EPHEMERAL_API.running or run.api_url != EPHEMERAL_API.url:
+        return
+    from prefect.settings import get_current_settings
+
+    _history_hint_given = True
+    logger.info(
+        "Prefect records this run in its ephemeral API's database under PREFECT_HOME=%s; "
+        "to browse the runs: `prefect server start` with the same PREFECT_HOME",
+        get_current_settings().home,
+    )
+
+
+def _ui_settings(api_url: str, ui_url: str) -> dict[str, Any] | None:
+    """The server's ``GET <ui>/ui-settings``; ``None`` for an API that serves no UI.
+
+    A Prefect 3 server answers it even without a UI (since 3.9 listing the UIs it serves in
+    ``available_uis``); the ephemeral API never serves a UI.
+    """
     from kedro_prefect.api.ephemeral import EPHEMERAL_API
 
     if EPHEMERAL_API.running and api_url == EPHEMERAL_API.url:
-        return False  # it never does; no need to ask
+        return None  # it never does; no need to ask
     import httpx
 
     from kedro_prefect.api.health import http_get
 
     try:
-        response = http_get(f"{ui_url.rstrip('/')}/ui-settings", timeout=2)
+        response = http_get(f"{ui_url}/ui-settings", timeout=2)
         if response.status_code != 200:
-            return False
+            return None
         settings = response.json()
     except (httpx.HTTPError, ValueError):
-        return False
-    if not isinstance(settings, dict):
-        return False
-    if "available_uis" in settings:
-        return bool(settings["available_uis"])
-    return bool(settings.get("api_url"))
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def _persisted(pipeline: Pipeline, catalog: Any) -> set[str]:
+    """The pipeline's datasets that the catalog declares as anything but a ``MemoryDataset``."""
+    if catalog is None:
+        return set()
+    from kedro.io import MemoryDataset
+
+    persisted = set()
+    for name in pipeline.datasets():
+        if name == "parameters" or name.startswith("params:"):
+            continue
+        dataset = catalog.get(name, fallback_to_runtime_pattern=False)
+        if dataset is not None and not isinstance(dataset, MemoryDataset):
+            persisted.add(name)
+    return persisted
 
 
 def _dask_dashboard(task_runner: TaskRunner) -> str | None:

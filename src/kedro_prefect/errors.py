@@ -57,6 +57,10 @@ class DaskDatasetError(KedroPrefectError, ValueError):
     """A dataset of the pipeline cannot be used across processes; raised before any node runs."""
 
 
+class CacheStorageError(KedroPrefectError, ValueError):
+    """``skip_unchanged``: the cache location (``prefect.yml`` ``cache:``) cannot be used."""
+
+
 # --- during a run --------------------------------------------------------------------------------
 
 
@@ -105,6 +109,7 @@ class ProjectNotFoundError(KedroPrefectError, FileNotFoundError):
 
 
 __all__ = [
+    "CacheStorageError",
     "DaskDatasetError",
     "DaskSchedulerUnreachableError",
     "DeployError",

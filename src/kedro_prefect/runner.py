@@ -230,10 +230,19 @@ class PrefectRunner(AbstractRunner):
         execution = _node_execution(
             task_runner, pipeline, catalog, hook_manager, self, run_id, events
         )
+        skip = None
+        if self._options.skip_unchanged:
+            from kedro_prefect.cache.skip import start_skipping
+
+            cache_config = self._project_config.cache
+            skip, execution = start_skipping(
+                pipeline, catalog, execution, cache_config, self._secrets, _package_name()
+            )
         task_fn = protect_secrets(execution.task_fn, self._secrets)
 
         def task_of(node: Any) -> Any:
-            return node_task(node, task_fn, **self._task_options[node.name].prefect_kwargs())
+            task = node_task(node, task_fn, **self._task_options[node.name].prefect_kwargs())
+            return skip.keyed_task(task, node) if skip else task
 
         outcome = run_nodes(
             pipeline,
@@ -249,6 +258,8 @@ class PrefectRunner(AbstractRunner):
         failed = outcome.failed
         if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, outcome.done, catalog)
+            if skip is not None:
+                self._logger.warning(skip.RESUME_HINT)
         if failed:
             if failed[1].name == "TimedOut":
                 raise timeout_error(failed[0], self._task_options.get(failed[0].name))

@@ -97,7 +97,10 @@ def run_nodes(
             continue
         outcome.done.add(node)
         execution.node_completed(node, futures)
-        logger.info("Completed node: %s", node.name)
+        if state.name == "Cached":  # skip_unchanged: a cache hit (kedro_prefect.cache)
+            logger.info("Skipped node: %s (unchanged since its last successful run)", node.name)
+        else:
+            logger.info("Completed node: %s", node.name)
         logger.info("Completed %d out of %d tasks", len(outcome.done), total)
         release_datasets(node, catalog, load_counts, free_inputs, free_outputs)
         if outcome.failed or cancellation.requested:

@@ -18,6 +18,9 @@ Relies on:
 * ``AbstractDataset._EPHEMERAL``: the flag Kedro's runners tell in-memory datasets by
   (``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``); saving one emits no
   ``kedro.dataset.saved`` event.
+* ``_filepath``, ``_fs`` and ``_protocol`` of file datasets (kedro-datasets' convention) and
+  ``AbstractVersionedDataset._get_load_path``: ``skip_unchanged`` fingerprints the file a dataset
+  reads (the exact version for a versioned one) instead of loading its data.
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
@@ -69,6 +72,14 @@ CONTRACTS = (
         "kedro.io:AbstractDataset._EPHEMERAL",
         "persisted datasets have _EPHEMERAL False (their saves emit dataset events)",
         check=lambda flag: flag is False,
+    ),
+    Contract(
+        "kedro.io.core:AbstractVersionedDataset._get_load_path",
+        "skip_unchanged: the file a versioned dataset loads",
+    ),
+    Contract(
+        "kedro.io.core:get_filepath_str",
+        "skip_unchanged: a dataset's path as its fsspec filesystem names it",
     ),
     *(
         Contract(
@@ -126,3 +137,34 @@ def split_params(ctx: Any, param: Any, value: str) -> dict[str, Any]:
     from kedro.framework.cli.utils import _split_params
 
     return _split_params(ctx, param, value)
+
+
+def dataset_file(dataset: Any) -> tuple[Any, str] | None:
+    """The fsspec filesystem and path a dataset loads from; ``None`` if it has no file.
+
+    kedro-datasets keep ``_filepath`` (a ``PurePosixPath`` without protocol), ``_protocol`` and
+    ``_fs``; a versioned dataset loads ``_get_load_path()``. A dataset with a ``_filepath`` and
+    no ``_fs`` is read as a local file.
+    """
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None or isinstance(filepath, bool | int | float):
+        return None
+    from kedro.io.core import get_filepath_str
+
+    filesystem = getattr(dataset, "_fs", None)
+    protocol = getattr(dataset, "_protocol", None) or "file"
+    if is_versioned(dataset):
+        filepath = dataset._get_load_path()
+    if filesystem is None:
+        import fsspec
+
+        return fsspec.filesystem("file"), str(filepath)
+    return filesystem, get_filepath_str(filepath, protocol)
+
+
+def is_versioned(dataset: Any) -> bool:
+    """Whether ``dataset`` is a versioned dataset with versioning on (``versioned: true``)."""
+    from kedro.io.core import AbstractVersionedDataset
+
+    versioned = isinstance(dataset, AbstractVersionedDataset)
+    return versioned and bool(getattr(dataset, "_version", None))

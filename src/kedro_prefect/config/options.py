@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -70,6 +71,14 @@ class RunnerOptions(BaseModel):
             "Emit a Prefect event `kedro.dataset.saved` for each persisted dataset a node saves "
             "(names and versions only, never data): what `on_dataset_saved` deployment "
             "triggers react to. Set to false to emit none."
+        ),
+    )
+    skip_unchanged: StrictBool = Field(
+        default=False,
+        description=(
+            "Skip nodes whose code, parameters and input data did not change since their last "
+            "successful run and whose outputs exist; in-memory outputs come back from Prefect's "
+            "cache. See docs/skip-unchanged.md."
         ),
     )
     n_workers: PositiveInt | None = Field(

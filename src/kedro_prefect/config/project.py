@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from kedro.config import MissingConfigException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kedro_prefect.config.deployments import DeploymentConfig, DeploymentName
 from kedro_prefect.config.options import parse_runner_options
@@ -19,6 +27,51 @@ from kedro_prefect.errors import ProjectConfigError
 
 #: Where the config loader looks for ``prefect.yml`` in each environment (like kedro-airflow's).
 PREFECT_CONFIG_PATTERNS = ["prefect*", "prefect*/**"]
+
+
+class CacheConfig(BaseModel):
+    """``cache:`` of prefect.yml: where ``skip_unchanged`` keeps fingerprints and results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(
+        default=None,
+        description=(
+            "A directory (default: $PREFECT_HOME/storage/kedro-prefect); on a shared file "
+            "system, Dask workers and deployment runs on other machines share it."
+        ),
+    )
+    block: str | None = Field(
+        default=None,
+        description=(
+            "A Prefect storage block, `<block-type-slug>/<name>` (e.g. `s3-bucket/kedro-cache`), "
+            "instead of a directory."
+        ),
+    )
+    expiration_seconds: PositiveFloat | None = Field(
+        default=None,
+        description="Cached results older than this are not used (the node runs). Default: never.",
+    )
+
+    @field_validator("path", "block")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("block")
+    @classmethod
+    def _block_slug(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split("/")) != 2:
+            raise ValueError("must be `<block-type-slug>/<block-name>`, e.g. s3-bucket/kedro-cache")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> CacheConfig:
+        if self.path and self.block:
+            raise ValueError("set either path or block, not both")
+        return self
 
 
 class ProjectConfig(BaseModel):
@@ -32,6 +85,10 @@ class ProjectConfig(BaseModel):
     )
     deployments: dict[DeploymentName, DeploymentConfig] = Field(
         default_factory=dict, description="Deployments created by `kedro prefect deploy`."
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig,
+        description="Where `skip_unchanged` keeps fingerprints and cached results.",
     )
     tasks: TasksConfig = Field(
         default_factory=TasksConfig,

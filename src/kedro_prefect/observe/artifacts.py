@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from kedro_prefect.observe.base import PipelineRun, RunObserver
+from kedro_prefect.observe.base import SKIPPED, PipelineRun, RunObserver
 from kedro_prefect.observe.graph import (
     LEGEND_ORDER,
     MAX_PICTURE_ITEMS,
@@ -77,8 +77,14 @@ class ArtifactWriter(RunObserver):
         create_table_artifact(
             table=node_table(run),
             key=table_key(run),
-            description=f"Kedro nodes of {run.flow_run_name or run.flow_name}",
+            description=f"Kedro nodes of {run.flow_run_name or run.flow_name}" + _skipped_note(run),
         )
+
+
+def _skipped_note(run: PipelineRun) -> str:
+    """``: 3 of 7 skipped (unchanged)`` when ``skip_unchanged`` skipped nodes, else nothing."""
+    skipped = sum(1 for record in run.nodes.values() if record.skipped)
+    return f": {skipped} of {len(run.nodes)} {SKIPPED}" if skipped else ""
 
 
 def graph_key(run: PipelineRun) -> str:

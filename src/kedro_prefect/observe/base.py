@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 
+#: How the node table and the terminal summary name a node skipped by ``skip_unchanged``.
+SKIPPED = "skipped (unchanged)"
+
+
 @dataclass
 class NodeRun:
     """What is known about one node of a run; filled in as the run goes on."""
@@ -49,8 +53,15 @@ class NodeRun:
     def state_name(self) -> str:
         """``Completed``, ``Failed``... or ``Not run`` for a node that was never submitted."""
         if self.state is not None:
+            if self.skipped:
+                return SKIPPED
             return self.state.name or self.state.type.value.title()
         return "Running" if self.future is not None else "Not run"
+
+    @property
+    def skipped(self) -> bool:
+        """Skipped by ``skip_unchanged``: the task run's result came from Prefect's cache."""
+        return self.state is not None and self.state.is_completed() and self.state.name == "Cached"
 
     @property
     def failed(self) -> bool:

@@ -50,7 +50,7 @@ def state_key(name: str | None, state_type: str | None = None) -> str:
     """
     text = (name or "").strip().lower().replace(" ", "_")
     kind = (state_type or "").lower()
-    if text in ("cached", "skipped"):
+    if text in ("cached", "skipped") or text.startswith("skipped_"):  # skipped_(unchanged)
         return "skipped"
     if text == "not_run":
         return "not_run"

@@ -128,6 +128,7 @@ def summary(run: PipelineRun) -> Any:
     done = len(completed)
     failed = [r for r in records if r.failed]
     not_run = sum(1 for r in records if r.state is None)
+    skipped = sum(1 for r in records if r.skipped)
     cancelled = isinstance(run.error, RunCancelledError | KeyboardInterrupt)
     if cancelled:
         outcome, style = "cancelled", "bold yellow"
@@ -139,6 +140,7 @@ def summary(run: PipelineRun) -> Any:
         ("Pipeline ", "bold"),
         (outcome, style),
         f": {done}/{len(records)} nodes completed",
+        f" ({skipped} skipped (unchanged))" if skipped else "",
         f", {len(failed)} failed" if failed else "",
         f", {not_run} not run" if not_run else "",
         f" in {run.elapsed:.1f} s",

@@ -295,7 +295,10 @@ def _read_task_runs(run: PipelineRun) -> None:
     by_id = {
         record.future.task_run_id: record
         for record in run.nodes.values()
-        if record.future is not None and record.state is not None and record.attempts is None
+        if record.future is not None
+        and record.state is not None
+        and record.attempts is None
+        and not record.skipped  # a cache hit (skip_unchanged): no attempt to read back
     }
     if not by_id:
         return

@@ -1,0 +1,237 @@
+"""What ``skip_unchanged`` costs and saves; writes ``benchmarks/results/skip_unchanged.json``.
+
+    python benchmarks/skip_unchanged.py              # 3 repeats per timing (median)
+    python benchmarks/skip_unchanged.py --repeats 5 --size-gb 1
+
+1. ``kedro run`` of examples/sales_demo with the ephemeral API, whole process (wall) and the
+   pipeline part Kedro reports ("Pipeline execution completed successfully in X sec"):
+   SequentialRunner; PrefectRunner; PrefectRunner with ``skip_unchanged=true`` on a fresh cache
+   (first run: every node runs and its in-memory outputs are persisted); and the same again,
+   nothing changed (second run: every node is skipped).
+2. The same runs in one Python process (``--in-process``): ``KedroSession`` runs of the example
+   after a warm-up run, so the Prefect API is up and nothing is imported again; this isolates
+   what skipping saves and costs from process and API start-up.
+3. Fingerprinting a file input of ``--size-gb`` GB: the first time (the content is hashed),
+   and again with the file untouched (size, modification time and inode match the memo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+EXAMPLE = REPO / "examples" / "sales_demo"
+BIN = Path(sys.executable).parent
+PIPELINE_SECONDS = re.compile(r"completed\s+successfully\s+in\s+([0-9.]+)\s+sec")
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "COLUMNS": "400",
+    }
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def kedro_run(project: Path, env: dict[str, str], *args: str) -> tuple[float, float | None]:
+    """Wall seconds of ``kedro run`` and the pipeline seconds Kedro logs."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [str(BIN / "kedro"), "run", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    output = result.stdout + result.stderr
+    if result.returncode:
+        raise RuntimeError(f"kedro run {args} failed:\n{output[-4000:]}")
+    found = PIPELINE_SECONDS.search(output)
+    return wall, float(found.group(1)) if found else None
+
+
+def bench_example(tmp: Path, repeats: int) -> dict[str, Any]:
+    home = tmp / "prefect-home"
+    env = env_for(home)
+    project = tmp / "sales_demo"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    prefect = "--runner=kedro_prefect.PrefectRunner"
+    skip = "--runner-params=skip_unchanged=true"
+    cache = home / "storage" / "kedro-prefect"
+    kedro_run(project, env)  # warm-up: bytecode caches, the Prefect database
+    kedro_run(project, env, prefect)
+    samples: dict[str, list[tuple[float, float | None]]] = {
+        "SequentialRunner": [],
+        "PrefectRunner": [],
+        "skip_unchanged, first run": [],
+        "skip_unchanged, second run (unchanged)": [],
+    }
+    for _ in range(repeats):
+        samples["SequentialRunner"].append(kedro_run(project, env))
+        samples["PrefectRunner"].append(kedro_run(project, env, prefect))
+        shutil.rmtree(cache, ignore_errors=True)
+        samples["skip_unchanged, first run"].append(kedro_run(project, env, prefect, skip))
+        samples["skip_unchanged, second run (unchanged)"].append(
+            kedro_run(project, env, prefect, skip)
+        )
+    return {
+        name: {
+            "wall": statistics.median(w for w, _ in runs),
+            "pipeline": _median([p for _, p in runs if p is not None]),
+            "samples": runs,
+        }
+        for name, runs in samples.items()
+    }
+
+
+def bench_in_process(tmp: Path, repeats: int) -> dict[str, Any]:
+    """Seconds of ``session.run`` in one process: SequentialRunner, PrefectRunner, and with
+    ``skip_unchanged`` a first run (fresh cache) and a second, unchanged one."""
+    project = tmp / "sales_demo_in_process"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    code = f"""
+import json, shutil, statistics, sys, time, os, logging
+os.chdir({str(project)!r})
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.runner import SequentialRunner
+from kedro_prefect import PrefectRunner
+from kedro_prefect.cache.storage import default_cache_path
+bootstrap_project({str(project)!r})
+logging.disable(logging.WARNING)
+
+def run(runner):
+    with KedroSession.create(project_path={str(project)!r}) as session:
+        start = time.perf_counter()
+        session.run(runner=runner)
+        return time.perf_counter() - start
+
+run(PrefectRunner())  # warm-up: the API, imports
+run(PrefectRunner(skip_unchanged=True))
+samples = {{"SequentialRunner": [], "PrefectRunner": [], "first": [], "second": []}}
+for _ in range({repeats}):
+    samples["SequentialRunner"].append(run(SequentialRunner()))
+    samples["PrefectRunner"].append(run(PrefectRunner()))
+    shutil.rmtree(default_cache_path(), ignore_errors=True)
+    samples["first"].append(run(PrefectRunner(skip_unchanged=True)))
+    samples["second"].append(run(PrefectRunner(skip_unchanged=True)))
+print("RESULT" + json.dumps(samples))
+"""
+    env = env_for(tmp / "prefect-home-in-process")
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    found = [line for line in result.stdout.splitlines() if line.startswith("RESULT")]
+    if result.returncode or not found:
+        raise RuntimeError(f"in-process benchmark failed:\n{result.stderr[-4000:]}")
+    samples = json.loads(found[0][len("RESULT") :])
+    names = {
+        "SequentialRunner": "SequentialRunner",
+        "PrefectRunner": "PrefectRunner",
+        "first": "skip_unchanged, first run",
+        "second": "skip_unchanged, second run (unchanged)",
+    }
+    return {
+        names[key]: {"seconds": statistics.median(values), "samples": values}
+        for key, values in samples.items()
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def bench_file(tmp: Path, repeats: int, size_gb: float) -> dict[str, Any]:
+    import fsspec
+
+    from kedro_prefect.cache.fingerprint import file_fingerprint
+
+    class Memo(dict):
+        def get(self, path: str, stat: str) -> str | None:  # type: ignore[override]
+            known = super().get(path)
+            return known[1] if known and known[0] == stat else None
+
+        def put(self, path: str, stat: str, content_hash: str) -> None:
+            self[path] = (stat, content_hash)
+
+    path = tmp / "big.bin"
+    block = os.urandom(8 * 1024 * 1024)
+    with open(path, "wb") as stream:
+        for _ in range(int(size_gb * 1024 / 8)):
+            stream.write(block)
+    filesystem = fsspec.filesystem("file")
+    cold, warm = [], []
+    for _ in range(repeats):
+        memo = Memo()
+        start = time.perf_counter()
+        first = file_fingerprint(filesystem, str(path), memo)
+        cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        again = file_fingerprint(filesystem, str(path), memo)
+        warm.append(time.perf_counter() - start)
+        assert first == again
+    path.unlink()
+    return {
+        "size_bytes": int(size_gb * 1024**3),
+        "content hash (first time)": statistics.median(cold),
+        "unchanged file (memo)": statistics.median(warm),
+        "samples": {"cold": cold, "warm": warm},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--skip-example", action="store_true")
+    parser.add_argument("--in-process", action="store_true", help="only the in-process runs")
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kp-skip-bench-") as tmp:
+        if args.in_process:
+            out["in_process"] = bench_in_process(Path(tmp), args.repeats)
+        else:
+            if not args.skip_example:
+                out["example"] = bench_example(Path(tmp), args.repeats)
+            out["file"] = bench_file(Path(tmp), args.repeats, args.size_gb)
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    name = "skip_unchanged_in_process" if args.in_process else "skip_unchanged"
+    (results / f"{name}.json").write_text(json.dumps(out, indent=2))
+    for key, row in out.get("in_process", {}).items():
+        print(f"{key:42s} session.run {row['seconds']:6.2f} s")
+    for name, row in out.get("example", {}).items():
+        pipeline = f"{row['pipeline']:6.2f} s" if row["pipeline"] is not None else "?"
+        print(f"{name:42s} wall {row['wall']:6.2f} s   pipeline {pipeline}")
+    file = out.get("file")
+    if file:
+        print(
+            f"{file['size_bytes'] / 1024**3:.1f} GB file: content hash "
+            f"{file['content hash (first time)']:.2f} s, unchanged "
+            f"{file['unchanged file (memo)'] * 1000:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -185,7 +185,13 @@ def measure(repeats: int, sizes: tuple[int, ...], env: dict[str, str]) -> dict[s
         }
         for n, by_case in samples.items()
     }
-    return {"repeats": repeats, "medians": medians, "samples": samples}
+    return {
+        "repeats": repeats,
+        "medians": medians,
+        "samples": samples,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def report(data: dict[str, Any]) -> list[str]:
@@ -198,7 +204,13 @@ def report(data: dict[str, Any]) -> list[str]:
         "PrefectRunner run on the same `PREFECT_HOME`, which reuses the lingering API "
         "(`KEDRO_PREFECT_API_IDLE_SECONDS`, default 900 s). *Raw Prefect*: the same chain as "
         "Prefect tasks in one flow, with Prefect's own ephemeral server. Rounds interleave the "
-        f"cases; medians of {data['repeats']} rounds.\n",
+        f"cases; medians of {data['repeats']} rounds"
+        + (
+            f", measured {data['date']} (load average at the end {data['load_average']})"
+            if "date" in data
+            else ""
+        )
+        + ".\n",
         "| nodes | " + " | ".join(CASES) + " |",
         "| ---: |" + " ---: |" * len(CASES),
     ]

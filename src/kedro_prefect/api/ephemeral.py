@@ -61,14 +61,11 @@ PENDING_SECONDS_PER_TASK_RUN = 0.5
 
 
 class EphemeralAPI:
-    """Prefect's ephemeral API server process, launched at most once per Python process.
+    """Prefect's ephemeral API server process: launched (or reused) once per Python process.
 
-    :meth:`start` launches the process (or finds the lingering server of this
-    ``PREFECT_HOME``, :mod:`kedro_prefect.api.lingering`) and returns at once; :meth:`wait` waits
-    until the API answers and returns its URL. When the Python process exits it does not wait
-    for the server: it tells the server which task run states to record, and the server stops
-    by itself once they are recorded and it has been idle long enough
-    (:mod:`kedro_prefect.api.server_watch`). :meth:`shutdown` waits and stops it.
+    :meth:`start` launches it or finds the lingering one and returns at once; :meth:`wait`
+    waits until it answers. At exit the process leaves it the task run states to record
+    (:mod:`kedro_prefect.api.server_watch`); :meth:`shutdown` waits for them and stops it.
     """
 
     def __init__(self) -> None:
@@ -166,11 +163,17 @@ class EphemeralAPI:
             if self._adopted is not None:
                 if self._adopted_answers():
                     return self.url
-                self._release_adopted()
+                self._retire_adopted()
             if not self.running:
                 self._find_or_launch(speculative=False)
-                if self._adopted is not None and self._adopted_answers():
-                    return self.url
+                if self._adopted is not None:
+                    if self._adopted_answers():
+                        return self.url
+                    self._retire_adopted()
+                    raise RuntimeError(
+                        "The lingering Prefect ephemeral API does not answer; stop it with "
+                        f"`kedro prefect api stop` and run again. {self._log_tail()}"
+                    )
             logger.debug(
                 "Waiting for Prefect's ephemeral API (launched %.1f s ago)",
                 time.monotonic() - self._started_at,
@@ -219,11 +222,7 @@ class EphemeralAPI:
             return self.url
 
     def stop(self) -> None:
-        """Stop the server process (only from the process that launched it).
-
-        A lingering server launched by another process is left running: this process only
-        stops using it.
-        """
+        """Stop the server process if this process launched it; else only stop using it."""
         if self._adopted is not None:
             self._release_adopted()
             return
@@ -245,10 +244,9 @@ class EphemeralAPI:
             return process
 
     def expect_final_states(self, states: dict[Any, Any]) -> None:
-        """Task runs (id -> final state type) whose states this server must show before it stops.
+        """Task runs (id -> final state type) the server must record before it stops.
 
-        Task run states travel to the API as events, which the server records a moment later:
-        at exit, the server is told to record them before it stops (:meth:`shutdown` waits).
+        Task run states travel to the API as events, which the server records a moment later.
         """
         with self._lock:
             self._unsettled.update(states)
@@ -256,11 +254,9 @@ class EphemeralAPI:
     def shutdown(self) -> None:
         """Deliver what this process still queues, wait until it is recorded, stop the server.
 
-        Draining first keeps the last task runs' events and log lines from being sent to a
-        server that is already gone; and the server records task run states from events
-        asynchronously, so stopping it at once would leave the last task runs Running in the
-        database. Returns once the server process has exited (a lingering server launched by
-        another process is only left, once it has recorded this process's task runs).
+        Stopping it at once would lose the last events and log lines, or leave the last task
+        runs Running in the database. Returns once the server process has exited (a server
+        launched by another process is only left, once it has recorded this process's runs).
         """
         if self.running and os.getpid() == self._owner_pid:
             _drain_prefect_workers(timeout=5)
@@ -271,10 +267,8 @@ class EphemeralAPI:
     def _leave_at_exit(self) -> None:
         """At interpreter exit: hand the task run states still to record to the server, leave.
 
-        ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
-        drain its events and log queues when it is imported, before any runner exists: this one
-        runs first, and drains them itself. The server records the states on its own and stops
-        once idle (:mod:`kedro_prefect.api.server_watch`): this process does not wait for it.
+        It drains Prefect's events and log queues first (their own exit handlers may run
+        later); the server records the states on its own and stops once idle: no waiting.
         """
         if not self.running or os.getpid() != self._owner_pid:
             return
@@ -320,33 +314,21 @@ class EphemeralAPI:
         server) and held until the launched server answers and is registered (:meth:`wait`).
         """
         env, home = server_env(speculative)
+        self._state = None
         if lingering.idle_seconds() <= 0:
-            self._state = None
             self._launch(speculative, env, home)
             return
         state = StateDir(home)
-        self._fingerprint = lingering.fingerprint(env, Path.cwd(), home)
         self._unlock_start()
         fd = state.lock()
         try:
-            info = state.read_server()
-            if info is not None and info.fingerprint == self._fingerprint:
+            info = lingering.reusable_server(state, lingering.fingerprint(env, Path.cwd(), home))
+            if info is not None:
                 state.add_client(info.pid)
                 self._adopt(info, state, home)
                 state.unlock(fd)
                 return
-            if info is not None:
-                # Another Prefect version or other settings: retire it. No run finds it any
-                # more; it stops by itself once its runs are gone and their states recorded.
-                logger.info(
-                    "Replacing the lingering Prefect ephemeral API (PID %s): other Prefect "
-                    "version or settings",
-                    info.pid,
-                )
-                state.remove_server(info.pid)
-            state.remove_stale_server_dirs()
-            self._state = state
-            self._start_lock = fd
+            self._state, self._start_lock = state, fd
             self._launch(speculative, env, home)
         except BaseException:
             state.unlock(fd)
@@ -368,12 +350,19 @@ class EphemeralAPI:
         from kedro_prefect.api.health import http_get
 
         try:
-            self._ready = http_get(f"{self.url}/health", timeout=5).status_code == 200
+            self._ready = http_get(f"{self.url}/health", timeout=30).status_code == 200
         except Exception:
             self._ready = False
         if self._ready:
             logger.info("Prefect ephemeral API at %s (reused)", self.url)
         return self._ready
+
+    def _retire_adopted(self) -> None:
+        """The reused server does not answer: no run shall find it any more."""
+        if self._adopted is not None and self._state is not None:
+            with self._state.locked():
+                self._state.remove_server(self._adopted.pid)
+        self._release_adopted()
 
     def _release_adopted(self) -> None:
         with self._lock:
@@ -385,19 +374,7 @@ class EphemeralAPI:
     def _register(self) -> None:
         """Write ``server.json`` for the next runs (lingering on), release the start lock."""
         if self._state is not None and self._process is not None and self._start_lock is not None:
-            from importlib.metadata import version
-
-            self._state.write_server(
-                ServerInfo(
-                    url=self.url,
-                    pid=self._process.pid,
-                    uid=os.getuid(),
-                    fingerprint=self._fingerprint,
-                    idle_seconds=lingering.idle_seconds(),
-                    prefect_version=version("prefect"),
-                    started_at=time.time(),
-                )
-            )
+            self._state.register(self.url, self._process.pid, self._fingerprint)
         self._unlock_start()
 
     def _unlock_start(self) -> None:

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -34,6 +35,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 #: Seconds an idle ephemeral API stays up after its last run; ``0``: stop when the run exits.
 IDLE_ENV = "KEDRO_PREFECT_API_IDLE_SECONDS"
@@ -99,6 +102,9 @@ def fingerprint(env: Mapping[str, str], cwd: Path, home: Path) -> str:
             if key.startswith("PREFECT_") and key not in _NOT_FINGERPRINTED
         ),
     ]
+    # The server's own code: an edited (editable) install does not reuse a server of the old.
+    package = Path(__file__).parent
+    parts.append(sorted((p.name, p.stat().st_mtime_ns) for p in package.glob("*.py")))
     profiles = env.get("PREFECT_PROFILES_PATH") or str(home / "profiles.toml")
     for path in (Path(profiles).expanduser(), *(cwd / name for name in _SETTINGS_FILES)):
         with contextlib.suppress(OSError):
@@ -187,6 +193,15 @@ class StateDir:
             return None
         return info
 
+    def register(self, url: str, pid: int, fingerprint: str) -> None:
+        """Make the server at ``url`` the one of this home (once it answers)."""
+        from importlib.metadata import version
+
+        info = ServerInfo(
+            url, pid, os.getuid(), fingerprint, idle_seconds(), version("prefect"), time.time()
+        )
+        self.write_server(info)
+
     def registered_pid(self) -> int | None:
         """The PID ``server.json`` names, without checking that process."""
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
@@ -265,6 +280,26 @@ class StateDir:
             for path in self.path.iterdir():
                 if path.is_dir() and path.name.isdigit() and not is_api_server(int(path.name)):
                     self.remove_server_dir(int(path.name))
+
+
+def reusable_server(state: StateDir, fingerprint: str) -> ServerInfo | None:
+    """The server of ``state``'s home if a run of ``fingerprint`` may reuse it (hold the lock).
+
+    A server of another fingerprint is retired: no run finds it any more, and it stops by
+    itself once the runs using it are gone and their states recorded.
+    """
+    info = state.read_server()
+    if info is not None and info.fingerprint == fingerprint:
+        return info
+    if info is not None:
+        logger.info(
+            "Replacing the lingering Prefect ephemeral API (PID %s): other Prefect version or "
+            "settings",
+            info.pid,
+        )
+        state.remove_server(info.pid)
+    state.remove_stale_server_dirs()
+    return None
 
 
 def _write_private(path: Path, text: str) -> None:

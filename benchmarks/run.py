@@ -408,7 +408,9 @@ def report(data: dict[str, Any], command: str) -> tuple[str, list[tuple[str, flo
             * **The end of a run does not wait for the API.** Attempts and durations for the
               run's artifacts come from Prefect's task engine, not from reading the task runs
               back (which waited up to 5 s for events to be recorded). The ephemeral API is
-              stopped only once it has recorded every state (a bounded wait at exit).
+              stopped only once it has recorded every state, and the run does not wait for that at
+              exit: it leaves the server the states to record and exits; the server lingers for
+              the next run (`KEDRO_PREFECT_API_IDLE_SECONDS`).
             * **One `prefect.Task` per run, copied per node.** Building a task reads and
               tokenizes the function's source (1-3 ms); nodes get a copy with their own name
               and tags, so building the flow is linear and cheap. Released datasets are

@@ -204,9 +204,11 @@ def report(data: dict[str, Any]) -> list[str]:
         "PrefectRunner run on the same `PREFECT_HOME`, which reuses the lingering API "
         "(`KEDRO_PREFECT_API_IDLE_SECONDS`, default 900 s). *Raw Prefect*: the same chain as "
         "Prefect tasks in one flow, with Prefect's own ephemeral server. Rounds interleave the "
-        f"cases; medians of {data['repeats']} rounds"
+        "cases; medians of "
+        + (f"{data['repeats']} rounds" if isinstance(data["repeats"], int) else data["repeats"])
         + (
-            f", measured {data['date']} (load average at the end {data['load_average']})"
+            f", measured {data['date']} (load average at the end {data['load_average']}: on a "
+            "shared machine absolute seconds are inflated, compare the columns)"
             if "date" in data
             else ""
         )
@@ -228,6 +230,13 @@ def report(data: dict[str, Any]) -> list[str]:
             f"{int(n):,} nodes: back-to-back {over:+.2f} s over SequentialRunner, exit delay "
             f"{b2b['exit_delay']:.2f} s (first run {first['exit_delay']:.2f} s)"
         )
+    lines.append(
+        "The exit delay includes delivering the run's last events to the API: Prefect's events "
+        "worker sends what it still queues before the interpreter exits (the run must not lose "
+        "them). A run started while the API is still recording the previous run's task runs "
+        "(back-to-back at 1,000 nodes) waits there for the server to take its events; the "
+        "recording itself is never waited for.\n"
+    )
     lines.append(
         "Targets: exit delay ≤ 0.5 s at any size; back-to-back ≤ +1.0 s over "
         "SequentialRunner. Measured: " + "; ".join(notes) + ".\n"

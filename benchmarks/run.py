@@ -2,10 +2,15 @@
 
     python benchmarks/run.py                # everything, 3 repeats per timing (median)
     python benchmarks/run.py --quick        # small pipelines, 1 repeat: a smoke test
+    python benchmarks/run.py --only felt    # section 0 only, put into the existing report
 
 Every number in the report is compared with a baseline measured in the same invocation:
+0. as a user feels it (``benchmarks/user_felt.py``): whole-process ``kedro run`` of 1, 200 and
+   1,000 chained no-op nodes, first run and back-to-back, and the exit delay after the last line,
+   next to SequentialRunner, ThreadRunner and raw Prefect tasks;
 1. startup: ``kedro run`` of examples/sales_demo, PrefectRunner vs SequentialRunner, with the
-   ephemeral API and with ``PREFECT_API_URL`` pointing at a running ``prefect server start``;
+   ephemeral API (first run, and back-to-back reusing the lingering API) and with
+   ``PREFECT_API_URL`` pointing at a running ``prefect server start``;
 2. per-node overhead (200 chained no-op nodes) and throughput (200 independent no-op nodes);
 3. a skewed DAG of sleeping nodes: wall time / critical path, with a layer-by-layer Prefect flow;
 4. Dask (``benchmarks/dask_cpu.py``, ``benchmarks/dask_memory.py``, when present);
@@ -34,6 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import user_felt
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLE = REPO / "examples" / "sales_demo"
@@ -42,6 +50,7 @@ DOC = REPO / "docs" / "benchmarks.md"
 IMG = REPO / "docs" / "img" / "benchmarks.png"
 BIN = Path(sys.executable).parent
 DASK_SCRIPTS = ("dask_cpu", "dask_memory")
+ALL = ("felt", "startup", "cases", "dask")
 
 
 def log(msg: str) -> None:
@@ -146,16 +155,26 @@ def bench_startup(tmp: Path, repeats: int, api_url: str | None, home: Path) -> d
     # Warm-up: creates the Prefect database and the Python bytecode caches.
     timed_kedro_run(project, env)
     timed_kedro_run(project, env, *prefect_args)
-    seq, pre = [], []
+    seq, pre, b2b = [], [], []
     for _ in range(repeats):
         seq.append(timed_kedro_run(project, env))
+        if not api_url:  # a first run: no lingering ephemeral API to reuse
+            user_felt.stop_lingering_api(env, project)
         pre.append(timed_kedro_run(project, env, *prefect_args))
-    return {
+        if not api_url:  # right after another run: the lingering ephemeral API is reused
+            b2b.append(timed_kedro_run(project, env, *prefect_args))
+    if not api_url:
+        user_felt.stop_lingering_api(env, project)
+    result = {
         "api": "server" if api_url else "ephemeral",
         "SequentialRunner": statistics.median(seq),
         "PrefectRunner": statistics.median(pre),
         "samples": {"SequentialRunner": seq, "PrefectRunner": pre},
     }
+    if b2b:
+        result["PrefectRunner back-to-back"] = statistics.median(b2b)
+        result["samples"]["PrefectRunner back-to-back"] = b2b
+    return result
 
 
 def bench_cases(repeats: int, quick: bool, api_url: str | None, home: Path) -> dict[str, Any]:
@@ -264,10 +283,14 @@ def report(data: dict[str, Any], command: str) -> tuple[str, dict[str, Plot]]:
             "Python does.\n"
         )
     add(
-        "Sections: [1. Startup](#1-startup) · [2. Per-node overhead](#2-per-node-overhead) · "
+        "Sections: [0. As a user feels it]"
+        "(#0-as-a-user-feels-it-whole-kedro-run-chains-of-no-op-nodes)"
+        " · [1. Startup](#1-startup) · [2. Per-node overhead](#2-per-node-overhead) · "
         "[3. Skewed DAG](#3-skewed-dag-of-sleeping-nodes) · [4. Dask](#4-dask) · "
         "[5. Scale](#5-scale-1000-nodes) · [At a glance](#at-a-glance)\n"
     )
+    if data.get("felt"):
+        lines.extend(user_felt.report(data["felt"]))
     for section in (_startup, _overhead, _skewed, _dask, _scale):
         section(data, add, plots)
 
@@ -302,7 +325,9 @@ def report(data: dict[str, Any], command: str) -> tuple[str, dict[str, Plot]]:
             * **The end of a run does not wait for the API.** Attempts and durations for the
               run's artifacts come from Prefect's task engine, not from reading the task runs
               back (which waited up to 5 s for events to be recorded). The ephemeral API is
-              stopped only once it has recorded every state (a bounded wait at exit).
+              stopped only once it has recorded every state, and the run does not wait for that at
+              exit: it leaves the server the states to record and exits; the server lingers for
+              the next run (`KEDRO_PREFECT_API_IDLE_SECONDS`).
             * **One `prefect.Task` per run, copied per node.** Building a task reads and
               tokenizes the function's source (1-3 ms); nodes get a copy with their own name
               and tags, so building the flow is linear and cheap. Released datasets are
@@ -406,6 +431,13 @@ def _startup(data: dict[str, Any], add: Any, plots: dict[str, Plot]) -> None:
             f"| {api} | {s['SequentialRunner']:.2f} s | {s['PrefectRunner']:.2f} s | "
             f"+{diff:.2f} s | {ratio:.2f}x | {target} |"
         )
+        if "PrefectRunner back-to-back" in s:
+            b2b = s["PrefectRunner back-to-back"]
+            add(
+                f"| ephemeral, back-to-back (lingering API reused) | {s['SequentialRunner']:.2f} s "
+                f"| {b2b:.2f} s | +{b2b - s['SequentialRunner']:.2f} s | "
+                f"{b2b / s['SequentialRunner']:.2f}x | ≤ +1.0 s |"
+            )
     add("")
     add("*Sequential*: `SequentialRunner`; *Prefect*: `PrefectRunner`.\n")
 
@@ -631,7 +663,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small pipelines, 1 repeat")
     parser.add_argument("--label", default="latest", help="name of the results JSON")
     parser.add_argument("--no-docs", action="store_true", help="only write the results JSON")
-    parser.add_argument("--only", choices=("startup", "cases", "dask"), action="append")
+    parser.add_argument("--only", choices=("felt", "startup", "cases", "dask"), action="append")
     parser.add_argument("--render", metavar="LABEL", help="only re-render docs from a results JSON")
     args = parser.parse_args()
     if args.render:
@@ -639,7 +671,7 @@ def main() -> None:
         render(data, "python benchmarks/run.py" + (" --quick" if data.get("quick") else ""))
         return
     repeats = 1 if args.quick else args.repeats
-    only = set(args.only or ("startup", "cases", "dask"))
+    only = set(args.only or ALL)
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
     RESULTS.mkdir(exist_ok=True)
     data: dict[str, Any] = {
@@ -650,6 +682,10 @@ def main() -> None:
         "dask": {},
         "quick": args.quick,
     }
+    if "felt" in only:
+        log("as a user feels it: whole kedro run, 1 / 200 / 1,000 nodes")
+        sizes = (1, 50) if args.quick else user_felt.SIZES
+        data["felt"] = user_felt.measure(repeats, sizes, base_env(Path(tempfile.gettempdir())))
     with tempfile.TemporaryDirectory(prefix="kp-bench-") as tmp_name:
         tmp = Path(tmp_name)
         eph_home, srv_home, client_home = (tmp / d for d in ("eph-home", "srv-home", "cli-home"))
@@ -673,8 +709,22 @@ def main() -> None:
             data["dask"] = bench_dask(args.quick, eph_home)
     (RESULTS / f"{args.label}.json").write_text(json.dumps(data, indent=1))
     log(f"wrote {RESULTS / f'{args.label}.json'}")
-    if not args.no_docs and only == {"startup", "cases", "dask"}:
+    if not args.no_docs and only == set(ALL):
         render(data, command)
+    elif not args.no_docs and only == {"felt"} and DOC.exists():
+        # Only this section was measured: put it into the existing report.
+        DOC.write_text(splice_felt(DOC.read_text(), data))
+        log(f"wrote section 0 of {DOC}")
+
+
+def splice_felt(text: str, data: dict[str, Any]) -> str:
+    """``text`` (a report) with its section 0 replaced by, or inserted from, ``data``."""
+    section = "\n".join(user_felt.report(data["felt"])) + "\n"
+    start = text.find("## 0. ")
+    end = text.find("## 1. ")
+    if start == -1:
+        start = end
+    return text[:start] + section + text[end:]
 
 
 def render(data: dict[str, Any], command: str) -> None:

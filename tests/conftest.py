@@ -2,7 +2,8 @@
 
 Every test runs with Kedro telemetry off, no tracking, a temporary ``PREFECT_HOME`` and no
 ``PREFECT_API_URL`` (so Prefect's ephemeral API is used, started once per test session by the
-runner and shared by all tests). Nothing reaches outside this machine.
+runner and shared by all tests) and no lingering ephemeral API
+(``KEDRO_PREFECT_API_IDLE_SECONDS=0``). Nothing reaches outside this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ os.environ.update(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        # No ephemeral API lingers after the suite (tests of lingering turn it on for theirs).
+        "KEDRO_PREFECT_API_IDLE_SECONDS": "0",
     }
 )
 os.environ.pop("PREFECT_API_URL", None)

@@ -250,3 +250,55 @@ def _parse_job_variables(values: tuple[str, ...]) -> dict[str, Any]:
             )
         parsed[key.strip()] = yaml.safe_load(text) if text else ""
     return parsed
+
+
+# --- the lingering ephemeral API (kedro prefect api status|stop) ------------------------------
+
+
+@prefect_commands.group(name="api")
+def api_commands() -> None:
+    """The ephemeral Prefect API that lingers between runs (KEDRO_PREFECT_API_IDLE_SECONDS)."""
+
+
+@api_commands.command(name="status")
+def api_status() -> None:
+    """Show the lingering ephemeral API of this PREFECT_HOME: URL, PID, idle time."""
+    from kedro_prefect.api.lingering import server_status
+
+    home = _prefect_home()
+    status = server_status(home)
+    if status is None:
+        click.echo(f"No ephemeral Prefect API is running for PREFECT_HOME={home}.")
+        return
+    if status["clients"]:
+        pids = ", ".join(map(str, status["clients"]))
+        use = f"in use by {len(status['clients'])} run(s) (PID {pids})"
+    elif status["idle_for"] is None:
+        use = "in use (its launching run, or recording a run's task run states)"
+    else:
+        left = max(0.0, status["idle_seconds"] - status["idle_for"])
+        use = f"idle for {status['idle_for']:.0f} s (stops in {left:.0f} s)"
+    click.echo(f"Ephemeral Prefect API for PREFECT_HOME={home}")
+    click.echo(f"  URL:     {status['url']}")
+    click.echo(f"  PID:     {status['pid']}")
+    click.echo(f"  Prefect: {status['prefect_version']}")
+    click.echo(f"  State:   {use}; idle time {status['idle_seconds']:.0f} s")
+
+
+@api_commands.command(name="stop")
+def api_stop() -> None:
+    """Stop the lingering ephemeral API of this PREFECT_HOME (the next run starts one)."""
+    from kedro_prefect.api.lingering import stop_server
+
+    home = _prefect_home()
+    info = stop_server(home)
+    if info is None:
+        click.echo(f"No ephemeral Prefect API is running for PREFECT_HOME={home}.")
+    else:
+        click.echo(f"Stopped the ephemeral Prefect API at {info.url} (PID {info.pid}).")
+
+
+def _prefect_home() -> Path:
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home)

@@ -2,9 +2,11 @@
 
 * ``PREFECT_API_URL`` set: runs report to that server (self-hosted or Prefect Cloud).
 * Not set: Prefect's ephemeral API, a local server process on 127.0.0.1 storing its SQLite
-  database under ``PREFECT_HOME``. It is started once per Python process, in the driver, and its
-  URL is put into the settings of the run, so every task (also on Dask workers) talks to that
-  one server instead of starting its own.
+  database under ``PREFECT_HOME``. It is started once per Python process, in the driver, or
+  reused from an earlier run (it lingers while idle, :mod:`kedro_prefect.api.lingering`), and
+  its URL is put into the settings of the run, so every task (also on Dask workers) talks to
+  that one server instead of starting its own. At exit the driver does not wait for the server
+  to record the run's task run states: the server does that on its own, then stops when idle.
 
 Starting the ephemeral API costs seconds (the server imports ``prefect.server``, checks the
 database migrations, starts its services), so :class:`EphemeralAPI` launches the server process
@@ -21,10 +23,8 @@ small machine): the server process is ``python -m uvicorn`` serving
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,39 +33,39 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.api.exit import after_final_collection
+from kedro_prefect.api import lingering
 from kedro_prefect.api.health import configured_api_url
+from kedro_prefect.api.launch import (
+    _STARTUP_FAILURE,
+    LOG_FILE_NAME,
+    _drain_prefect_workers,
+    _reap,
+    _startup_timeout,
+    free_port,
+    popen_server,
+    server_env,
+)
+from kedro_prefect.api.lingering import ServerInfo, StateDir
 from kedro_prefect.api.records import read_recorded_task_runs
-from kedro_prefect.api.server_app import NOT_NEEDED_EXIT_CODE, PARENT_PID_ENV, SPECULATIVE_ENV
+from kedro_prefect.api.server_app import NOT_NEEDED_EXIT_CODE
 
 logger = logging.getLogger(__name__)
 
-#: The uvicorn app factory the ephemeral API process serves.
-APP_FACTORY = "kedro_prefect.api.server_app:create_app"
 #: How long stopping the server waits for it to record the task run states sent to it: a base,
 #: plus a little per task run (recording is asynchronous; hundreds of runs take a few seconds).
 SETTLE_SECONDS = 10.0
 SETTLE_SECONDS_PER_TASK_RUN = 0.05
-#: The file under ``PREFECT_HOME`` that the server process writes its output to.
-LOG_FILE_NAME = "kedro-prefect-ephemeral-api.log"
-#: uvicorn's exit code when the server could not start (e.g. the port was taken meanwhile).
-_STARTUP_FAILURE = 3
-#: The least time to wait for the server to answer: a loaded 2-core machine needs 20-30 s for a
-#: fresh database, more than Prefect's default ``server.ephemeral.startup_timeout_seconds`` (20).
-MIN_STARTUP_TIMEOUT = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: How long a server may take to record what a run left it at exit (nobody waits for it).
+PENDING_SECONDS = 120.0
+PENDING_SECONDS_PER_TASK_RUN = 0.5
 
 
 class EphemeralAPI:
-    """Prefect's ephemeral API server process, launched at most once per Python process.
+    """Prefect's ephemeral API server process: launched (or reused) once per Python process.
 
-    :meth:`start` launches the process and returns at once; :meth:`wait` waits until the API
-    answers and returns its URL. The process is stopped when the Python process exits.
+    :meth:`start` launches it or finds the lingering one and returns at once; :meth:`wait`
+    waits until it answers. At exit the process leaves it the task run states to record
+    (:mod:`kedro_prefect.api.server_watch`); :meth:`shutdown` waits for them and stops it.
     """
 
     def __init__(self) -> None:
@@ -78,6 +78,13 @@ class EphemeralAPI:
         self._atexit_registered = False
         self._log_path: Path | None = None
         self._speculative = False
+        #: The lingering server of another process this one uses (``None``: its own, or none).
+        self._adopted: ServerInfo | None = None
+        #: Where the server's files live, when lingering is on.
+        self._state: StateDir | None = None
+        #: The start lock, held from a launch until the server answers and is registered.
+        self._start_lock: int | None = None
+        self._fingerprint = ""
         #: Final state type of each task run sent to this server, by id, until it shows them.
         self._unsettled: dict[Any, Any] = {}
         #: Server processes launched so far (a relaunch happens only if one died).
@@ -98,18 +105,27 @@ class EphemeralAPI:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the server process, if one was launched."""
+        """Process id of the server process, if one was launched or reused."""
+        if self._adopted is not None:
+            return self._adopted.pid
         return self._process.pid if self._process is not None else None
 
     @property
+    def reused(self) -> bool:
+        """Whether the server is a lingering one, launched by an earlier run."""
+        return self._adopted is not None
+
+    @property
     def running(self) -> bool:
+        if self._adopted is not None:
+            return lingering.pid_alive(self._adopted.pid)
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Launch the server process unless it is already running; do not wait for it."""
+        """Launch (or find) the server unless it is already running; do not wait for it."""
         with self._lock:
             if not self.running:
-                self._launch()
+                self._find_or_launch(speculative=False)
 
     def start_before_prefect_import(self) -> bool:
         """Launch the server now if this process has not imported Prefect yet; say if it did.
@@ -124,14 +140,14 @@ class EphemeralAPI:
         if "prefect" in sys.modules or os.environ.get("PREFECT_API_URL"):
             return False
         with self._lock:
-            if self._process is None:
-                self._launch(speculative=True)
+            if self._process is None and self._adopted is None:
+                self._find_or_launch(speculative=True)
         return True
 
     def not_needed(self) -> None:
         """A speculative launch turned out unneeded (an API URL is configured): stop it."""
         with self._lock:
-            if self._speculative:
+            if self._speculative or self._adopted is not None:
                 self.stop()
 
     def wait(self, timeout: float | None = None) -> str:
@@ -144,8 +160,20 @@ class EphemeralAPI:
         with self._lock:
             if self._ready and self.running:
                 return self.url
+            if self._adopted is not None:
+                if self._adopted_answers():
+                    return self.url
+                self._retire_adopted()
             if not self.running:
-                self._launch()
+                self._find_or_launch(speculative=False)
+                if self._adopted is not None:
+                    if self._adopted_answers():
+                        return self.url
+                    self._retire_adopted()
+                    raise RuntimeError(
+                        "The lingering Prefect ephemeral API does not answer; stop it with "
+                        f"`kedro prefect api stop` and run again. {self._log_tail()}"
+                    )
             logger.debug(
                 "Waiting for Prefect's ephemeral API (launched %.1f s ago)",
                 time.monotonic() - self._started_at,
@@ -162,12 +190,13 @@ class EphemeralAPI:
                     if code is not None:
                         if code == NOT_NEEDED_EXIT_CODE and self._speculative:
                             # It saw an API URL this process does not use: launch for real.
-                            self._launch()
+                            self._launch(speculative=False)
                             continue
                         if code == _STARTUP_FAILURE and relaunches < 2:
                             relaunches += 1
-                            self._launch()
+                            self._launch(speculative=self._speculative)
                             continue
+                        self._unlock_start()
                         raise RuntimeError(
                             f"Prefect's ephemeral API server exited with code {code}. "
                             f"{self._log_tail()}"
@@ -184,6 +213,7 @@ class EphemeralAPI:
                         )
                     time.sleep(0.05)
             self._ready = True
+            self._register()
             logger.debug(
                 "Prefect ephemeral API at %s (ready %.1f s after launch)",
                 self.url,
@@ -192,7 +222,10 @@ class EphemeralAPI:
             return self.url
 
     def stop(self) -> None:
-        """Stop the server process (only from the process that launched it)."""
+        """Stop the server process if this process launched it; else only stop using it."""
+        if self._adopted is not None:
+            self._release_adopted()
+            return
         process = self._terminate()
         if process is not None:
             _reap(process)
@@ -206,16 +239,18 @@ class EphemeralAPI:
         with self._lock:
             process, self._process = self._process, None
             self._ready = False
+            self._unlock_start()
             if process is None or os.getpid() != self._owner_pid:
                 return None
+            if self._state is not None:
+                self._state.remove_server(process.pid)
             process.terminate()
             return process
 
     def expect_final_states(self, states: dict[Any, Any]) -> None:
-        """Task runs (id -> final state type) whose states this server must show before it stops.
+        """Task runs (id -> final state type) the server must record before it stops.
 
-        Task run states travel to the API as events, which the server records a moment later;
-        :meth:`shutdown` waits for them, so the database under ``PREFECT_HOME`` is complete.
+        Task run states travel to the API as events, which the server records a moment later.
         """
         with self._lock:
             self._unsettled.update(states)
@@ -223,37 +258,43 @@ class EphemeralAPI:
     def shutdown(self) -> None:
         """Deliver what this process still queues, wait until it is recorded, stop the server.
 
-        Draining first keeps the last task runs' events and log lines from being sent to a
-        server that is already gone; and the server records task run states from events
-        asynchronously, so stopping it at once would leave the last task runs Running in the
-        database. Returns once the server process has exited.
+        Stopping it at once would lose the last events and log lines, or leave the last task
+        runs Running in the database. Returns once the server process has exited (a server
+        launched by another process is only left, once it has recorded this process's runs).
         """
-        process = self._record_then_terminate()
-        if process is not None:
-            _reap(process)
-
-    def _shutdown_at_exit(self) -> None:
-        """:meth:`shutdown` at interpreter exit, waiting for the server as late as possible.
-
-        ``atexit`` runs handlers last-in first-out, and Prefect registers the handlers that
-        drain its events and log queues when it is imported, before any runner exists: this one
-        runs first. The server takes ~0.2 s to stop: it is waited for after this process's final
-        collection (:mod:`kedro_prefect.api.exit`), which runs meanwhile.
-        """
-        process = self._record_then_terminate()
-        if process is not None and not after_final_collection(functools.partial(_reap, process)):
-            _reap(process)
-
-    def _record_then_terminate(self) -> subprocess.Popen[bytes] | None:
         if self.running and os.getpid() == self._owner_pid:
             _drain_prefect_workers(timeout=5)
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
-        return self._terminate()
+        self.stop()
+
+    def _leave_at_exit(self) -> None:
+        """At interpreter exit: hand the task run states still to record to the server, leave.
+
+        It drains Prefect's events and log queues first (their own exit handlers may run
+        later); the server records the states on its own and stops once idle: no waiting.
+        """
+        if not self.running or os.getpid() != self._owner_pid:
+            return
+        _drain_prefect_workers(timeout=5)
+        pid = self.pid
+        if self._unsettled and self._ready and pid is not None:
+            state = self._state or StateDir(self._home())
+            deadline = (
+                time.time() + PENDING_SECONDS + PENDING_SECONDS_PER_TASK_RUN * len(self._unsettled)
+            )
+            with suppress(Exception):  # exiting anyway: never mask the exit status
+                state.add_pending(
+                    pid,
+                    {str(key): getattr(v, "value", str(v)) for key, v in self._unsettled.items()},
+                    deadline,
+                )
+        if self._adopted is not None:
+            self._release_adopted()
 
     def _wait_until_recorded(self) -> None:
         """Wait (bounded) until the server shows the final state of every expected task run."""
-        if not self._unsettled or not self._ready:
+        if not self._unsettled or not (self._ready or self._adopted):
             return
         from prefect.client.orchestration import SyncPrefectClient
 
@@ -268,76 +309,108 @@ class EphemeralAPI:
             len(self._unsettled),
         )
 
-    def _launch(self, speculative: bool = False) -> None:
-        if speculative:
-            # Prefect is not imported: the server reads the same environment, profile and
-            # prefect.toml as Prefect in this process would.
-            settings_env: dict[str, str] = {SPECULATIVE_ENV: "1"}
-            home = os.environ.get("PREFECT_HOME") or "~/.prefect"
-            log_path = Path(home).expanduser() / LOG_FILE_NAME
-        else:
-            from prefect.settings import get_current_settings
+    # -- finding, launching and registering the server ----------------------------------------
 
-            settings = get_current_settings()
-            settings_env = settings.to_environment_variables(exclude_unset=True)
-            log_path = Path(settings.home) / LOG_FILE_NAME
-        self._port = _free_port()
-        env = {
-            **os.environ,
-            **settings_env,
-            # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services only. (It
-            # also sets PREFECT__SERVER_FINAL, which create_app decides on; see there.)
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            # Analytics try to reach the internet and fight the first migration for the lock.
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            # Registering Prefect's block types at every start imports every installed Prefect
-            # collection (prefect-dask brings dask and distributed): ~1 s, and node runs use no
-            # blocks. `prefect server start` on the same database registers them.
-            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
-            "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
-            # The server stops by itself if this process dies without stopping it.
-            PARENT_PID_ENV: str(os.getpid()),
-        }
-        env.pop("PREFECT_API_URL", None)
-        if not speculative:
-            env.pop(SPECULATIVE_ENV, None)
-        self._log_path = log_path
+    def _find_or_launch(self, speculative: bool) -> None:
+        """Reuse the lingering server of this ``PREFECT_HOME`` if it fits, else launch one.
+
+        With lingering on, the start lock is taken first (two runs starting at once find one
+        server) and held until the launched server answers and is registered (:meth:`wait`).
+        """
+        env, home = server_env(speculative)
+        self._state = None
+        if lingering.idle_seconds() <= 0:
+            self._launch(speculative, env, home)
+            return
+        state = StateDir(home)
+        self._unlock_start()
+        fd = state.lock()
+        try:
+            info = lingering.reusable_server(state, lingering.fingerprint(env, Path.cwd(), home))
+            if info is not None:
+                state.add_client(info.pid)
+                self._adopt(info, state, home)
+                state.unlock(fd)
+                return
+            self._state, self._start_lock = state, fd
+            self._launch(speculative, env, home)
+        except BaseException:
+            state.unlock(fd)
+            self._start_lock = None
+            raise
+
+    def _adopt(self, info: ServerInfo, state: StateDir, home: Path) -> None:
+        self._adopted = info
+        self._state = state
+        self._process = None
+        self._port = int(info.url.rsplit(":", 1)[1].split("/", 1)[0])
+        self._log_path = home / LOG_FILE_NAME
+        self._ready = False
+        self._owner_pid = os.getpid()
+        self._register_atexit()
+        logger.debug("Reusing the lingering Prefect ephemeral API at %s", info.url)
+
+    def _adopted_answers(self) -> bool:
+        from kedro_prefect.api.health import http_get
+
+        try:
+            self._ready = http_get(f"{self.url}/health", timeout=30).status_code == 200
+        except Exception:
+            self._ready = False
+        if self._ready:
+            logger.info("Prefect ephemeral API at %s (reused)", self.url)
+        return self._ready
+
+    def _retire_adopted(self) -> None:
+        """The reused server does not answer: no run shall find it any more."""
+        if self._adopted is not None and self._state is not None:
+            with self._state.locked():
+                self._state.remove_server(self._adopted.pid)
+        self._release_adopted()
+
+    def _release_adopted(self) -> None:
+        with self._lock:
+            if self._adopted is not None and self._state is not None:
+                self._state.remove_client(self._adopted.pid)
+            self._adopted = None
+            self._ready = False
+
+    def _register(self) -> None:
+        """Write ``server.json`` for the next runs (lingering on), release the start lock."""
+        if self._state is not None and self._process is not None and self._start_lock is not None:
+            self._state.register(self.url, self._process.pid, self._fingerprint)
+        self._unlock_start()
+
+    def _unlock_start(self) -> None:
+        fd, self._start_lock = self._start_lock, None
+        StateDir.unlock(fd)
+
+    def _home(self) -> Path:
+        return self.log_path.parent
+
+    def _launch(
+        self, speculative: bool, env: dict[str, str] | None = None, home: Path | None = None
+    ) -> None:
+        if env is None or home is None:
+            env, home = server_env(speculative)
+        self._adopted = None
+        self._port = free_port()
+        self._log_path = home / LOG_FILE_NAME
         self._speculative = speculative
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    APP_FACTORY,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self._port),
-                    "--log-level",
-                    "error",
-                    "--lifespan",
-                    "on",
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Not in the terminal's process group: a Ctrl-C must not stop the server
-                # before the run has recorded its Cancelled state (execution.cancellation).
-                start_new_session=True,
-            )
+        if self._state is not None:
+            self._fingerprint = lingering.fingerprint(env, Path.cwd(), home)
+        self._process = popen_server(env, self._port, self._log_path)
         self._owner_pid = os.getpid()
         self._started_at = time.monotonic()
         self._ready = False
         self.launches += 1
-        if not self._atexit_registered:
-            atexit.register(self._shutdown_at_exit)
-            self._atexit_registered = True
+        self._register_atexit()
         logger.debug("Launched Prefect's ephemeral API server on port %s", self._port)
+
+    def _register_atexit(self) -> None:
+        if not self._atexit_registered:
+            atexit.register(self._leave_at_exit)
+            self._atexit_registered = True
 
     def _log_tail(self, chars: int = 3000) -> str:
         try:
@@ -345,37 +418,6 @@ class EphemeralAPI:
         except OSError:
             return ""
         return f"Its output ({self.log_path}):\n{tail}"
-
-
-def _reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
-    """Wait for a terminated server process to exit; kill it if it takes over ``timeout`` s."""
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _drain_prefect_workers(timeout: float) -> None:
-    """Send what Prefect's events and API log workers still hold (if they were ever used)."""
-    for module, name in (
-        ("prefect.events.worker", "EventsWorker"),
-        ("prefect.logging.handlers", "APILogWorker"),
-    ):
-        worker = getattr(sys.modules.get(module), name, None)
-        if worker is None:
-            continue
-        try:
-            worker.drain_all(timeout=timeout)
-        except Exception:  # exiting anyway: never let a flush failure mask the exit status
-            logger.debug("Could not drain %s at exit", name, exc_info=True)
-
-
-def _startup_timeout() -> float:
-    from prefect.settings import get_current_settings
-
-    configured = get_current_settings().server.ephemeral.startup_timeout_seconds
-    return max(float(configured), MIN_STARTUP_TIMEOUT)
 
 
 #: The one ephemeral API of this process.
@@ -389,6 +431,7 @@ def start_ephemeral_api_early() -> None:
     session and loads the catalog -- before this process imports Prefect, when it has not yet.
     Does nothing when ``PREFECT_API_URL`` is configured.
     """
+    lingering.idle_seconds()  # a bad KEDRO_PREFECT_API_IDLE_SECONDS fails here, before anything
     launched = EPHEMERAL_API.start_before_prefect_import()
     if configured_api_url():
         if launched:

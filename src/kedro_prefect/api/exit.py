@@ -7,26 +7,21 @@ on a small machine that took 0.45-0.6 s after the last line of ``kedro run``, ag
 for ``SequentialRunner``.
 
 At exit, after the other exit handlers registered after it (Prefect's event and log workers
-flushing, the ephemeral API stopping), one full collection finalizes the garbage that exists
-then (objects in reference cycles get their ``__del__`` called, as CPython would do), and the
+flushing, the run leaving the ephemeral API), one full collection finalizes the garbage that
+exists then (objects in reference cycles get their ``__del__`` called, as CPython would do), and the
 objects still alive are frozen (``gc.freeze``): they are freed by reference counting as the
 modules are torn down, but CPython's remaining collections no longer traverse them. What that
 skips is the finalization of cycles that only form during module teardown, which Python does not
 guarantee anyway ("It is not guaranteed that ``__del__()`` methods are called for objects that
 still exist when the interpreter exits").
-
-Work that only waits for another process (the ephemeral API server finishing its shutdown) is
-handed to :func:`after_final_collection`, so it overlaps that collection instead of preceding it.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
-from collections.abc import Callable
 
 _registered = False
-_after_collection: list[Callable[[], None]] = []
 
 
 def collect_then_freeze_at_exit() -> None:
@@ -41,20 +36,6 @@ def collect_then_freeze_at_exit() -> None:
         _registered = True
 
 
-def after_final_collection(fn: Callable[[], None]) -> bool:
-    """Have ``fn`` called at exit once the final collection is done.
-
-    Returns:
-        ``False`` if no final collection will run (no runner registered one): call ``fn`` now.
-    """
-    if not _registered:
-        return False
-    _after_collection.append(fn)
-    return True
-
-
 def _collect_then_freeze() -> None:
     gc.collect()
     gc.freeze()
-    while _after_collection:
-        _after_collection.pop(0)()

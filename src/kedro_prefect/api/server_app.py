@@ -10,44 +10,32 @@ waits for the next. Here the collector is paused while the app is built and the 
 are frozen (``gc.freeze``: later collections skip them): on a 2-core machine the server answered
 after 2.3 s instead of 3.1 s, and its first flow run took 0.03 s instead of 0.22 s.
 
-It also stops itself when the process that launched it is gone (``kill -9`` of ``kedro run``),
-instead of running on as an orphan; and when launched before the driver knew whether the run
-needs it (:data:`SPECULATIVE_ENV`), it exits with :data:`NOT_NEEDED_EXIT_CODE` before touching the
-database if Prefect's settings name an API URL (a profile, ``prefect.toml``).
+It also stops itself once no run uses it any more (:mod:`kedro_prefect.api.server_watch`):
+the process that launched it and the runs that reuse it are gone (also after ``kill -9``), the
+task run states they sent are recorded and the idle time has passed. When launched before the
+driver knew whether the run needs it (:data:`SPECULATIVE_ENV`), it exits with
+:data:`NOT_NEEDED_EXIT_CODE` before touching the database if Prefect's settings name an API URL
+(a profile, ``prefect.toml``).
 
 This module is imported by the driver too (for its constants): it imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
-import signal
-import threading
-import time
 from typing import Any
 
 #: Set by :mod:`kedro_prefect.api.ephemeral`: the process that launched this server.
 PARENT_PID_ENV = "KEDRO_PREFECT_EPHEMERAL_PARENT_PID"
 #: Set when the server was launched before the driver imported Prefect's settings.
 SPECULATIVE_ENV = "KEDRO_PREFECT_EPHEMERAL_SPECULATIVE"
+#: Set by the launcher: the ``PREFECT_HOME`` and port of this server.
+HOME_ENV = "KEDRO_PREFECT_EPHEMERAL_HOME"
+PORT_ENV = "KEDRO_PREFECT_EPHEMERAL_PORT"
 #: Exit code of a speculative launch whose settings name an API URL: no ephemeral API needed.
 NOT_NEEDED_EXIT_CODE = 4
-
-
-def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
-    """Stop this server (as on Ctrl+C) once the process that launched it is gone.
-
-    The launcher stops the server when it exits normally; this covers the cases where it
-    cannot (``kill -9``, a crash), so no orphaned server keeps the port and the database.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="kedro-prefect-parent-watch", daemon=True).start()
 
 
 def create_app() -> Any:
@@ -57,9 +45,7 @@ def create_app() -> Any:
 
         if get_current_settings().api.url:
             raise SystemExit(NOT_NEEDED_EXIT_CODE)
-    parent = os.environ.get(PARENT_PID_ENV)
-    if parent and parent.isdigit():
-        _exit_with_parent(int(parent))
+    _watch_use()
     gc.disable()
     try:
         from kedro_prefect._upstream.prefect_server import build_api_app
@@ -68,3 +54,31 @@ def create_app() -> Any:
     finally:
         gc.freeze()
         gc.enable()
+
+
+def _watch_use() -> None:
+    """Stop once unused (:mod:`kedro_prefect.api.server_watch`); tidy up the state files at exit."""
+    home = os.environ.get(HOME_ENV)
+    if not home:
+        return
+    from pathlib import Path
+
+    from kedro_prefect.api.lingering import StateDir, idle_seconds
+    from kedro_prefect.api.server_watch import start_watch
+
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    port = os.environ.get(PORT_ENV, "")
+    state = StateDir(Path(home))
+    pid = os.getpid()
+
+    def tidy() -> None:
+        state.remove_server(pid)
+        state.remove_server_dir(pid)
+
+    atexit.register(tidy)
+    start_watch(
+        Path(home),
+        int(parent) if parent.isdigit() else None,
+        idle_seconds(),
+        int(port) if port.isdigit() else None,
+    )

@@ -1,0 +1,134 @@
+"""Launching the ephemeral API server process: its environment and command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from kedro_prefect.api.lingering import APP_FACTORY
+from kedro_prefect.api.server_app import HOME_ENV, PARENT_PID_ENV, PORT_ENV, SPECULATIVE_ENV
+
+logger = logging.getLogger(__name__)
+
+#: uvicorn's exit code when the server could not start (e.g. the port was taken meanwhile).
+_STARTUP_FAILURE = 3
+#: The least time to wait for the server to answer: a loaded 2-core machine needs 20-30 s for a
+#: fresh database, more than Prefect's default ``server.ephemeral.startup_timeout_seconds`` (20).
+MIN_STARTUP_TIMEOUT = 90.0
+#: The file under ``PREFECT_HOME`` that the server process writes its output to.
+LOG_FILE_NAME = "kedro-prefect-ephemeral-api.log"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
+    """The environment of a server launched now, and its ``PREFECT_HOME``.
+
+    ``speculative``: Prefect is not imported; the server reads the same environment, profile
+    and ``prefect.toml`` as Prefect in this process would. Otherwise the settings in force in
+    this process (``temporary_settings`` too) are passed on.
+    """
+    if speculative:
+        settings_env: dict[str, str] = {SPECULATIVE_ENV: "1"}
+        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    else:
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        settings_env = settings.to_environment_variables(exclude_unset=True)
+        home = Path(settings.home)
+    env = {
+        **os.environ,
+        **settings_env,
+        # What Prefect's SubprocessASGIServer sets: no UI, ephemeral services only. (It
+        # also sets PREFECT__SERVER_FINAL, which create_app decides on; see there.)
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        # Analytics try to reach the internet and fight the first migration for the lock.
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Registering Prefect's block types at every start imports every installed Prefect
+        # collection (prefect-dask brings dask and distributed): ~1 s, and node runs use no
+        # blocks. `prefect server start` on the same database registers them.
+        "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+        "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+        HOME_ENV: str(home),
+    }
+    env.pop("PREFECT_API_URL", None)
+    if not speculative:
+        env.pop(SPECULATIVE_ENV, None)
+    return env, home
+
+
+def popen_server(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m uvicorn`` serving the app factory on 127.0.0.1:``port``."""
+    env = {
+        **env,
+        PORT_ENV: str(port),
+        # The server stays up while this process lives (then until idle, see server_watch).
+        PARENT_PID_ENV: str(os.getpid()),
+    }
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                APP_FACTORY,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Not in the terminal's process group: a Ctrl-C must not stop the server
+            # before the run has recorded its Cancelled state (execution.cancellation).
+            start_new_session=True,
+        )
+
+
+def _reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
+    """Wait for a terminated server process to exit; kill it if it takes over ``timeout`` s."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _drain_prefect_workers(timeout: float) -> None:
+    """Send what Prefect's events and API log workers still hold (if they were ever used)."""
+    for module, name in (
+        ("prefect.events.worker", "EventsWorker"),
+        ("prefect.logging.handlers", "APILogWorker"),
+    ):
+        worker = getattr(sys.modules.get(module), name, None)
+        if worker is None:
+            continue
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:  # exiting anyway: never let a flush failure mask the exit status
+            logger.debug("Could not drain %s at exit", name, exc_info=True)
+
+
+def _startup_timeout() -> float:
+    from prefect.settings import get_current_settings
+
+    configured = get_current_settings().server.ephemeral.startup_timeout_seconds
+    return max(float(configured), MIN_STARTUP_TIMEOUT)

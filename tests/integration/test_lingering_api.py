@@ -1,0 +1,226 @@
+"""The lingering ephemeral API: reused by the next run on the same PREFECT_HOME, one per home,
+stopped when idle, when its home goes away or on ``kedro prefect api stop``; never an orphan.
+
+Each test runs drivers as separate processes with lingering turned on
+(``KEDRO_PREFECT_API_IDLE_SECONDS``; the rest of the suite turns it off) in a PREFECT_HOME of its
+own, and stops every server it saw by PID at the end, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kedro_prefect.api.lingering import IDLE_ENV, stop_server
+from tests.helpers import eventually, run_kedro
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, time
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline, node
+    from kedro_prefect import PrefectRunner
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    def one(x=None):
+        return 1
+
+    n = int(sys.argv[1])
+    nodes = [node(one, None, "d0", name="n0")]
+    nodes += [node(one, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, n)]
+    PrefectRunner(flow_name=sys.argv[2]).run(Pipeline(nodes), DataCatalog())
+    print("SERVER", EPHEMERAL_API.pid, EPHEMERAL_API.reused, flush=True)
+    if len(sys.argv) > 3:  # then wait to be killed
+        time.sleep(600)
+    """
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path):
+    """A PREFECT_HOME of its own (a copy of the suite's migrated database, for a quick start)."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    migrated = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    if migrated.exists():
+        with sqlite3.connect(migrated) as source, sqlite3.connect(home / "prefect.db") as copy:
+            source.backup(copy)
+    yield home
+    for proc in _servers_of(home):  # stop what the test left, by PID
+        proc.kill()
+
+
+def _env(home: Path, idle: str = "600", **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return {**env, "PREFECT_HOME": str(home), IDLE_ENV: idle, **extra}
+
+
+def _drive(
+    tmp_path: Path, env: dict[str, str], nodes: int = 3, flow: str = "linger"
+) -> tuple[int, bool]:
+    """Run the driver script to the end; return its server's PID and whether it reused it."""
+    result = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(nodes), flow],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [line for line in result.stdout.splitlines() if line.startswith("SERVER")][-1]
+    _, pid, reused = line.split()
+    return int(pid), reused == "True"
+
+
+def _servers_of(home: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if "kedro_prefect.api.server_app:create_app" not in " ".join(
+                proc.info["cmdline"] or []
+            ):
+                continue
+            if (proc.info["environ"] or {}).get("PREFECT_HOME") == str(home):
+                found.append(proc)
+        except (psutil.Error, TypeError):
+            continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_next_run_reuses_the_server_and_api_status_and_stop_manage_it(
+    home, tmp_path, example_project
+):
+    first, reused = _drive(tmp_path, _env(home))
+    assert not reused
+    assert not _gone(first), "the server lingers after the run"
+    second, reused = _drive(tmp_path, _env(home))
+    assert (second, reused) == (first, True)
+
+    # What tells a run where the server is: readable by its owner only.
+    state = home / "kedro-prefect-api"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "server.json").stat().st_mode) == 0o600
+    info = json.loads((state / "server.json").read_text())
+    assert info["pid"] == first and info["url"].startswith("http://127.0.0.1:")
+
+    status = run_kedro(example_project, "prefect", "api", "status", env=_env(home))
+    assert status.returncode == 0, status.stderr
+    assert info["url"] in status.stdout and f"PID:     {first}" in status.stdout
+    assert "idle for" in status.stdout
+
+    stop = run_kedro(example_project, "prefect", "api", "stop", env=_env(home))
+    assert stop.returncode == 0, stop.stderr
+    assert f"PID {first}" in stop.stdout
+    assert _gone(first)
+    status = run_kedro(example_project, "prefect", "api", "status", env=_env(home))
+    assert "No ephemeral Prefect API is running" in status.stdout
+
+
+def test_a_server_of_other_settings_is_replaced_and_every_state_is_recorded(home, tmp_path):
+    first, _ = _drive(tmp_path, _env(home), nodes=40, flow="replaced")
+    # Other Prefect settings: the lingering server is stopped and another one started.
+    second, reused = _drive(
+        tmp_path, _env(home, PREFECT_LOGGING_LEVEL="WARNING"), nodes=40, flow="replaced"
+    )
+    assert not reused and second != first
+    # The first one stops once it has recorded the states of its run.
+    assert eventually(lambda: _gone(first))
+    assert [p.pid for p in _servers_of(home)] == [second]
+    # Neither driver waited for the bookkeeping; `api stop` waits until it is done.
+    assert stop_server(home).pid == second
+    assert _gone(second)
+    with sqlite3.connect(home / "prefect.db") as db:
+        states = db.execute(
+            "select task_run.state_type from task_run join flow_run on "
+            "task_run.flow_run_id = flow_run.id join flow on flow_run.flow_id = flow.id "
+            "where flow.name = 'replaced'"
+        ).fetchall()
+    assert states == [("COMPLETED",)] * 80
+
+
+def test_runs_starting_at_once_share_one_server(home, tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DRIVER, "3", f"at-once-{i}"],
+            cwd=tmp_path,
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    pids = {out.split("SERVER")[1].split()[0] for out, _ in outputs}
+    assert len(pids) == 1
+    assert [str(p.pid) for p in _servers_of(home)] == list(pids)
+
+
+def test_the_server_stops_after_its_idle_time_and_when_its_home_goes_away(home, tmp_path):
+    pid, _ = _drive(tmp_path, _env(home, idle="1"))
+    assert eventually(lambda: _gone(pid), timeout=60), "it stopped after 1 s idle"
+    assert not (home / "kedro-prefect-api" / "server.json").exists()
+
+    pid, _ = _drive(tmp_path, _env(home))
+    assert not _gone(pid)
+    shutil.rmtree(home)
+    assert eventually(lambda: _gone(pid), timeout=60), "it stopped when PREFECT_HOME went away"
+
+
+def test_no_orphan_when_the_driver_or_the_server_is_killed(home, tmp_path):
+    # A driver killed mid-run (here: after its pipeline, while it sleeps).
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "3", "killed", "then-sleep"],
+        cwd=tmp_path,
+        env=_env(home, idle="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        while line and not line.startswith("SERVER"):
+            line = proc.stdout.readline()
+        server = int(line.split()[1])
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert eventually(lambda: _gone(server), timeout=60), "the server outlived its killed driver"
+
+    # A killed server: the next run starts another one and runs.
+    first, _ = _drive(tmp_path, _env(home))
+    os.kill(first, signal.SIGKILL)
+    assert eventually(lambda: _gone(first))
+    second, reused = _drive(tmp_path, _env(home))
+    assert second != first and not reused
+
+
+def test_a_bad_idle_time_is_one_clear_error_before_anything_runs(monkeypatch):
+    from kedro_prefect import PrefectRunner
+    from kedro_prefect.errors import PrefectRunnerConfigError
+
+    monkeypatch.setenv(IDLE_ENV, "ten minutes")
+    with pytest.raises(PrefectRunnerConfigError, match=IDLE_ENV):
+        PrefectRunner()

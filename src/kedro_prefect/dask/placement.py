@@ -11,8 +11,11 @@ node into several branches, would then queue every branch on the producer's work
 2. if a worker has a free thread (not counting the tiny completion tasks), the node goes to a
    free worker, preferring one that already holds its largest input, then the least loaded;
    its inputs then move worker to worker, never through the driver;
-3. otherwise (no free slot), or when the largest input is large (:data:`LOCALITY_BYTES`) and
-   its holder is busy, Dask decides as before: locality, then work stealing.
+3. if no worker is free, the node queues on one of the least busy workers (preferring a holder
+   of its largest input), so the branches of a wide fan-out queue evenly instead of all on the
+   producer's worker;
+4. when the largest input is large (:data:`LOCALITY_BYTES`) and no candidate holds it, Dask
+   decides as before: locality, then work stealing (moving it may cost more than waiting).
 
 A choice is a *loose* restriction (``allow_other_workers=True``): if the chosen worker leaves
 the cluster, Dask runs the node elsewhere. Free slots are counted on the scheduler (so other
@@ -71,16 +74,21 @@ class Placement:
         except Exception as exc:  # e.g. the scheduler is busy restarting: Dask decides
             logger.debug("Placement: could not ask the scheduler: %r", exc)
             return None
-        candidates = [worker for worker, slots in free.items() if slots > 0]
-        if not candidates:
-            return None
+        if not free:
+            return None  # no worker yet (e.g. an adaptive cluster scaling up): Dask waits
+        most = max(free.values())
+        if most > 0:  # some free slot: any free worker
+            candidates = [worker for worker, slots in free.items() if slots > 0]
+        else:  # none free: queue evenly, on the least busy workers
+            candidates = [worker for worker, slots in free.items() if slots == most]
         inputs = input_futures(parameters)
         if inputs:
-            nbytes, holders = self._largest_input(inputs)
-            holding = [worker for worker in candidates if worker in holders]
+            # Where the inputs are; their sizes only matter when no candidate holds one.
+            who_has = self._client.who_has(inputs)
+            holding = [w for w in candidates if any(w in who_has.get(f.key, ()) for f in inputs)]
             if holding:
-                candidates = holding
-            elif nbytes >= LOCALITY_BYTES:
+                candidates = self._holding_largest(inputs, who_has, holding)
+            elif self._largest_nbytes(inputs) >= LOCALITY_BYTES:
                 return None  # large input on a busy worker: locality and stealing decide
         return max(candidates, key=lambda worker: (free[worker], worker))
 
@@ -117,9 +125,19 @@ class Placement:
             unplaced -= taken
         return free
 
-    def _largest_input(self, inputs: list[Any]) -> tuple[int, set[str]]:
-        """Size and holders of the largest input (by the scheduler's ``nbytes``)."""
-        who_has = self._client.who_has(inputs)
+    def _holding_largest(
+        self, inputs: list[Any], who_has: dict[Any, Any], holding: list[str]
+    ) -> list[str]:
+        """Of the candidates holding an input, those holding the largest one."""
+        if len(inputs) == 1 or len(holding) == 1:
+            return holding
         sizes = self._client.nbytes([future.key for future in inputs], summary=False)
-        key = max((future.key for future in inputs), key=lambda k: sizes.get(k, 0))
-        return sizes.get(key, 0), set(who_has.get(key, ()))
+        for future in sorted(inputs, key=lambda f: sizes.get(f.key, 0), reverse=True):
+            best = [worker for worker in holding if worker in who_has.get(future.key, ())]
+            if best:
+                return best
+        return holding
+
+    def _largest_nbytes(self, inputs: list[Any]) -> int:
+        sizes = self._client.nbytes([future.key for future in inputs], summary=False)
+        return max((sizes.get(future.key, 0) for future in inputs), default=0)

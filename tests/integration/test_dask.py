@@ -408,6 +408,13 @@ def test_datasets_that_cannot_cross_processes_are_refused(
         ({"task_runner": "dask", "address": "nowhere"}, "tcp://HOST:PORT"),
         ({"task_runner": "dask", "max_workers": 4}, "n_workers and threads_per_worker"),
         ({"task_runner": "dask", "n_workers": 0}, "n_workers"),
+        ({"cluster_kwargs": {"n_workers": 1}}, "only apply to task_runner=dask"),
+        (
+            {"task_runner": "dask", "address": "tcp://127.0.0.1:8786", "adapt_kwargs": {}},
+            "adapt_kwargs describe a cluster started for the run",
+        ),
+        ({"task_runner": "dask", "cluster_class": "LocalCluster"}, "import path"),
+        ({"task_runner": "dask", "client_kwargs": {"asynchronous": True}}, "asynchronous"),
     ],
 )
 def test_bad_dask_options_are_refused_when_the_runner_is_built(options, message):

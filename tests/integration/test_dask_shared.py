@@ -142,6 +142,35 @@ def test_projects_sharing_a_cluster_concurrently_run_only_their_own_hooks(
     assert shared_cluster.alive()
 
 
+def test_cluster_options_in_prefect_yml_reach_the_cluster(prefect_server, tmp_path):
+    """Nested ``runner:`` values of prefect.yml (they do not fit ``--runner-params``)."""
+    project = write_project(tmp_path / "gamma", "gamma_project")
+    (project / "conf/base/prefect.yml").write_text(
+        textwrap.dedent(
+            """
+            runner:
+              task_runner: dask
+              cluster_class: distributed.LocalCluster
+              cluster_kwargs: {n_workers: 1, threads_per_worker: 1, dashboard_address: null}
+              adapt_kwargs: {minimum: 1, maximum: 1}
+              performance_report_path: dask-report.html
+            """
+        )
+    )
+    result = subprocess.run(
+        [KEDRO, "run", "--runner=kedro_prefect.PrefectRunner"],
+        cwd=project,
+        env={**os.environ, **prefect_server.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Dask Performance Report" in (project / "dask-report.html").read_text()
+    assert len(_events(project)) == NODES + 1
+
+
 # --- the data path: worker to worker, released when consumed -------------------------------------
 
 

@@ -98,6 +98,8 @@ def dask_task_runner(options: RunnerOptions) -> Any:
     check_signature(cls, cluster_kwargs, f"cluster_kwargs of {cluster_class}")
     if _is_local_cluster(cls):  # it passes unknown keywords on to each worker process
         _check_local_cluster_kwargs(cluster_kwargs)
+    if options.adapt_kwargs:
+        _check_adapt_kwargs(cls, options.adapt_kwargs)
     report = options.performance_report_path
     return runner_cls(
         cluster_class=cls,
@@ -156,6 +158,36 @@ def _check_local_cluster_kwargs(kwargs: dict[str, Any]) -> None:
         raise DaskClusterError(
             f"PrefectRunner option cluster_kwargs: LocalCluster (and its workers) take no "
             f"argument {', '.join(map(repr, unknown))}; no node has run."
+        )
+
+
+def _parameter_names(*fns: Any) -> set[str]:
+    names: set[str] = set()
+    for fn in fns:
+        try:
+            parameters = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names
+
+
+def _check_adapt_kwargs(cls: Any, kwargs: dict[str, Any]) -> None:
+    """``cluster.adapt`` hands keywords it does not know on to the scheduler, which logs an
+    error every second and never adapts: refuse them here instead."""
+    from distributed import Scheduler
+    from distributed.deploy.adaptive import Adaptive
+    from distributed.deploy.adaptive_core import AdaptiveCore
+
+    known = _parameter_names(
+        getattr(cls, "adapt", None), Adaptive, AdaptiveCore, Scheduler.workers_to_close
+    ) - {"self", "Adaptive", "cluster", "n", "target", "attribute"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise DaskClusterError(
+            f"PrefectRunner option adapt_kwargs: {', '.join(map(repr, unknown))} is not an "
+            f"argument of {getattr(cls, '__name__', cls)}.adapt (known: "
+            f"{', '.join(sorted(known))}); no node has run."
         )
 
 

@@ -11,9 +11,10 @@ node into several branches, would then queue every branch on the producer's work
 2. if a worker has a free thread (not counting the tiny completion tasks), the node goes to a
    free worker, preferring one that already holds its largest input, then the least loaded;
    its inputs then move worker to worker, never through the driver;
-3. if no worker is free, the node queues on one of the least busy workers (preferring a holder
-   of its largest input), so the branches of a wide fan-out queue evenly instead of all on the
-   producer's worker;
+3. if no worker is free, a node with in-memory inputs queues on one of the least busy workers
+   (preferring a holder of its largest input), so the branches of a wide fan-out queue evenly
+   instead of all on the producer's worker; a node without any is left to Dask, whose queue
+   hands it to whichever worker frees up first;
 4. when the largest input is large (:data:`LOCALITY_BYTES`) and no candidate holds it, Dask
    decides as before: locality, then work stealing (moving it may cost more than waiting).
 
@@ -77,11 +78,13 @@ class Placement:
         if not free:
             return None  # no worker yet (e.g. an adaptive cluster scaling up): Dask waits
         most = max(free.values())
+        inputs = input_futures(parameters)
         if most > 0:  # some free slot: any free worker
             candidates = [worker for worker, slots in free.items() if slots > 0]
+        elif not inputs:  # none free, no input to stay near: Dask hands it to the first free
+            return None
         else:  # none free: queue evenly, on the least busy workers
             candidates = [worker for worker, slots in free.items() if slots == most]
-        inputs = input_futures(parameters)
         if inputs:
             # Where the inputs are; their sizes only matter when no candidate holds one.
             who_has = self._client.who_has(inputs)

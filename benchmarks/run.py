@@ -13,7 +13,8 @@ Every number in the report is compared with a baseline measured in the same invo
    ``PREFECT_API_URL`` pointing at a running ``prefect server start``;
 2. per-node overhead (200 chained no-op nodes) and throughput (200 independent no-op nodes);
 3. a skewed DAG of sleeping nodes: wall time / critical path, with a layer-by-layer Prefect flow;
-4. Dask (``benchmarks/dask_cpu.py``, ``benchmarks/dask_memory.py``, when present);
+4. Dask (``benchmarks/dask_cpu.py``, ``benchmarks/dask_memory.py``, ``benchmarks/dask_fanout.py``,
+   when present);
 5. scale: 1,000 nodes, total run and build time.
 Raw results go to ``benchmarks/results/<label>.json``.
 """
@@ -49,7 +50,7 @@ RESULTS = HERE / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 IMG = REPO / "docs" / "img" / "benchmarks.png"
 BIN = Path(sys.executable).parent
-DASK_SCRIPTS = ("dask_cpu", "dask_memory")
+DASK_SCRIPTS = ("dask_cpu", "dask_memory", "dask_fanout")
 ALL = ("felt", "startup", "cases", "dask")
 
 

@@ -53,6 +53,12 @@ class DaskSchedulerUnreachableError(KedroPrefectError, ConnectionError):
     """The Dask scheduler at ``address=`` did not answer; raised before any node runs."""
 
 
+class DaskClusterError(PrefectRunnerConfigError):
+    """The Dask cluster of the run cannot be built as configured (``cluster_class`` does not
+    import, the class or ``cluster.adapt`` rejects its keyword arguments); raised before any
+    node runs, naming the option and the value."""
+
+
 class DaskDatasetError(KedroPrefectError, ValueError):
     """A dataset of the pipeline cannot be used across processes; raised before any node runs."""
 
@@ -110,6 +116,7 @@ class ProjectNotFoundError(KedroPrefectError, FileNotFoundError):
 
 __all__ = [
     "CacheStorageError",
+    "DaskClusterError",
     "DaskDatasetError",
     "DaskSchedulerUnreachableError",
     "DeployError",

@@ -7,6 +7,11 @@ Relies on:
   manager. A Dask worker builds one from the project's settings (a pluggy ``PluginManager``
   cannot be pickled), as Kedro's own ``ParallelRunner`` does in its subprocesses; this buys
   the project's hooks firing on the workers exactly as in ``kedro run``.
+* ``kedro.framework.project._ProjectSettings``: a project's settings (``HOOKS``, ...) built from
+  its ``settings`` module on a Dask worker without configuring Kedro's process-wide
+  ``settings``: runs of several projects may share one worker process.
+* ``KedroContext._package_name``: the package of the session's project (the driver tells the
+  workers which project a node belongs to, rather than reading Kedro's global ``PACKAGE_NAME``).
 * ``kedro.framework.hooks.manager._NullPluginManager``: what ``AbstractRunner.run`` uses when
   no hook manager is given (``PrefectRunner().run(pipeline, catalog)`` from a notebook).
 * ``kedro.framework.cli.utils._split_params``: how ``kedro run --params`` parses
@@ -44,6 +49,16 @@ CONTRACTS = (
     Contract(
         "kedro.framework.hooks.manager:_register_hooks_entry_points",
         "register plugin hooks (minus DISABLE_HOOKS_FOR_PLUGINS) on a Dask worker",
+    ),
+    Contract(
+        "kedro.framework.project:_ProjectSettings",
+        "a project's settings on a Dask worker, without the process-wide configure_project",
+        check=lambda cls: hasattr(cls(), "configure") and hasattr(cls(), "HOOKS"),
+    ),
+    Contract(
+        "kedro.framework.context:KedroContext",
+        "_package_name: the package of the session's project",
+        check=lambda cls: "_package_name" in {a.name for a in __import__("attrs").fields(cls)},
     ),
     Contract(
         "kedro.framework.hooks.manager:_NullPluginManager",
@@ -123,6 +138,25 @@ def project_hook_manager(settings: Any) -> Any:
     _register_hooks(manager, settings.HOOKS)
     _register_hooks_entry_points(manager, settings.DISABLE_HOOKS_FOR_PLUGINS)
     return manager
+
+
+def project_settings(package_name: str | None) -> Any:
+    """The settings of the project ``package_name`` (Kedro's defaults for ``None`` or a project
+    without ``settings.py``), as ``configure_project`` would load them, in a new object."""
+    from importlib.util import find_spec
+
+    from kedro.framework.project import _ProjectSettings
+
+    settings = _ProjectSettings()
+    module = f"{package_name}.settings" if package_name else None
+    if module and find_spec(module) is not None:
+        settings.configure(module)
+    return settings
+
+
+def context_package_name(context: Any) -> str | None:
+    """The package name of a ``KedroContext`` (``None`` for anything else)."""
+    return getattr(context, "_package_name", None)
 
 
 def null_hook_manager() -> Any:

@@ -16,6 +16,11 @@ differences, which buy:
   settings and API client cached per worker, task run records kept for the driver);
 * ``resources_of(task)`` gives the Dask worker resources of a node task (from its
   ``dask-<RESOURCE>-<n>`` tags); the Dask key names the node;
+* ``placement_of(client)`` chooses the worker of each node task (a free worker slot first,
+  :mod:`kedro_prefect.dask.placement`), passed as a loose restriction (``workers=[...]``,
+  ``allow_other_workers=True``: Dask runs it elsewhere if that worker leaves);
+* ``duplicate()`` keeps every setting, as prefect-dask's own does (``adapt_kwargs`` and
+  ``performance_report_path`` included);
 * completion goes through a tiny data-less companion future, so the driver never receives a
   node's in-memory outputs (``wait()`` and ``state`` do not fetch them);
 * ``dependencies`` (the task run's recorded inputs) are merged into those found in the
@@ -69,7 +74,9 @@ CONTRACTS = (
 
 @functools.cache
 def task_runner_classes(
-    run_on_worker: Callable[..., Any], resources_of: Callable[[Any], dict[str, float] | None]
+    run_on_worker: Callable[..., Any],
+    resources_of: Callable[[Any], dict[str, float] | None],
+    placement_of: Callable[[Any], Any],
 ) -> tuple[type, type]:
     """``KedroDaskTaskRunner`` and ``KedroDaskFuture``, defined on first use (imports dask)."""
     import distributed
@@ -128,10 +135,20 @@ def task_runner_classes(
                 address=self.address,
                 cluster_class=self.cluster_class,
                 cluster_kwargs=self.cluster_kwargs,
+                adapt_kwargs=self.adapt_kwargs,
                 client_kwargs=self.client_kwargs,
+                performance_report_path=self.performance_report_path,
             )
 
         _context: tuple[dict[str, Any], str] | None = None
+        _placement: Any = None
+
+        @property
+        def placement(self) -> Any:
+            """Chooses the worker of each node task (``placement_of(client)``), per run."""
+            if self._placement is None:
+                self._placement = placement_of(self.client)
+            return self._placement
 
         def _run_context(self) -> tuple[dict[str, Any], str]:
             """The Prefect context every task of this run carries, serialized once per run.
@@ -171,6 +188,7 @@ def task_runner_classes(
             wait_for = [f.summary if isinstance(f, KedroDaskFuture) else f for f in wait_for or []]
             wait_for = self._optimize_futures(wait_for) or None
             resources = resources_of(task) or None
+            worker = self.placement.choose(parameters, has_resources=bool(resources))
             task_run_id = uuid.uuid4()
             # What prefect-dask's PrefectDaskClient.submit does, with two differences: the
             # worker runs `run_task_on_worker` (settings built once per worker, not per task),
@@ -190,6 +208,8 @@ def task_runner_classes(
                 run_on_worker,
                 key=f"{task.name}-{task_run_id}",
                 resources=resources,
+                workers=[worker] if worker else None,
+                allow_other_workers=bool(worker),
                 pure=False,
                 task=task,
                 task_run_id=task_run_id,
@@ -200,6 +220,7 @@ def task_runner_classes(
                 context=context,
                 settings_key=key,
             )
+            self.placement.submitted(future, worker)
             summary = self.client.submit(
                 _without_data, future, pure=False, key=f"state-{future.key}"
             )

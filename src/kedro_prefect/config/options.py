@@ -32,6 +32,18 @@ from kedro_prefect.errors import PrefectRunnerConfigError
 #: ``prefect.task_runners.TaskRunner`` subclass.
 TASK_RUNNER_ALIASES = ("thread", "dask")
 
+#: Options that only apply to ``task_runner=dask``.
+DASK_OPTIONS = (
+    "n_workers",
+    "threads_per_worker",
+    "address",
+    "cluster_class",
+    "cluster_kwargs",
+    "adapt_kwargs",
+    "client_kwargs",
+    "performance_report_path",
+)
+
 
 class RunnerOptions(BaseModel):
     """Options of :class:`kedro_prefect.PrefectRunner`.
@@ -102,6 +114,39 @@ class RunnerOptions(BaseModel):
             "`tcp://10.0.0.5:8786`; the cluster is used and left running."
         ),
     )
+    cluster_class: str | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: import path of the Dask cluster class started for the run, e.g. "
+            "`distributed.LocalCluster`, `dask_jobqueue.SLURMCluster` or "
+            "`dask_kubernetes.operator.KubeCluster`. Default: `distributed.LocalCluster`."
+        ),
+    )
+    cluster_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: keyword arguments of the cluster class (set them in prefect.yml "
+            "`runner:`); `n_workers`/`threads_per_worker` are added to them when given."
+        ),
+    )
+    adapt_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: make the cluster adaptive, `cluster.adapt(**adapt_kwargs)`, "
+            "e.g. `{minimum: 0, maximum: 4}` workers."
+        ),
+    )
+    client_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="task_runner=dask: keyword arguments of the `distributed.Client`.",
+    )
+    performance_report_path: str | None = Field(
+        default=None,
+        description=(
+            "task_runner=dask: write Dask's HTML performance report of the run to this path "
+            "(relative to the working directory) and link it from the flow run's artifacts."
+        ),
+    )
     # Runner-wide Prefect task options; `tasks:` rules in prefect.yml override them per node.
     retries: Retries = None
     retry_delay_seconds: RetryDelaySeconds = None
@@ -132,11 +177,7 @@ class RunnerOptions(BaseModel):
 
     @model_validator(mode="after")
     def _dask_only_options(self) -> RunnerOptions:
-        dask_only = [
-            name
-            for name in ("n_workers", "threads_per_worker", "address")
-            if getattr(self, name) is not None
-        ]
+        dask_only = [name for name in DASK_OPTIONS if getattr(self, name) is not None]
         if dask_only and self.task_runner != "dask":
             raise ValueError(
                 f"option(s) {', '.join(dask_only)} only apply to task_runner=dask "
@@ -147,12 +188,39 @@ class RunnerOptions(BaseModel):
                 "n_workers and threads_per_worker size the local cluster started for the run; "
                 "they cannot be combined with address= (an existing cluster)"
             )
+        cluster = [
+            name
+            for name in ("cluster_class", "cluster_kwargs", "adapt_kwargs")
+            if getattr(self, name) is not None
+        ]
+        if self.address and cluster:
+            raise ValueError(
+                f"{', '.join(cluster)} describe a cluster started for the run; they cannot be "
+                "combined with address= (an existing cluster, which its owner sizes and "
+                "adapts)"
+            )
+        for name in ("cluster_kwargs", "client_kwargs"):
+            if "asynchronous" in (getattr(self, name) or {}):
+                raise ValueError(f"{name} cannot set 'asynchronous' (Prefect manages it)")
         if self.task_runner == "dask" and self.max_workers is not None:
             raise ValueError(
                 "max_workers applies to the thread task runner; with task_runner=dask use "
                 "n_workers and threads_per_worker"
             )
         return self
+
+    @field_validator("cluster_class")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        value = value.strip()
+        module, _, name = value.replace(":", ".").rpartition(".")
+        if not (module and name):
+            raise ValueError(
+                "must be the import path of a Dask cluster class, e.g. distributed.LocalCluster"
+            )
+        return value
 
     @field_validator("flow_name")
     @classmethod

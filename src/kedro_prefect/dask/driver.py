@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 from kedro_prefect._upstream.kedro import memory_copy_mode, single_process
 from kedro_prefect.dask.resources import node_resources
 from kedro_prefect.dask.worker import (
-    PLUGIN_NAME,
     plugin_class,
     run_node_on_worker,
     take_worker_records,
 )
-from kedro_prefect.errors import DaskDatasetError
+from kedro_prefect.errors import DaskClusterError, DaskDatasetError
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -70,13 +69,28 @@ def validate_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         )
 
 
-def _project_bootstrap() -> Any:
-    from kedro.framework.project import LOGGING, PACKAGE_NAME
+def run_project() -> tuple[str | None, str | None]:
+    """Package name and source dir of the project being run, from the session's context.
 
+    Kedro's process-wide ``PACKAGE_NAME`` is the fallback (``configure_project`` in a notebook,
+    or a runner used outside a session): it names whichever project was configured last.
+    """
+    from kedro.framework.project import PACKAGE_NAME
+
+    from kedro_prefect._upstream.kedro import context_package_name
+    from kedro_prefect.hooks import run_params_recorder
+
+    package_name = context_package_name(run_params_recorder.context) or PACKAGE_NAME
     source_dir = None
-    module = sys.modules.get(PACKAGE_NAME or "")
+    module = sys.modules.get(package_name or "")
     if module is not None and getattr(module, "__file__", None):
         source_dir = str(Path(module.__file__).resolve().parents[1])
+    return package_name, source_dir
+
+
+def _project_bootstrap(package_name: str | None, source_dir: str | None) -> Any:
+    from kedro.framework.project import LOGGING
+
     levels: dict[str, Any] = {}
     config = getattr(LOGGING, "data", None) or {}
     for name, logger_config in (config.get("loggers") or {}).items():
@@ -84,10 +98,10 @@ def _project_bootstrap() -> Any:
             levels[name] = logger_config["level"]
     if "level" in (config.get("root") or {}):
         levels[""] = config["root"]["level"]
-    for name in ("kedro", "kedro_prefect", PACKAGE_NAME):
+    for name in ("kedro", "kedro_prefect", package_name):
         if name and name not in levels:
             levels[name] = logging.getLogger(name).getEffectiveLevel()
-    return plugin_class()(PACKAGE_NAME, source_dir, levels)
+    return plugin_class()(package_name, source_dir, levels)
 
 
 class DaskNodeExecution:  # implements execution.protocol.NodeExecution
@@ -137,9 +151,12 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             self._upstream[node] = producers
             for producer in producers:
                 self._pending_consumers[producer] += 1
-        self._client = client = task_runner.client  # starts or connects to the cluster
+        self._client = client = _start_client(task_runner)
         _log_dashboard(client)
-        client.register_plugin(_project_bootstrap(), name=PLUGIN_NAME)
+        _link_performance_report(task_runner.performance_report_path)
+        self._project = run_project()
+        plugin = _project_bootstrap(*self._project)
+        client.register_plugin(plugin, name=plugin.name)
 
     def submit_arguments(
         self, node: Node, producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
@@ -176,6 +193,7 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             "is_async": self._is_async,
             "run_id": self._run_id,
             "events": self._events,
+            "project": self._project,
         }
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:
@@ -213,6 +231,59 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             self._pending_consumers[producer] -= 1
             if not self._pending_consumers[producer]:
                 futures[producer].release()
+
+
+def _start_client(task_runner: Any) -> Any:
+    """Start (or connect to) the run's cluster; a cluster that cannot be built as configured is
+    one :class:`DaskClusterError` naming the options, before any node runs.
+
+    Raises:
+        DaskClusterError: The cluster class or ``cluster.adapt`` refused their arguments, or
+            the cluster failed to start.
+    """
+    if task_runner.address:
+        return task_runner.client  # reachability was checked before (dask.network)
+    name = getattr(task_runner.cluster_class, "__qualname__", task_runner.cluster_class)
+    prefect_dask_logger = task_runner.logger
+    level = prefect_dask_logger.level
+    prefect_dask_logger.setLevel(logging.CRITICAL)  # its own traceback: ours says it all
+    try:
+        return task_runner.client
+    except Exception as exc:
+        raise DaskClusterError(
+            f"task_runner=dask could not start the cluster {name}"
+            f"(**cluster_kwargs={task_runner.cluster_kwargs!r})"
+            + (
+                f" with adapt_kwargs={task_runner.adapt_kwargs!r}"
+                if task_runner.adapt_kwargs
+                else ""
+            )
+            + f": {type(exc).__name__}: {exc}. Check cluster_class, cluster_kwargs and "
+            "adapt_kwargs (prefect.yml `runner:`); no node has run."
+        ) from None
+    finally:
+        prefect_dask_logger.setLevel(level)
+
+
+def _link_performance_report(path: str | None) -> None:
+    """Link Dask's performance report (written when the run ends) from the flow run."""
+    if not path:
+        return
+    from prefect.artifacts import create_link_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    uri = Path(path).resolve().as_uri()
+    try:
+        create_link_artifact(
+            link=uri,
+            link_text=Path(path).name,
+            description="Dask performance report of this run (HTML, written when the run ends)",
+        )
+    except Exception as exc:  # an artifact is not worth failing the run for
+        logger.debug("Could not link the Dask performance report: %r", exc)
+    logger.info("Dask performance report: %s", path)
 
 
 def _log_dashboard(client: Any) -> None:

@@ -1,12 +1,13 @@
 """The worker side of ``task_runner=dask``: what runs in a Dask worker process.
 
-A ``KedroProjectPlugin`` is registered on every worker (also workers that join later): it puts
-the project's ``src`` directory on ``sys.path``, calls ``configure_project(package_name)`` (as
-Kedro's ``ParallelRunner`` does in its subprocesses), applies the project's log levels and sends
-log records emitted in node tasks to the Prefect API. Each node runs in
-:func:`run_node_on_worker`: the hook manager is built there from the project's settings (a
-pluggy ``PluginManager`` cannot be pickled), persisted datasets load and save there, and the
-node's in-memory outputs are the *result* of its task.
+A ``KedroProjectPlugin`` per project is registered on every worker (also workers that join
+later): it puts the project's ``src`` directory on ``sys.path``, applies the project's log levels
+and sends log records emitted in node tasks to the Prefect API. Each node runs in
+:func:`run_node_on_worker`, which names its project: the hook manager is built there from that
+project's settings module (a pluggy ``PluginManager`` cannot be pickled), once per project and
+process, without Kedro's process-wide ``configure_project`` (several projects, and several
+environments of one project, may share one cluster). Persisted datasets load and save there,
+and the node's in-memory outputs are the *result* of its task.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def run_task_on_worker(
     from kedro_prefect._upstream.prefect import run_task_with_worker_caches
     from kedro_prefect.execution.records import ended_task_run, recording_task_runs
 
+    _register_sizes()
     with _worker_records_lock:
         if len(_worker_records) > MAX_WORKER_RECORDS:  # never collected (the driver died)
             _worker_records.clear()
@@ -66,6 +68,27 @@ def run_task_on_worker(
     return state
 
 
+@functools.cache
+def _register_sizes() -> None:
+    """Tell Dask how large a node task's result is: the in-memory outputs in its state.
+
+    Dask measures each result with ``dask.sizeof``; it does not look into a Prefect state, so a
+    state holding 200 MB would count as a few hundred bytes. With the real size, the scheduler's
+    transfer costs (work stealing), the worker's memory limits and :mod:`.placement`'s locality
+    rule see the data.
+    """
+    from dask.sizeof import sizeof
+    from prefect.client.schemas.objects import State
+
+    @sizeof.register(NodeData)
+    def _node_data(value: NodeData) -> int:
+        return 64 + sum(sizeof(item) for item in value.data.values())
+
+    @sizeof.register(State)
+    def _state(value: Any) -> int:
+        return 512 + (sizeof(value.data) if isinstance(value.data, NodeData) else 0)
+
+
 def _worker_address() -> str | None:
     from distributed import get_worker
 
@@ -75,21 +98,29 @@ def _worker_address() -> str | None:
         return None
 
 
+def plugin_name(package_name: str | None, source_dir: str | None) -> str:
+    """The worker plugin name of one project: projects sharing a cluster do not replace each
+    other's plugin (Dask keeps one plugin per name)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{package_name}\0{source_dir}".encode()).hexdigest()[:12]
+    return f"{PLUGIN_NAME}-{package_name or 'none'}-{digest}"
+
+
 @functools.cache
 def plugin_class() -> type:
     """``KedroProjectPlugin``, defined on first use (importing ``distributed`` takes seconds)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class KedroProjectPlugin(WorkerPlugin):
-        """A Dask worker plugin that prepares each worker process for the Kedro project.
+        """A Dask worker plugin that prepares each worker process for one Kedro project.
 
         ``setup`` runs on every worker, also on workers that join later: the project's source
-        dir goes on ``sys.path`` (``kedro run`` only puts it there in the driver), the project
-        settings are configured (``configure_project``, as in Kedro's ``ParallelRunner``), the
-        driver's log levels are applied, and log records from node tasks go to the Prefect API.
+        dir goes on ``sys.path`` (``kedro run`` only puts it there in the driver), and the
+        driver's log levels are applied. Nothing process-wide of Kedro is configured (no
+        ``configure_project``): several projects may share the cluster, so each node task
+        names its project and gets that project's hooks (:func:`worker_hook_manager`).
         """
-
-        name = PLUGIN_NAME
 
         def __init__(
             self, package_name: str | None, source_dir: str | None, log_levels: dict[str, Any]
@@ -97,6 +128,7 @@ def plugin_class() -> type:
             self.package_name = package_name
             self.source_dir = source_dir
             self.log_levels = log_levels
+            self.name = plugin_name(package_name, source_dir)
 
         def setup(self, worker: Any = None) -> None:
             bootstrap_worker(self.package_name, self.source_dir, self.log_levels)
@@ -130,32 +162,37 @@ _bootstrapped: dict[str, Any] = {}
 def bootstrap_worker(
     package_name: str | None, source_dir: str | None, log_levels: dict[str, Any]
 ) -> None:
-    """Make the project importable and configured in this (worker) process. Idempotent."""
-    if source_dir and Path(source_dir).is_dir() and source_dir not in sys.path:
-        sys.path.insert(0, source_dir)
-    key = (package_name, source_dir)
-    if _bootstrapped.get("key") != key:
-        if package_name:
-            from kedro.framework.project import configure_project
+    """Make the project importable in this (worker) process and note its log levels."""
+    _add_source_dir(source_dir)
+    if package_name:
+        from kedro_prefect.observe.logs import keep_project_logging_in_worker
 
-            from kedro_prefect.observe.logs import keep_project_logging_in_worker
-
-            configure_project(package_name)
-            keep_project_logging_in_worker()
-        worker_hook_manager.cache_clear()
-        _bootstrapped["key"] = key
+        keep_project_logging_in_worker()  # once per process: Kedro's logging, kept by Prefect
     _bootstrapped["package_name"] = package_name
     _bootstrapped["log_levels"] = log_levels
+    _bootstrapped.setdefault("levels_of", {})[package_name] = log_levels
 
 
-def _ensure_worker_logging() -> None:
+def _add_source_dir(source_dir: str | None) -> None:
+    if source_dir and source_dir not in sys.path and Path(source_dir).is_dir():
+        sys.path.insert(0, source_dir)
+
+
+def _ensure_worker_logging(package_name: str | None = None) -> None:
     """Send node log records to the Prefect API from this worker, at the driver's levels.
 
     Checked at the start of every node task: Prefect and Kedro (re)apply their logging config
     with ``dictConfig`` when they start up in the worker, which drops handlers added before.
+    The log levels of each project sharing the worker are applied when its first node runs.
     """
     from prefect.logging.handlers import APILogHandler
 
+    applied = _bootstrapped.setdefault("levels_applied", set())
+    if package_name not in applied:
+        applied.add(package_name)
+        levels = _bootstrapped.get("levels_of", {}).get(package_name, {})
+        for name, level in levels.items():
+            logging.getLogger(name or None).setLevel(level)
     root = logging.getLogger()
     if any(isinstance(handler, APILogHandler) for handler in root.handlers):
         return
@@ -169,14 +206,37 @@ def _ensure_worker_logging() -> None:
     _bootstrapped["logs"] = logs
 
 
-@functools.cache
-def worker_hook_manager() -> Any:
-    """The project's hook manager in this process, built once (like ``ParallelRunner``)."""
-    from kedro.framework.project import settings
+def _check_project_source(package_name: str | None, source_dir: str | None) -> None:
+    """Refuse to run a node of a project whose package this worker imported from elsewhere
+    (two checkouts of one package sharing a cluster: a process holds one of them)."""
+    module = sys.modules.get(package_name or "")
+    file = getattr(module, "__file__", None)
+    if not (file and source_dir) or Path(file).resolve().is_relative_to(source_dir):
+        return
+    raise RuntimeError(
+        f"This Dask worker already runs package {package_name!r} from "
+        f"{Path(file).resolve().parents[1]}, not from {source_dir}: a worker process holds one "
+        "copy of a package. Run projects that share a package name on separate clusters."
+    )
 
-    from kedro_prefect._upstream.kedro import project_hook_manager
 
-    return project_hook_manager(settings)
+_hook_managers: dict[str | None, Any] = {}
+_hook_managers_lock = threading.Lock()
+
+
+def worker_hook_manager(package_name: str | None) -> Any:
+    """The hook manager of one project in this process, built once per project (as
+    ``ParallelRunner`` builds one per subprocess) from that project's own settings module,
+    without touching Kedro's process-wide ``settings``; ``None``: the hooks of no project
+    (Kedro's plugin hooks only, as a run outside a project gets)."""
+    with _hook_managers_lock:
+        manager = _hook_managers.get(package_name)
+        if manager is None:
+            from kedro_prefect._upstream.kedro import project_hook_manager, project_settings
+
+            manager = project_hook_manager(project_settings(package_name))
+            _hook_managers[package_name] = manager
+        return manager
 
 
 def run_node_on_worker(
@@ -186,6 +246,7 @@ def run_node_on_worker(
     is_async: bool,
     run_id: str | None,
     events: Any = None,
+    project: tuple[str | None, str | None] = (None, None),
 ) -> NodeData:
     """The body of a node task on a Dask worker; returns the node's in-memory outputs.
 
@@ -202,14 +263,20 @@ def run_node_on_worker(
         run_id: The Kedro run id.
         events: A :class:`~kedro_prefect.observe.events.DatasetEvents`: emit an event for each
             persisted dataset the node saved (here, where it saved them).
+        project: The package name and source dir of the run's Kedro project (from the
+            driver's session): the node gets that project's hooks, whatever other projects
+            share the cluster.
     """
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
 
     from kedro_prefect.execution.local import run_node
 
-    _ensure_worker_logging()
+    package_name, source_dir = project
+    _add_source_dir(source_dir)
+    _ensure_worker_logging(package_name)
     node, datasets, given = cloudpickle.loads(payload)
+    _check_project_source(package_name, source_dir)
     catalog = DataCatalog(dict(datasets))
     available = dict(given)
     for outputs in upstream.values():
@@ -219,5 +286,5 @@ def run_node_on_worker(
             catalog[name] = MemoryDataset(copy_mode="assign")
         else:  # the dataset's own save() applies the copy mode, without catalog log lines
             catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
-    run_node(node, catalog, worker_hook_manager(), is_async, run_id, events=events)
+    run_node(node, catalog, worker_hook_manager(package_name), is_async, run_id, events=events)
     return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline, node
@@ -36,12 +34,11 @@ def _create_limit(name: str, limit: int) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    async def create() -> None:
-        with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
-            async with get_client() as client:
-                await client.upsert_global_concurrency_limit_by_name(name, limit)
+    from kedro_prefect._upstream.prefect import upsert_global_concurrency_limit
 
-    asyncio.run(create())
+    with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
+        with get_client(sync_client=True) as client:
+            upsert_global_concurrency_limit(client, name, limit)
 
 
 def test_only_tags_with_a_limit_ask_for_slots(slot_requests):

@@ -24,6 +24,9 @@ Relies on, and buys:
   < 3.6: awaited) or ``aapply()`` and reads its ``name`` and ``storage``:
   :func:`serve_deployed` hands it deployments that exist on the server already, so serving runs
   them exactly as deployed instead of re-creating them (``prefect.serve`` re-applies what it gets).
+* ``upsert_global_concurrency_limit_by_name`` of the client: Prefect 3.6.10 to 3.6.12 send
+  ``slot_decay_per_second: null`` (422 on create, 409 on update); there the limit is created or
+  updated without that field (:func:`upsert_global_concurrency_limit`).
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
   default there (:func:`local_result_storage`).
@@ -313,3 +316,28 @@ def serve_deployed(deployments: list[tuple[Any, str, str]], limit: int | None) -
         print_starting_message=False,
         limit=limit,
     )
+
+
+def upsert_global_concurrency_limit(client: Any, name: str, limit: int) -> None:
+    """``client.upsert_global_concurrency_limit_by_name(name, limit)`` (a sync client).
+
+    Prefect 3.6.10 to 3.6.12 send ``slot_decay_per_second: null`` when they create a limit (the
+    server answers ``422 Unprocessable Entity``) or change one (``409 Conflict``: the column is
+    NOT NULL); fixed in 3.6.13. There the limit is created or updated here without that field.
+    """
+    if not (version_at_least("prefect", 3, 6, 10) and not version_at_least("prefect", 3, 6, 13)):
+        client.upsert_global_concurrency_limit_by_name(name, limit)
+        return
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        existing = client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        return
+    if existing.limit != limit:
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit))

@@ -93,10 +93,12 @@ def apply_concurrency_limits(config: TasksConfig) -> frozenset[str]:
     """
     from prefect.client.orchestration import get_client
 
+    from kedro_prefect._upstream.prefect import upsert_global_concurrency_limit
+
     wanted = {tag for rule in config.rules for tag in rule.concurrency_tags}
     with get_client(sync_client=True) as client:
         for tag, limit in config.concurrency_limits.items():
-            client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
+            upsert_global_concurrency_limit(client, f"tag:{tag}", limit)
         limited = _tag_limit_names(client)
     for tag in sorted(wanted - set(config.concurrency_limits)):
         if f"tag:{tag}" not in limited:

@@ -1,0 +1,120 @@
+"""The version bridges of ``kedro_prefect._upstream``: each decides by the release boundary its
+docstring names, and the installed upstream accepts what it returns."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import kedro_prefect._upstream as upstream
+from kedro_prefect._upstream import prefect as prefect_bridge
+from kedro_prefect._upstream import prefect_server
+
+
+@pytest.fixture
+def versions(monkeypatch):
+    """Pretend releases: distribution -> version tuple (others as installed)."""
+    pretend: dict[str, tuple[int, ...]] = {}
+    real = upstream.installed_version
+
+    def installed_version(distribution: str) -> tuple[int, ...]:
+        return pretend.get(distribution) or real(distribution)
+
+    monkeypatch.setattr(upstream, "installed_version", installed_version)
+    return pretend
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3.4.25", (3, 4, 25)),
+        ("0.136.3", (0, 136, 3)),
+        ("3.7.5.dev1", (3, 7, 5)),
+        ("3.9.0rc1", (3, 9, 0)),
+    ],
+)
+def test_installed_version_reads_the_release(monkeypatch, text, expected):
+    monkeypatch.setattr(upstream, "version", lambda distribution: text)
+    upstream.installed_version.cache_clear()
+    try:
+        assert upstream.installed_version("anything") == expected
+    finally:
+        upstream.installed_version.cache_clear()
+
+
+def test_result_storage_is_a_path_from_prefect_3_6_5_and_default_before(versions):
+    versions["prefect"] = (3, 6, 5)
+    assert isinstance(prefect_bridge.local_result_storage()["result_storage"], Path)
+    versions["prefect"] = (3, 6, 4)
+    assert prefect_bridge.local_result_storage() == {}
+
+
+def test_the_installed_prefect_accepts_the_result_storage():
+    from prefect import flow
+
+    flow(lambda: None, name="kp-bridge", **prefect_bridge.local_result_storage())  # no raise
+
+
+def test_run_settings_use_the_api_url_and_drop_the_heartbeat_where_prefect_has_one():
+    from prefect.settings import get_current_settings
+
+    settings = prefect_bridge.without_flow_heartbeat(
+        get_current_settings(), "http://127.0.0.1:1/api"
+    )
+    assert settings.api.url == "http://127.0.0.1:1/api"
+    has_field = "heartbeat_frequency" in type(settings.flows).model_fields
+    assert has_field == upstream.version_at_least("prefect", 3, 6, 13)
+    if has_field:
+        assert settings.flows.heartbeat_frequency is None
+
+
+def test_fastapi_copies_routes_before_0_137(versions, monkeypatch):
+    from prefect.server.api import server
+
+    monkeypatch.delattr(server, "_FASTAPI_COPIES_ROUTES_ON_INCLUDE", raising=False)
+    versions["fastapi"] = (0, 136, 3)
+    assert prefect_server.fastapi_copies_routes_on_include()
+    versions["fastapi"] = (0, 137, 0)
+    assert not prefect_server.fastapi_copies_routes_on_include()
+
+
+def test_settings_key_takes_setting_keys_and_paths():
+    from prefect.settings import PREFECT_API_URL
+
+    serialized = {
+        "profile": {"name": "x", "settings": {PREFECT_API_URL: "http://a"}, "source": Path("/p")},
+        "settings": {"api": {"url": "http://a"}},
+    }
+    assert json.loads(prefect_bridge.settings_key(serialized)) == {
+        "profile": {"name": "x", "settings": {"PREFECT_API_URL": "http://a"}, "source": "/p"},
+        "settings": {"api": {"url": "http://a"}},
+    }
+
+
+def test_settings_key_of_this_prefects_serialized_context():
+    from prefect.context import serialize_context
+
+    text = prefect_bridge.settings_key(serialize_context()["settings_context"])
+    assert json.loads(text)["settings"]
+
+
+def test_upsert_global_concurrency_limit_creates_then_updates(versions):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    name = f"tag:kp-bridge-{time.time_ns()}"
+    with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
+        with get_client(sync_client=True) as client:
+            for pretend in ((3, 6, 11), (3, 6, 11), None):  # the bridge, then Prefect's own
+                if pretend:
+                    versions["prefect"] = pretend
+                else:
+                    versions.pop("prefect", None)
+                limit = 3 if pretend is None else 2
+                prefect_bridge.upsert_global_concurrency_limit(client, name, limit)
+            assert client.read_global_concurrency_limit_by_name(name).limit == 3

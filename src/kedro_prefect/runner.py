@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
 
-from kedro_prefect._upstream.kedro import null_hook_manager
+from kedro_prefect._upstream.kedro import null_hook_manager, sequential_runner_sync_message
 from kedro_prefect._upstream.prefect import local_result_storage, slots_only_for_limited_tags
 from kedro_prefect.api.ephemeral import expect_recorded, start_ephemeral_api_early
 from kedro_prefect.api.exit import collect_then_freeze_at_exit
@@ -147,7 +147,8 @@ class PrefectRunner(AbstractRunner):
 
         hook_manager = hook_manager or null_hook_manager()
         if not self._is_async:
-            self._logger.info(SYNC_MODE_MESSAGE)  # as SequentialRunner does
+            # as SequentialRunner does, in the installed Kedro's words
+            self._logger.info(sequential_runner_sync_message(SYNC_MODE_MESSAGE))
         self._apply_project_defaults()
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")

@@ -189,6 +189,8 @@ def test_downstream_deployments_run_once_when_upstream_runs_save_their_datasets(
             },
         },
     )
+    deployed = run_kedro(example_project, "prefect", "deploy", env=prefect_server.env)
+    assert deployed.returncode == 0, deployed.stderr  # serve serves what is deployed
     log = tmp_path / "serve.log"
     serve = subprocess.Popen(
         [KEDRO, "prefect", "serve"],

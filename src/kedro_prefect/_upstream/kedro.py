@@ -33,6 +33,7 @@ Relies on:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from kedro_prefect._upstream import Contract
@@ -67,6 +68,11 @@ CONTRACTS = (
     Contract(
         "kedro.framework.cli.utils:_split_params",
         "parse `kedro prefect deploy --params` exactly like `kedro run --params`",
+    ),
+    Contract(
+        "kedro.runner:SequentialRunner._run",
+        "log Kedro's own synchronous-mode line, word for word as the installed Kedro has it",
+        check=lambda fn: "synchronous mode" in __import__("inspect").getsource(fn),
     ),
     Contract(
         "kedro.io:MemoryDataset",
@@ -109,6 +115,34 @@ CONTRACTS = (
         check=lambda init: "_is_async" in __import__("inspect").getsource(init),
     ),
 )
+
+
+@functools.cache
+def sequential_runner_sync_message(default: str) -> str:
+    """The line ``SequentialRunner`` logs in synchronous mode, as the installed Kedro words it.
+
+    Its link changed between Kedro releases; people and tools grep for the exact line. Read from
+    the source of ``SequentialRunner._run`` (the first string mentioning synchronous mode).
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        from kedro.runner import SequentialRunner
+
+        tree = ast.parse(textwrap.dedent(inspect.getsource(SequentialRunner._run)))
+    except (OSError, TypeError, SyntaxError):
+        return default
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "info":
+            try:
+                text = "".join(ast.literal_eval(arg) for arg in node.args[:1])
+            except ValueError:
+                continue
+            if "synchronous mode" in text:
+                return text
+    return default
 
 
 def memory_copy_mode(dataset: Any) -> str | None:

@@ -92,12 +92,13 @@ def run_node_keeping_outputs(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
+    events: Any = None,
 ) -> MemoryOutputs:
     """:func:`~kedro_prefect.execution.local.run_node`, returning the node's in-memory outputs.
 
     They are the task's result, which Prefect persists under the node's fingerprint.
     """
-    run_node(node, catalog, hook_manager, is_async, run_id, upstream)
+    run_node(node, catalog, hook_manager, is_async, run_id, upstream, events=events)
     outputs = {}
     for name in node.outputs:
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)

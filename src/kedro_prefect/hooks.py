@@ -12,6 +12,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from kedro_prefect._upstream.kedro import run_params_run_id
+
 
 class RunParamsRecorder:
     """Keeps the ``run_params`` of recent Kedro runs, keyed by run id (the session id)."""
@@ -26,7 +28,7 @@ class RunParamsRecorder:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        run_id = run_params.get("run_id")
+        run_id = run_params_run_id(run_params)
         if run_id:
             self._by_run_id[run_id] = run_params
 
@@ -39,7 +41,7 @@ class RunParamsRecorder:
         self._forget(run_params)
 
     def _forget(self, run_params: dict[str, Any]) -> None:
-        self._by_run_id.pop(run_params.get("run_id"), None)
+        self._by_run_id.pop(run_params_run_id(run_params), None)
         self.context = None
 
     def get(self, run_id: str | None) -> dict[str, Any]:

@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
 
-from kedro_prefect._upstream.kedro import null_hook_manager, sequential_runner_sync_message
+from kedro_prefect._upstream.kedro import (
+    null_hook_manager,
+    run_pipeline_names,
+    sequential_runner_sync_message,
+)
 from kedro_prefect._upstream.prefect import local_result_storage, slots_only_for_limited_tags
 from kedro_prefect.api.ephemeral import expect_recorded, start_ephemeral_api_early
 from kedro_prefect.api.exit import collect_then_freeze_at_exit
@@ -274,7 +278,7 @@ class PrefectRunner(AbstractRunner):
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""
         project = _package_name() or "kedro"
-        pipelines = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
+        pipelines = run_pipeline_names(run_params_recorder.get(run_id)) or ["__default__"]
         run_name = f"{project}-{'+'.join(pipelines)}"
         if run_id:
             run_name += f"-{run_id}"

@@ -286,7 +286,11 @@ def test_the_server_app_is_built_cheaply_and_keeps_every_router(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     enabled, frozen, full_collections, before, after = json.loads(result.stdout.splitlines()[-1])
     assert enabled is True
-    assert full_collections == 0  # Prefect's own gc.collect() and the import-time ones
+    # None of the import-time ones; Prefect's own gc.collect() only where it frees the routes it
+    # deleted (FastAPI < 0.137 copied them into the app).
+    from kedro_prefect._upstream.prefect_server import fastapi_copies_routes_on_include
+
+    assert full_collections == (1 if fastapi_copies_routes_on_include() else 0)
     assert frozen > 100_000
     assert sorted(after) == sorted(before)
     assert after[:3] == ["/admin", "/flows", "/flow_runs"]

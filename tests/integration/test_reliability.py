@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from kedro_prefect import PrefectRunner
+from kedro_prefect._upstream.kedro import session_run_pipeline
 from kedro_prefect.errors import KedroPrefectError
 from tests.helpers import (
     KEDRO,
@@ -67,7 +68,7 @@ def session_run(project, monkeypatch):
             temporary_settings(settings),
             KedroSession.create(project_path=project) as session,
         ):
-            return session.run(pipeline_names=[pipeline], runner=runner)
+            return session.run(runner=runner, **session_run_pipeline(pipeline))
 
     yield run
     # Deliver this run's queued events and logs now, so that they do not delay later tests'.

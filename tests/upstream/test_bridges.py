@@ -118,3 +118,22 @@ def test_upsert_global_concurrency_limit_creates_then_updates(versions):
                 limit = 3 if pretend is None else 2
                 prefect_bridge.upsert_global_concurrency_limit(client, name, limit)
             assert client.read_global_concurrency_limit_by_name(name).limit == 3
+
+
+def test_session_run_names_the_pipeline_with_the_keyword_the_installed_kedro_takes(versions):
+    from kedro_prefect._upstream.kedro import session_run_pipeline
+
+    versions["kedro"] = (1, 2, 0)
+    assert session_run_pipeline("p") == {"pipeline_names": ["p"]}
+    versions["kedro"] = (1, 1, 0)
+    assert session_run_pipeline("p") == {"pipeline_name": "p"}
+
+
+def test_run_params_of_every_kedro_name_the_run_and_its_pipelines():
+    from kedro_prefect._upstream.kedro import run_params_run_id, run_pipeline_names
+
+    assert run_params_run_id({"run_id": "a", "session_id": "a"}) == "a"  # Kedro >= 1.3
+    assert run_params_run_id({"session_id": "b"}) == "b"  # Kedro 1.0-1.2
+    assert run_pipeline_names({"pipeline_names": ["x", "y"]}) == ["x", "y"]  # Kedro >= 1.2
+    assert run_pipeline_names({"pipeline_name": "x"}) == ["x"]  # Kedro 1.0-1.1
+    assert run_pipeline_names({"pipeline_name": None}) is None

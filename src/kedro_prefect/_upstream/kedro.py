@@ -145,6 +145,44 @@ def sequential_runner_sync_message(default: str) -> str:
     return default
 
 
+# --- Kedro 1.0-1.2: how a run's parameters are named --------------------------------------------
+
+
+def session_run_pipeline(pipeline: str) -> dict[str, Any]:
+    """Keyword arguments of ``KedroSession.run`` that run the registered pipeline ``pipeline``.
+
+    Kedro >= 1.2 takes ``pipeline_names=[...]`` (and deprecates ``pipeline_name``); Kedro 1.0 and
+    1.1 take only ``pipeline_name=`` and raise ``TypeError`` for ``pipeline_names``.
+    """
+    from kedro_prefect._upstream import version_at_least
+
+    if version_at_least("kedro", 1, 2):
+        return {"pipeline_names": [pipeline]}
+    return {"pipeline_name": pipeline}
+
+
+def run_params_run_id(run_params: dict[str, Any]) -> str | None:
+    """The run id in a Kedro run's ``run_params`` (what ``runner.run`` gets as ``run_id``).
+
+    Kedro >= 1.3 records it as ``run_id``; Kedro 1.0 to 1.2 record the same value (the session
+    id) as ``session_id`` only.
+    """
+    return run_params.get("run_id") or run_params.get("session_id")
+
+
+def run_pipeline_names(run_params: dict[str, Any]) -> list[str] | None:
+    """The pipelines a Kedro run runs, from its ``run_params`` (``None``: the default pipeline).
+
+    Kedro >= 1.2 records ``pipeline_names`` (a list); Kedro 1.0 and 1.1 record only
+    ``pipeline_name`` (``kedro run --pipeline NAME``).
+    """
+    names = run_params.get("pipeline_names")
+    if names:
+        return list(names)
+    name = run_params.get("pipeline_name")
+    return [name] if name else None
+
+
 def memory_copy_mode(dataset: Any) -> str | None:
     """The copy mode of a ``MemoryDataset`` (``None``: Kedro's default for its data)."""
     return getattr(dataset, "_copy_mode", None)

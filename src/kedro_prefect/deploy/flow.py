@@ -58,6 +58,7 @@ def _kedro_pipeline(
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    from kedro_prefect._upstream.kedro import session_run_pipeline
     from kedro_prefect.runner import PrefectRunner
 
     path = Path(project_path).resolve()
@@ -82,7 +83,7 @@ def _kedro_pipeline(
     with contextlib.chdir(path):
         bootstrap_project(path)
         with KedroSession.create(project_path=path, env=env, runtime_params=params) as session:
-            session.run(pipeline_names=[pipeline], runner=runner)
+            session.run(runner=runner, **session_run_pipeline(pipeline))
 
 
 # Deployments name the flow by the module path of its function: keep the public, stable

@@ -152,9 +152,11 @@ def dataset_events_for_run(
     package: str | None, run_params: dict[str, Any], config_loader: Any, run_id: str | None
 ) -> DatasetEvents:
     """The :class:`DatasetEvents` of a run, from what the Kedro session recorded."""
+    from kedro_prefect._upstream.kedro import run_pipeline_names
+
     env = run_params.get("env") or getattr(config_loader, "env", None)
     env = env or getattr(config_loader, "default_run_env", None) or "local"
-    pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or ""]
+    pipelines = run_pipeline_names(run_params) or [""]
     pipeline = "+".join(p for p in pipelines if p) or "__default__"
     return DatasetEvents(project=package or "kedro", env=env, pipeline=pipeline, run_id=run_id)
 

@@ -132,12 +132,13 @@ def observe_run(
     persisted datasets from in-memory ones in the graph artifact. With ``cancellation``, a
     second Ctrl-C closes the progress bar and learns which task runs it abandons.
     """
+    from kedro_prefect._upstream.kedro import run_pipeline_names
     from kedro_prefect.execution.records import recording_task_runs
     from kedro_prefect.hooks import run_params_recorder
     from kedro_prefect.observe.artifacts import ArtifactWriter
     from kedro_prefect.observe.progress import TerminalProgress
 
-    names = run_params_recorder.get(run_id).get("pipeline_names") or ["__default__"]
+    names = run_pipeline_names(run_params_recorder.get(run_id)) or ["__default__"]
     run = PipelineRun(pipeline, task_runner, flow_name, list(names))
     with _warn_on_error("reading the catalog's dataset types"):
         run.persisted_datasets = _persisted(pipeline, catalog)

@@ -31,6 +31,7 @@ from kedro_prefect.cache.fingerprint import (
     digest,
 )
 from kedro_prefect.execution.local import run_node
+from kedro_prefect.execution.outputs import NodeData
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -64,21 +65,6 @@ class FixedKey:
         return self.key
 
 
-class MemoryOutputs:
-    """In-memory outputs of a node by name, in a box Prefect does not walk into."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: dict[str, Any]):
-        self.data = data
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.data
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.data = state
-
-
 def in_memory(dataset: Any) -> bool:
     from kedro.io import MemoryDataset
 
@@ -93,7 +79,7 @@ def run_node_keeping_outputs(
     run_id: str | None,
     upstream: tuple[str, ...] = (),
     events: Any = None,
-) -> MemoryOutputs:
+) -> NodeData:
     """:func:`~kedro_prefect.execution.local.run_node`, returning the node's in-memory outputs.
 
     They are the task's result, which Prefect persists under the node's fingerprint.
@@ -104,7 +90,7 @@ def run_node_keeping_outputs(
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
         if in_memory(dataset):
             outputs[name] = dataset.load()
-    return MemoryOutputs(outputs)
+    return NodeData(outputs)
 
 
 class SkipUnchanged:
@@ -226,7 +212,7 @@ class SkipUnchanged:
             if skipped:
                 for name, value in getattr(outputs, "data", {}).items():
                     self._catalog.get(name, fallback_to_runtime_pattern=True).save(value)
-            if isinstance(outputs, MemoryOutputs):
+            if isinstance(outputs, NodeData):
                 # Persisted by now; the task run's state would keep the data alive until the
                 # end of the run, past the moment Kedro releases the datasets.
                 outputs.data = {}

@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from kedro_prefect.execution.outputs import NodeData
+
 PLUGIN_NAME = "kedro-prefect-project"
 
 
@@ -136,26 +138,6 @@ def plugin_class() -> type:
     return KedroProjectPlugin
 
 
-class NodeData:
-    """Datasets by name, in a box Prefect does not look into.
-
-    Prefect walks task parameters and results that are lists, dicts, tuples or models (to find
-    futures and states); on large data that walk is expensive. Dask still resolves the producer
-    futures around the box, worker to worker.
-    """
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: dict[str, Any]):
-        self.data = data
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.data
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.data = state
-
-
 _bootstrapped: dict[str, Any] = {}
 
 
@@ -174,8 +156,19 @@ def bootstrap_worker(
 
 
 def _add_source_dir(source_dir: str | None) -> None:
-    if source_dir and source_dir not in sys.path and Path(source_dir).is_dir():
-        sys.path.insert(0, source_dir)
+    """Put the project's ``src`` first on ``sys.path``.
+
+    First, not only present: a local cluster's worker processes inherit the driver's
+    ``sys.path``, which may hold another checkout of a package of the same name (a notebook or
+    test session that bootstrapped several projects), and the project's must win.
+    """
+    if not source_dir or not Path(source_dir).is_dir():
+        return
+    if sys.path and sys.path[0] == source_dir:
+        return
+    if source_dir in sys.path:
+        sys.path.remove(source_dir)
+    sys.path.insert(0, source_dir)
 
 
 def _ensure_worker_logging(package_name: str | None = None) -> None:

@@ -189,7 +189,7 @@ def _api_and_ui_urls() -> tuple[str | None, str | None]:
         return api_url, None
     available = ui_settings.get("available_uis")
     if available is None:  # before Prefect 3.9: one UI, if any
-        return api_url, root if ui_settings.get("api_url") else None
+        return api_url, root if ui_settings.get("api_url") and _ui_index_answers(root) else None
     if not available:
         return api_url, None
     if "v2" in available:
@@ -248,6 +248,19 @@ def _ui_settings(api_url: str, ui_url: str) -> dict[str, Any] | None:
     except (httpx.HTTPError, ValueError):
         return None
     return settings if isinstance(settings, dict) else None
+
+
+def _ui_index_answers(ui_url: str) -> bool:
+    """Whether the UI's index page answers (servers before Prefect 3.7.0 name an ``api_url`` in
+    ``/ui-settings`` even when started with ``--no-ui``: only the index tells)."""
+    import httpx
+
+    from kedro_prefect.api.health import http_get
+
+    try:
+        return http_get(f"{ui_url}/", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _persisted(pipeline: Pipeline, catalog: Any) -> set[str]:

@@ -24,6 +24,26 @@ SECRET = "s3cr3t-TOKEN-4f9c1d7e-kedro-prefect"
 PACKAGE = "reliability_demo"
 STEP_SECONDS = 1.5
 
+#: The logging.yml of the test projects: Kedro's lines on standard output, plain format.
+LOGGING_YML = """
+        version: 1
+        disable_existing_loggers: False
+        formatters:
+          simple:
+            format: "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+        handlers:
+          console:
+            class: logging.StreamHandler
+            level: INFO
+            formatter: simple
+            stream: ext://sys.stdout
+        loggers:
+          kedro:
+            level: INFO
+        root:
+          handlers: [console]
+        """
+
 FILES = {
     "pyproject.toml": f"""
         [build-system]
@@ -58,24 +78,7 @@ FILES = {
         service:
           token: {SECRET}
         """,
-    "conf/logging.yml": """
-        version: 1
-        disable_existing_loggers: False
-        formatters:
-          simple:
-            format: "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-        handlers:
-          console:
-            class: logging.StreamHandler
-            level: INFO
-            formatter: simple
-            stream: ext://sys.stdout
-        loggers:
-          kedro:
-            level: INFO
-        root:
-          handlers: [console]
-        """,
+    "conf/logging.yml": LOGGING_YML,
     "data/source.txt": "some data\n",
     "src/{package}/__init__.py": "",
     "src/{package}/settings.py": """
@@ -246,13 +249,7 @@ FILES = {
 
 def write_project(root: Path, *, step_seconds: float = STEP_SECONDS) -> Path:
     """Write the project under ``root`` (created) and return its path."""
-    for relative, content in FILES.items():
-        path = root / relative.format(package=PACKAGE)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = textwrap.dedent(content).lstrip("\n")
-        if "{package}" in text or "{step_seconds}" in text or "{{" in text:
-            text = text.format(package=PACKAGE, step_seconds=step_seconds)
-        path.write_text(text)
+    write_files(root, FILES, package=PACKAGE, step_seconds=step_seconds)
     # step_* outputs are persisted so that a cancelled run leaves them on disk
     catalog = root / "conf/base/catalog.yml"
     catalog.write_text(
@@ -263,6 +260,17 @@ def write_project(root: Path, *, step_seconds: float = STEP_SECONDS) -> Path:
         )
     )
     return root
+
+
+def write_files(root: Path, files: dict[str, str], **fields: object) -> None:
+    """Write ``files`` (relative path -> dedented text) under ``root``, filling ``{field}``s."""
+    for relative, content in files.items():
+        path = root / relative.format(**fields)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = textwrap.dedent(content).lstrip("\n")
+        if "{{" in text or any(f"{{{name}}}" in text for name in fields):
+            text = text.format(**fields)
+        path.write_text(text)
 
 
 def write_prefect_yml(root: Path, text: str, env: str = "base") -> None:

@@ -14,8 +14,9 @@ Pipeline (``__default__``)::
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
+
+from tests.reliability_project import LOGGING_YML, write_files
 
 PACKAGE = "skip_demo"
 NODES = ("clean", "scale", "report", "count", "summary", "stamp", "final")
@@ -59,24 +60,7 @@ FILES = {
         """,
     "conf/base/parameters.yml": "factor: 2\nsuffix: '!'\n",
     "conf/local/.gitkeep": "",
-    "conf/logging.yml": """
-        version: 1
-        disable_existing_loggers: False
-        formatters:
-          simple:
-            format: "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-        handlers:
-          console:
-            class: logging.StreamHandler
-            level: INFO
-            formatter: simple
-            stream: ext://sys.stdout
-        loggers:
-          kedro:
-            level: INFO
-        root:
-          handlers: [console]
-        """,
+    "conf/logging.yml": LOGGING_YML,
     "data/raw.txt": "3\n1\n2\n",
     "src/{package}/__init__.py": "",
     "src/{package}/settings.py": """
@@ -173,18 +157,8 @@ FILES = {
 
 def write_project(root: Path) -> Path:
     """Write the project under ``root`` (created) and return its path."""
-    for relative, content in FILES.items():
-        path = root / relative.format(package=PACKAGE)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = textwrap.dedent(content).lstrip("\n")
-        if "{package}" in text or "{{" in text:
-            text = text.format(package=PACKAGE)
-        path.write_text(text)
+    write_files(root, FILES, package=PACKAGE)
     return root
-
-
-def write_prefect_yml(root: Path, text: str) -> None:
-    (root / "conf" / "base" / "prefect.yml").write_text(textwrap.dedent(text).lstrip("\n"))
 
 
 def take_events(root: Path) -> list[str]:

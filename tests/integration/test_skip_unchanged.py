@@ -20,7 +20,8 @@ from kedro_prefect import PrefectRunner
 from kedro_prefect.errors import CacheStorageError, PrefectRunnerConfigError, ProjectConfigError
 from tests.helpers import api_client, artifacts_of, latest_flow_run, run_kedro, table_rows
 from tests.integration.test_reliability import task_runs
-from tests.skip_project import NODES, ran, take_events, write_prefect_yml, write_project
+from tests.reliability_project import write_prefect_yml
+from tests.skip_project import NODES, ran, take_events, write_project
 
 pytestmark = pytest.mark.integration
 

@@ -136,11 +136,11 @@ def test_next_run_reuses_the_server_and_api_status_and_stop_manage_it(
     assert "No ephemeral Prefect API is running" in status.stdout
 
 
-def test_a_server_of_other_settings_is_replaced_and_every_state_is_recorded(home, tmp_path):
+def test_a_server_of_other_settings_is_replaced_and_every_state_and_log_is_recorded(home, tmp_path):
     first, _ = _drive(tmp_path, _env(home), nodes=40, flow="replaced")
     # Other Prefect settings: the lingering server is stopped and another one started.
     second, reused = _drive(
-        tmp_path, _env(home, PREFECT_LOGGING_LEVEL="WARNING"), nodes=40, flow="replaced"
+        tmp_path, _env(home, PREFECT_LOGGING_TO_API_BATCH_INTERVAL="1.5"), nodes=40, flow="replaced"
     )
     assert not reused and second != first
     # The first one stops once it has recorded the states of its run.
@@ -155,7 +155,15 @@ def test_a_server_of_other_settings_is_replaced_and_every_state_is_recorded(home
             "task_run.flow_run_id = flow_run.id join flow on flow_run.flow_id = flow.id "
             "where flow.name = 'replaced'"
         ).fetchall()
+        # The log lines too: the drivers left their last ones to the server as files.
+        finished = db.execute(
+            "select count(distinct log.task_run_id) from log join flow_run on "
+            "log.flow_run_id = flow_run.id join flow on flow_run.flow_id = flow.id "
+            "where flow.name = 'replaced' and log.message like 'Finished in state Completed%'"
+        ).fetchone()
     assert states == [("COMPLETED",)] * 80
+    assert finished == (80,)
+    assert not list((home / "kedro-prefect-api").glob("*/logs-*.json"))
 
 
 def test_runs_starting_at_once_share_one_server(home, tmp_path):

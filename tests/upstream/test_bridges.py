@@ -137,3 +137,43 @@ def test_run_params_of_every_kedro_name_the_run_and_its_pipelines():
     assert run_pipeline_names({"pipeline_names": ["x", "y"]}) == ["x", "y"]  # Kedro >= 1.2
     assert run_pipeline_names({"pipeline_name": "x"}) == ["x"]  # Kedro 1.0-1.1
     assert run_pipeline_names({"pipeline_name": None}) is None
+
+
+def test_api_log_batches_go_to_the_route_or_else_to_the_api():
+    """The batches of Prefect's API log worker reach the route first; refused ones are POSTed."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterLevel
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    taken: list[tuple[str, list]] = []
+    marker = f"kp-route-{uuid.uuid4()}"
+
+    def route(url: str, items: list) -> bool:
+        batch = [json.loads(bytes(i)) if not isinstance(i, dict) else i for i in items]
+        mine = [log for log in batch if log["message"].startswith(marker)]
+        taken.append((url, mine))
+        return any(log["message"] == f"{marker} taken" for log in mine)
+
+    def send(message: str) -> None:
+        timestamp = datetime.now(UTC).isoformat()
+        log = {"name": "kp", "level": 51, "message": message, "timestamp": timestamp}
+        APILogWorker.instance().send(log)
+        APILogWorker.drain_all(timeout=30)
+
+    prefect_bridge.route_api_log_batches(route)
+    try:
+        with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
+            send(f"{marker} taken")
+            send(f"{marker} posted")
+            with get_client(sync_client=True) as client:
+                stored = client.read_logs(LogFilter(level=LogFilterLevel(ge_=51)))
+    finally:
+        prefect_bridge.route_api_log_batches(lambda url, items: False)
+    assert [url.rstrip("/") for url, mine in taken if mine] == [EPHEMERAL_API.url] * 2
+    assert [log.message for log in stored if log.message.startswith(marker)] == [f"{marker} posted"]

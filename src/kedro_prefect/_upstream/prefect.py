@@ -27,6 +27,10 @@ Relies on, and buys:
 * ``upsert_global_concurrency_limit_by_name`` of the client: Prefect 3.6.10 to 3.6.12 send
   ``slot_decay_per_second: null`` (422 on create, 409 on update); there the limit is created or
   updated without that field (:func:`upsert_global_concurrency_limit`).
+* ``APILogWorker._handle_batch(items)`` sends one batch of log lines with the worker's API client
+  (``_client``): :func:`route_api_log_batches` hands the batches for the ephemeral API to files
+  instead (:mod:`kedro_prefect.api.log_spool`), so a run exits without waiting for the busy
+  server to store its last lines.
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
   default there (:func:`local_result_storage`).
@@ -37,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -49,6 +53,11 @@ def _has_heartbeat_setting() -> bool:
 
 
 CONTRACTS = (
+    Contract(
+        "prefect.logging.handlers:APILogWorker._handle_batch",
+        "log lines for the local ephemeral API go to files its server stores (no wait at exit)",
+        check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self", "items"],
+    ),
     Contract(
         "prefect.task_engine:_concurrency",
         "ask for concurrency slots only for tags that have a limit (no request per node)",
@@ -232,6 +241,36 @@ def set_up_prefect_logging_once() -> bool:
     if not configuration.PROCESS_LOGGING_CONFIG:
         configuration.setup_logging()
     return True
+
+
+#: Takes (API URL, batch of log lines) and returns True if it took the batch; see below.
+_log_route: list[Callable[[str, list[Any]], bool]] = []
+
+
+def route_api_log_batches(route: Callable[[str, list[Any]], bool]) -> None:
+    """Offer each batch of Prefect's API log worker to ``route`` first; POST it only if refused.
+
+    ``route`` gets the URL of the API the worker sends to and the batch (JSON bytes of a
+    ``LogCreate`` each from Prefect 3.7, dicts before); it runs on Prefect's event loop thread.
+    Installed once per process; a later call replaces the route.
+    """
+    from prefect.logging.handlers import APILogWorker
+
+    with _install_lock:
+        _log_route[:] = [route]
+        original = APILogWorker._handle_batch
+        if getattr(original, "_kedro_prefect_routes", False):
+            return
+
+        async def _handle_batch(self: Any, items: list[Any]) -> None:
+            client = getattr(self, "_client", None)
+            url = str(getattr(client, "api_url", "") or "")
+            if url and _log_route and _log_route[0](url, items):
+                return
+            await original(self, items)
+
+        _handle_batch._kedro_prefect_routes = True  # type: ignore[attr-defined]
+        APILogWorker._handle_batch = _handle_batch  # type: ignore[method-assign]
 
 
 # --- settings ------------------------------------------------------------------------------------

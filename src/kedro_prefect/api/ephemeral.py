@@ -46,6 +46,7 @@ from kedro_prefect.api.launch import (
     server_env,
 )
 from kedro_prefect.api.lingering import ServerInfo, StateDir
+from kedro_prefect.api.log_spool import wait_until_delivered
 from kedro_prefect.api.records import read_recorded_task_runs
 from kedro_prefect.api.server_app import NOT_NEEDED_EXIT_CODE
 
@@ -266,6 +267,7 @@ class EphemeralAPI:
             _drain_prefect_workers(timeout=5)
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
+                wait_until_delivered(self._state_dir().server_dir(self.pid), SETTLE_SECONDS)
         self.stop()
 
     def _leave_at_exit(self) -> None:
@@ -279,7 +281,7 @@ class EphemeralAPI:
         _drain_prefect_workers(timeout=5)
         pid = self.pid
         if self._unsettled and self._ready and pid is not None:
-            state = self._state or StateDir(self._home())
+            state = self._state_dir()
             deadline = (
                 time.time() + PENDING_SECONDS + PENDING_SECONDS_PER_TASK_RUN * len(self._unsettled)
             )
@@ -385,8 +387,8 @@ class EphemeralAPI:
         fd, self._start_lock = self._start_lock, None
         StateDir.unlock(fd)
 
-    def _home(self) -> Path:
-        return self.log_path.parent
+    def _state_dir(self) -> StateDir:
+        return self._state or StateDir(self.log_path.parent)
 
     def _launch(
         self, speculative: bool, env: dict[str, str] | None = None, home: Path | None = None

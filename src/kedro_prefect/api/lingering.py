@@ -15,7 +15,9 @@ can read, files ``0600``):
   starting at once find one server.
 * ``<server pid>/client-<pid>``: a run using that server; ``<server pid>/pending-<pid>.json``:
   task run states a finished run sent and the server must record before it stops (the run
-  itself exits without waiting, :mod:`kedro_prefect.api.server_watch`).
+  itself exits without waiting, :mod:`kedro_prefect.api.server_watch`);
+  ``<server pid>/logs-<pid>-<ns>.json``: log lines for the server to store
+  (:mod:`kedro_prefect.api.log_spool`).
 
 Imported by the server process too: imports nothing heavy.
 """
@@ -256,6 +258,12 @@ class StateDir:
             return sorted(self.server_dir(server_pid).glob("pending-*.json"))
         return []
 
+    def unfinished(self, server_pid: int) -> list[Path]:
+        """Task run states and log lines that runs left the server to record."""
+        from kedro_prefect.api.log_spool import spooled
+
+        return self.pending(server_pid) + spooled(self.server_dir(server_pid))
+
     def set_idle_since(self, server_pid: int, since: float | None) -> None:
         path = self.server_dir(server_pid) / "idle-since"
         with contextlib.suppress(OSError):
@@ -397,7 +405,7 @@ def stop_server(home: Path | None = None) -> ServerInfo | None:
 
 
 def wait_for_pending(state: StateDir, server_pid: int, most: float = 600.0) -> None:
-    """Wait until the server recorded the task run states runs left it (or their deadline)."""
+    """Wait until the server recorded the states and log lines runs left it (or their deadline)."""
     limit = time.time() + most
-    while state.pending(server_pid) and is_api_server(server_pid) and time.time() < limit:
+    while state.unfinished(server_pid) and is_api_server(server_pid) and time.time() < limit:
         time.sleep(0.1)

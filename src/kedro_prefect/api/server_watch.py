@@ -5,9 +5,11 @@ server is *busy* while the process that launched it lives, while a run that reus
 (``client-<pid>`` files, :mod:`kedro_prefect.api.lingering`), and while task run states that a
 finished run sent are not recorded yet (``pending-*.json``: a run exits as soon as its pipeline
 is done, without waiting for the server's bookkeeping; the server checks its own API until it
-shows every final state, or the file's deadline passes). Once it is not busy for the idle time
-(``KEDRO_PREFECT_API_IDLE_SECONDS``; ``0``: at once), or when its ``PREFECT_HOME`` is gone, it
-stops as on Ctrl+C. A killed launcher or run counts as gone: no server outlives its use.
+shows every final state, or the file's deadline passes), and while log lines wait in
+``logs-*.json`` files (:mod:`kedro_prefect.api.log_spool`; this thread sends them to the API).
+Once it is not busy for the idle time (``KEDRO_PREFECT_API_IDLE_SECONDS``; ``0``: at once), or
+when its ``PREFECT_HOME`` is gone, it stops as on Ctrl+C. A killed launcher or run counts as
+gone: no server outlives its use.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro_prefect.api.lingering import StateDir
+from kedro_prefect.api.log_spool import deliver_spooled
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +56,13 @@ def _watch(
             break
         busy = bool(parent_pid and os.getppid() == parent_pid) or bool(state.live_clients(me))
         pending = state.pending(me)
-        if pending and port is not None:
+        if port is not None:
             with contextlib.suppress(Exception):  # the API may be starting or stopping
-                _check_recorded(pending, f"http://127.0.0.1:{port}/api")
-        busy = busy or bool(state.pending(me))
+                deliver_spooled(state.server_dir(me), f"http://127.0.0.1:{port}/api")
+            if pending:
+                with contextlib.suppress(Exception):
+                    _check_recorded(pending, f"http://127.0.0.1:{port}/api")
+        busy = busy or bool(state.unfinished(me))
         now = time.time()
         if busy:
             if idle_since is not None:

@@ -35,10 +35,20 @@ def prefect_run_settings() -> Iterator[str]:
         EPHEMERAL_API.start()  # launched already, normally: its URL is known before it answers
         _settings_for_run(context.settings, EPHEMERAL_API.url)  # made while it starts
         api_url = ephemeral_api_url()
+        _hand_logs_to(EPHEMERAL_API)
     settings = _settings_for_run(context.settings, api_url)
     _events_go_to(api_url)
     with SettingsContext(profile=context.profile, settings=settings):
         yield api_url
+
+
+def _hand_logs_to(api: Any) -> None:
+    """Log lines for the ephemeral API go to its server as files (:mod:`.log_spool`)."""
+    from kedro_prefect.api.lingering import StateDir
+    from kedro_prefect.api.log_spool import hand_logs_to_server
+
+    if api.pid is not None:
+        hand_logs_to_server(api.url, StateDir(api.log_path.parent).server_dir(api.pid))
 
 
 def _settings_for_run(current: Any, api_url: str) -> Any:

@@ -1,0 +1,119 @@
+"""Log lines for the ephemeral API handed over as files: no run waits for the server to store them.
+
+Prefect's API log worker sends a process's log lines in batches (every 2 s) and, at interpreter
+exit, sends the last batch and waits for the answer. Right after a big run the ephemeral API is
+still busy recording the run's task runs, so that last request took 2-3 s at 1,000 nodes (about
+6 lines per node: Kedro's load/run/save lines, Prefect's state lines) -- after Kedro's last line.
+
+For the ephemeral API of this package (a server process on this machine, of this user), a run
+writes each batch to a file in the server's directory instead (``logs-<pid>-<ns>.json``, the
+request body Prefect would send, readable by its owner only, written atomically), and the
+server's watch thread (:mod:`kedro_prefect.api.server_watch`) sends the files to its own API in
+order and removes each once stored. Nothing is lost if the driver exits or is killed: the file
+is there; the server counts as busy (does not stop) while files wait. The flow run's logs show up
+in the UI as quickly as before (the watch looks every 0.2 s). Runs against a server given by
+``PREFECT_API_URL``, and Dask worker processes, send their logs as Prefect does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+GLOB = "logs-*.json"
+
+#: API URL -> the directory its server takes log files from.
+_directories: dict[str, Path] = {}
+_lock = threading.Lock()
+
+
+def hand_logs_to_server(api_url: str, directory: Path) -> None:
+    """From now on, this process's log batches for ``api_url`` go to files in ``directory``."""
+    from kedro_prefect._upstream.prefect import route_api_log_batches
+
+    with _lock:
+        _directories[api_url.rstrip("/")] = Path(directory)
+    route_api_log_batches(_write_batch)
+
+
+def stop_handing_logs(api_url: str) -> None:
+    """Send the batches for ``api_url`` as Prefect does again (its server is gone)."""
+    with _lock:
+        _directories.pop(api_url.rstrip("/"), None)
+
+
+def _write_batch(api_url: str, items: list[Any]) -> bool:
+    """Write one batch of log lines (Prefect's JSON bytes, or dicts before 3.7) to a file."""
+    with _lock:
+        directory = _directories.get(api_url.rstrip("/"))
+    if directory is None:
+        return False
+    body = b"[" + b",".join(_as_json(item) for item in items) + b"]"
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"logs-{os.getpid()}-{time.time_ns():020d}.json"
+        tmp = directory / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(body)
+        os.replace(tmp, directory / name)
+    except OSError:
+        return False  # the server's directory is gone: send it the usual way
+    return True
+
+
+def _as_json(item: Any) -> bytes:
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item)
+    body = {key: value for key, value in dict(item).items() if key != "__payload_size__"}
+    return json.dumps(body, default=str).encode()
+
+
+def spooled(directory: Path) -> list[Path]:
+    """The log files waiting in ``directory``, oldest first."""
+    with contextlib.suppress(OSError):
+        return sorted(Path(directory).glob(GLOB), key=lambda path: path.name.rsplit("-", 1)[1])
+    return []
+
+
+def deliver_spooled(directory: Path, api_url: str) -> None:
+    """Send the waiting log files to the API at ``api_url`` (the server's own); remove each."""
+    files = spooled(directory)
+    if not files:
+        return
+    import httpx
+
+    with httpx.Client(timeout=120) as client:
+        for path in files:
+            try:
+                body = path.read_bytes()
+            except OSError:
+                continue
+            response = client.post(
+                f"{api_url}/logs/", content=body, headers={"Content-Type": "application/json"}
+            )
+            if response.status_code >= 500:
+                return  # busy (SQLite locked, say): the next look sends it again
+            if response.status_code >= 400:
+                logger.warning(
+                    "Log lines of %s were refused by the API (%s); they are dropped",
+                    path.name,
+                    response.status_code,
+                )
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def wait_until_delivered(directory: Path, most: float) -> None:
+    """Wait (at most ``most`` seconds) until the server took every log file of ``directory``."""
+    limit = time.monotonic() + most
+    while spooled(directory) and time.monotonic() < limit:
+        time.sleep(0.05)

@@ -5,7 +5,8 @@ Each node does pure-Python arithmetic (it holds the GIL, so threads cannot run t
 same pipeline in this process after a warm-up run; the table reports wall time of ``runner.run``
 and the speed-up over SequentialRunner (best of ``--repeat`` interleaved rounds). PrefectRunner
 on Dask is measured twice: on a cluster that is already running (``address=``) and with the
-LocalCluster it starts itself (start-up included).
+LocalCluster it starts itself (start-up included), and on the running cluster once more with
+kedro-prefect's placement switched off (Dask places every node, as before it had one).
 
     python benchmarks/dask_cpu.py                 # defaults: 8 nodes of 48M loops (~2.5 s each)
     python benchmarks/dask_cpu.py --loops 12000000  # shorter nodes: fixed costs weigh more
@@ -25,18 +26,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-if "PREFECT_API_URL" not in os.environ:
-    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="kedro-prefect-bench-"))
+from dask_common import bench_environment, dask_placement, quiet_logs
+
+bench_environment()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,6 +66,9 @@ def catalog(nodes: int, loops: int, shared: bool = False):
     return (SharedMemoryDataCatalog if shared else DataCatalog)(datasets)
 
 
+#: The running cluster with kedro-prefect's placement switched off: Dask places every node.
+BEFORE = "PrefectRunner dask, Dask's placement (before)"
+
 #: Nodes of the chain that measures the per-node cost on Dask.
 CHAIN = 100
 
@@ -103,8 +101,6 @@ def timed(runner, nodes: int, loops: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    import logging
-
     from distributed import LocalCluster
     from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
 
@@ -115,16 +111,14 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=48_000_000, help="work per node")
     parser.add_argument("--repeat", type=int, default=5, help="rounds; the best one counts")
     args = parser.parse_args()
-    logging.getLogger("kedro").setLevel(logging.WARNING)
-    logging.getLogger("kedro_prefect").setLevel(logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    quiet_logs()
     cores = os.cpu_count() or 1
 
     # Warm-up: imports, the ephemeral Prefect API, the per-process caches.
     timed(SequentialRunner(), 2, 1000)
     timed(PrefectRunner(), 2, 1000)
 
-    logging.getLogger("kedro").setLevel(logging.WARNING)  # Kedro re-applied its config
+    quiet_logs()  # Kedro re-applied its logging configuration
     expected = None
     best: dict[str, float] = {}
 
@@ -146,7 +140,13 @@ def main() -> None:
                 "ParallelRunner", *timed(ParallelRunner(max_workers=cores), args.nodes, args.loops)
             )
             record("PrefectRunner dask (running cluster)", *timed(running, args.nodes, args.loops))
+            dask_placement(False)
+            record(BEFORE, *timed(running, args.nodes, args.loops))
+            dask_placement(True)
         per_node_ms = chain_overhead_ms(running, args.repeat)
+        dask_placement(False)
+        per_node_before_ms = chain_overhead_ms(running, args.repeat)
+        dask_placement(True)
     for _ in range(args.repeat):
         record(
             "PrefectRunner dask (LocalCluster started by the run)",
@@ -179,9 +179,17 @@ def main() -> None:
         print(f"| {row['runner']} | {row['seconds']:.2f} | {row['speedup_vs_sequential']:.2f}x |")
     print(
         f"\nPer-node cost on the running cluster: a chain of {CHAIN} no-op nodes takes "
-        f"{per_node_ms:.0f} ms per node more than a one-node run (best of {args.repeat}).\n"
+        f"{per_node_ms:.0f} ms per node more than a one-node run with kedro-prefect's placement, "
+        f"{per_node_before_ms:.0f} ms with Dask's (before; best of {args.repeat}).\n"
     )
-    rows.append({"benchmark": "dask_chain", "nodes": CHAIN, "ms_per_node": round(per_node_ms, 1)})
+    rows.append(
+        {
+            "benchmark": "dask_chain",
+            "nodes": CHAIN,
+            "ms_per_node": round(per_node_ms, 1),
+            "ms_per_node_dask_placement": round(per_node_before_ms, 1),
+        }
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dask_cpu.json").write_text(json.dumps(rows, indent=2) + "\n")
 

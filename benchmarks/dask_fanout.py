@@ -30,18 +30,12 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-if "PREFECT_API_URL" not in os.environ:
-    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="kedro-prefect-bench-"))
+from dask_common import bench_environment, dask_placement, quiet_logs
+
+bench_environment()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = (("sleep", 4, 2), ("sleep", 8, 4), ("200 MB", 2, 2))
@@ -95,20 +89,7 @@ def timed(runner, k: int, big: bool, seconds: float) -> tuple[float, float]:
     return out["span"].load(), time.perf_counter() - start
 
 
-def dask_placement(enabled: bool) -> None:
-    """Switch kedro-prefect's placement on or off (off: Dask decides, as before)."""
-    try:
-        from kedro_prefect.dask import placement
-    except ImportError:  # a kedro-prefect without placement (for before/after comparisons)
-        return
-
-    original = placement.__dict__.setdefault("_original_choose", placement.Placement.choose)
-    placement.Placement.choose = original if enabled else (lambda self, *a, **k: None)
-
-
 def main() -> None:
-    import logging
-
     from distributed import LocalCluster
     from kedro.runner import ParallelRunner
 
@@ -118,12 +99,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="T: each branch's sleep")
     parser.add_argument("--repeat", type=int, default=5, help="rounds; the median counts")
     args = parser.parse_args()
-    for name, level in (
-        ("kedro", "WARNING"),
-        ("kedro_prefect", "WARNING"),
-        ("distributed", "ERROR"),
-    ):
-        logging.getLogger(name).setLevel(level)
+    quiet_logs()
 
     rows = []
     for shape, k, w in CASES:

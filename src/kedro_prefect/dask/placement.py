@@ -20,13 +20,15 @@ node into several branches, would then queue every branch on the producer's work
 
 A choice is a *loose* restriction (``allow_other_workers=True``): if the chosen worker leaves
 the cluster, Dask runs the node elsewhere. Free slots are counted on the scheduler (so other
-runs sharing the cluster count too) plus this run's submissions the scheduler has not seen yet.
+runs sharing the cluster count too, asked at most once a second) and kept up to date with this
+run's own submissions and completions.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ logger = logging.getLogger(__name__)
 #: An input at least this large stays where it is when its worker is busy: moving it to a free
 #: worker may cost more than waiting (Dask's locality and work stealing decide, as before).
 LOCALITY_BYTES = 100_000_000
+
+#: How long one answer of the scheduler about the tasks in processing is used, kept up to date
+#: with this run's own submissions and completions: other runs' tasks on a shared cluster, and
+#: workers that join, are seen up to this late.
+SNAPSHOT_SECONDS = 1.0
 
 #: Key prefix of the data-less completion task of each node task (see ``_upstream.prefect_dask``).
 COMPLETION_PREFIX = "state-"
@@ -64,6 +71,12 @@ class Placement:
         # Our submissions the scheduler may not have seen yet: Dask future -> chosen worker
         # (``None``: left to Dask).
         self._in_flight: dict[Any, str | None] = {}
+        #: Key of each node task this run placed -> its worker (where its outputs are).
+        self._placed: dict[Any, str] = {}
+        #: Keys of this run's node tasks that ended.
+        self._ended: set[Any] = set()
+        self._snapshot: dict[str, Any] = {}
+        self._snapshot_at = 0.0
         self._lock = threading.Lock()
 
     def choose(self, parameters: dict[str, Any], has_resources: bool) -> str | None:
@@ -87,7 +100,7 @@ class Placement:
             candidates = [worker for worker, slots in free.items() if slots == most]
         if inputs:
             # Where the inputs are; their sizes only matter when no candidate holds one.
-            who_has = self._client.who_has(inputs)
+            who_has = self._where(inputs)
             holding = [w for w in candidates if any(w in who_has.get(f.key, ()) for f in inputs)]
             if holding:
                 candidates = self._holding_largest(inputs, who_has, holding)
@@ -99,14 +112,49 @@ class Placement:
         """Count ``future`` against ``worker`` until the scheduler reports it."""
         with self._lock:
             self._in_flight[future] = worker
+            if worker is not None:
+                self._placed[future.key] = worker
+        # No reference to the future is kept: it would keep the node's outputs on the cluster.
+        future.add_done_callback(self._end)
+
+    def _end(self, future: Any) -> None:
+        with self._lock:
+            self._ended.add(future.key)
+            self._in_flight.pop(future, None)
+
+    def _where(self, inputs: list[Any]) -> dict[Any, Any]:
+        """Which workers hold ``inputs``: where this run placed them, else asking the scheduler.
+
+        A placed node runs on its worker unless that worker left or work stealing moved it
+        (its restriction is loose); the preference is then a little off, and the data moves.
+        """
+        with self._lock:
+            placed = {future.key: self._placed.get(future.key) for future in inputs}
+        if all(placed.values()):
+            return {key: (worker,) for key, worker in placed.items()}
+        return self._client.who_has(inputs)
+
+    def _processing(self) -> dict[str, Any]:
+        """The scheduler's tasks in processing by worker, asked at most every
+        :data:`SNAPSHOT_SECONDS` (each question is a round trip on the node's critical path)."""
+        now = time.monotonic()
+        if not self._snapshot or now - self._snapshot_at > SNAPSHOT_SECONDS:
+            self._snapshot = self._client.processing()
+            self._snapshot_at = now
+            if set(self._snapshot) - set(self._nthreads):
+                self._nthreads = dict(self._client.nthreads())
+        return self._snapshot
 
     def _free_slots(self) -> dict[str, int]:
-        processing = self._client.processing()
-        if set(processing) - set(self._nthreads):
-            self._nthreads = dict(self._client.nthreads())
+        processing = self._processing()
         seen = {key for keys in processing.values() for key in keys}
+        with self._lock:
+            # This run's own tasks that ended since the scheduler was asked no longer count.
+            ended = seen & self._ended
         busy = {
-            worker: sum(1 for key in keys if not str(key).startswith(COMPLETION_PREFIX))
+            worker: sum(
+                1 for key in keys if not str(key).startswith(COMPLETION_PREFIX) and key not in ended
+            )
             for worker, keys in processing.items()
         }
         unplaced = 0

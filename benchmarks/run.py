@@ -186,6 +186,7 @@ def bench_cases(repeats: int, quick: bool, api_url: str | None, home: Path) -> d
     if quick:
         cmd.append("--quick")
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    user_felt.stop_lingering_api(env, REPO)  # nothing of this section runs on into the next
     if result.returncode:
         raise RuntimeError(f"cases.py failed:\n{result.stderr[-5000:]}")
     return json.loads(result.stdout)
@@ -203,6 +204,7 @@ def bench_dask(quick: bool, home: Path) -> dict[str, Any]:
         result = subprocess.run(
             cmd, env=base_env(home), capture_output=True, text=True, check=False
         )
+        user_felt.stop_lingering_api(base_env(home), REPO)
         path = RESULTS / f"{name}.json"
         if result.returncode or not path.exists():
             out[name] = {"error": (result.stderr or result.stdout)[-2000:]}

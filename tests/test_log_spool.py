@@ -1,0 +1,61 @@
+"""Log lines handed to the ephemeral API's server as files: written privately, stored in order."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kedro_prefect.api import log_spool
+
+
+def _log(message: str) -> bytes:
+    timestamp = datetime.now(UTC).isoformat()
+    return json.dumps(
+        {"name": "kp", "level": 52, "message": message, "timestamp": timestamp}
+    ).encode()
+
+
+def test_batches_for_the_handed_api_become_private_files_others_are_refused(tmp_path: Path):
+    url = f"http://127.0.0.1:9/api-{uuid.uuid4()}"
+    log_spool.hand_logs_to_server(url + "/", tmp_path / "server")
+    try:
+        assert log_spool._write_batch(url, [_log("one"), _log("two")])
+        assert not log_spool._write_batch("http://127.0.0.1:9/other", [_log("three")])
+    finally:
+        log_spool.stop_handing_logs(url)
+    assert not log_spool._write_batch(url, [_log("four")])  # no longer handed
+    (path,) = log_spool.spooled(tmp_path / "server")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [log["message"] for log in json.loads(path.read_bytes())] == ["one", "two"]
+
+
+def test_the_server_stores_the_files_in_order_and_drops_what_it_refuses(tmp_path: Path, caplog):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterLevel
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    url = EPHEMERAL_API.wait()
+    marker = f"kp-spool-{uuid.uuid4()}"
+    log_spool.hand_logs_to_server(url, tmp_path)
+    try:
+        log_spool._write_batch(url, [_log(f"{marker} 1"), _log(f"{marker} 2")])
+        log_spool._write_batch(url, [b'{"not": "a log"}'])  # refused by the API (422)
+        log_spool._write_batch(url, [_log(f"{marker} 3")])
+    finally:
+        log_spool.stop_handing_logs(url)
+    assert len(log_spool.spooled(tmp_path)) == 3
+    with caplog.at_level(logging.WARNING, logger=log_spool.__name__):
+        log_spool.deliver_spooled(tmp_path, url)
+    assert log_spool.spooled(tmp_path) == []
+    assert "refused by the API (422)" in caplog.text
+    with temporary_settings({PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            stored = client.read_logs(LogFilter(level=LogFilterLevel(ge_=52)))
+    mine = sorted((log.timestamp, log.message) for log in stored if marker in log.message)
+    assert [message for _, message in mine] == [f"{marker} {i}" for i in (1, 2, 3)]

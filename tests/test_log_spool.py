@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,3 +61,19 @@ def test_the_server_stores_the_files_in_order_and_drops_what_it_refuses(tmp_path
             stored = client.read_logs(LogFilter(level=LogFilterLevel(ge_=52)))
     mine = sorted((log.timestamp, log.message) for log in stored if marker in log.message)
     assert [message for _, message in mine] == [f"{marker} {i}" for i in (1, 2, 3)]
+
+
+def test_a_file_the_server_cannot_store_in_time_is_dropped(tmp_path: Path, caplog):
+    url = f"http://127.0.0.1:9/api-{uuid.uuid4()}"  # nothing listens there
+    log_spool.hand_logs_to_server(url, tmp_path)
+    try:
+        log_spool._write_batch(url, [_log("lost")])
+    finally:
+        log_spool.stop_handing_logs(url)
+    (path,) = log_spool.spooled(tmp_path)
+    stale = time.time() - log_spool.MAX_AGE_SECONDS - 1
+    os.utime(path, (stale, stale))
+    with caplog.at_level(logging.WARNING, logger=log_spool.__name__):
+        log_spool.deliver_spooled(tmp_path, url)  # not even tried: the server stops being busy
+    assert log_spool.spooled(tmp_path) == []
+    assert "could not be stored in time" in caplog.text

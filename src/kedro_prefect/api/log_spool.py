@@ -10,7 +10,8 @@ writes each batch to a file in the server's directory instead (``logs-<pid>-<ns>
 request body Prefect would send, readable by its owner only, written atomically), and the
 server's watch thread (:mod:`kedro_prefect.api.server_watch`) sends the files to its own API in
 order and removes each once stored. Nothing is lost if the driver exits or is killed: the file
-is there; the server counts as busy (does not stop) while files wait. The flow run's logs show up
+is there; the server counts as busy (does not stop) while files wait (a file its API keeps
+refusing for :data:`MAX_AGE_SECONDS` is dropped). The flow run's logs show up
 in the UI as quickly as before (the watch looks every 0.2 s). Runs against a server given by
 ``PREFECT_API_URL``, and Dask worker processes, send their logs as Prefect does.
 """
@@ -29,6 +30,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 GLOB = "logs-*.json"
+
+#: A file the server could not store for this long (its API kept failing) is dropped, so that a
+#: broken server does not stay busy, and up, for ever.
+MAX_AGE_SECONDS = 600.0
 
 #: API URL -> the directory its server takes log files from.
 _directories: dict[str, Path] = {}
@@ -95,7 +100,12 @@ def deliver_spooled(directory: Path, api_url: str) -> None:
         for path in files:
             try:
                 body = path.read_bytes()
+                too_old = time.time() - path.stat().st_mtime > MAX_AGE_SECONDS
             except OSError:
+                continue
+            if too_old:
+                logger.warning("Log lines of %s could not be stored in time; dropped", path.name)
+                path.unlink(missing_ok=True)
                 continue
             response = client.post(
                 f"{api_url}/logs/", content=body, headers={"Content-Type": "application/json"}

@@ -127,7 +127,8 @@ def prefect_server(home: Path):
             proc.wait()
 
 
-def timed_kedro_run(project: Path, env: dict[str, str], *args: str) -> float:
+def kedro_run_output(project: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
+    """Wall seconds of a whole ``kedro run`` process, and what it printed."""
     start = time.perf_counter()
     result = subprocess.run(
         [str(BIN / "kedro"), "run", *args],
@@ -142,7 +143,11 @@ def timed_kedro_run(project: Path, env: dict[str, str], *args: str) -> float:
         raise RuntimeError(
             f"kedro run {args} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         )
-    return seconds
+    return seconds, result.stdout + result.stderr
+
+
+def timed_kedro_run(project: Path, env: dict[str, str], *args: str) -> float:
+    return kedro_run_output(project, env, *args)[0]
 
 
 def bench_startup(tmp: Path, repeats: int, api_url: str | None, home: Path) -> dict[str, Any]:

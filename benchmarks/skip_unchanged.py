@@ -33,40 +33,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLE = REPO / "examples" / "sales_demo"
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE))
+from run import base_env, kedro_run_output  # noqa: E402  (the benchmarks' one kedro-run helper)
+
 PIPELINE_SECONDS = re.compile(r"completed\s+successfully\s+in\s+([0-9.]+)\s+sec")
 
 
 def env_for(home: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-        "COLUMNS": "400",
-    }
-    env.pop("PREFECT_API_URL", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
+    return {**base_env(home), "COLUMNS": "400"}  # Kedro's timing line on one line
 
 
 def kedro_run(project: Path, env: dict[str, str], *args: str) -> tuple[float, float | None]:
     """Wall seconds of ``kedro run`` and the pipeline seconds Kedro logs."""
-    start = time.perf_counter()
-    result = subprocess.run(
-        [str(BIN / "kedro"), "run", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - start
-    output = result.stdout + result.stderr
-    if result.returncode:
-        raise RuntimeError(f"kedro run {args} failed:\n{output[-4000:]}")
+    wall, output = kedro_run_output(project, env, *args)
     found = PIPELINE_SECONDS.search(output)
     return wall, float(found.group(1)) if found else None
 

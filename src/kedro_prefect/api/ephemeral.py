@@ -46,7 +46,6 @@ from kedro_prefect.api.launch import (
     server_env,
 )
 from kedro_prefect.api.lingering import ServerInfo, StateDir
-from kedro_prefect.api.log_spool import wait_until_delivered
 from kedro_prefect.api.records import read_recorded_task_runs
 from kedro_prefect.api.server_app import NOT_NEEDED_EXIT_CODE
 
@@ -267,7 +266,8 @@ class EphemeralAPI:
             _drain_prefect_workers(timeout=5)
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
-                wait_until_delivered(self._state_dir().server_dir(self.pid), SETTLE_SECONDS)
+            with suppress(Exception):  # and the log lines left to the server as files
+                lingering.wait_for_pending(self._state_dir(), self.pid, most=SETTLE_SECONDS)
         self.stop()
 
     def _leave_at_exit(self) -> None:

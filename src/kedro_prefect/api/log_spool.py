@@ -120,10 +120,3 @@ def deliver_spooled(directory: Path, api_url: str) -> None:
                 )
             with contextlib.suppress(OSError):
                 path.unlink()
-
-
-def wait_until_delivered(directory: Path, most: float) -> None:
-    """Wait (at most ``most`` seconds) until the server took every log file of ``directory``."""
-    limit = time.monotonic() + most
-    while spooled(directory) and time.monotonic() < limit:
-        time.sleep(0.05)

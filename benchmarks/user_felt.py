@@ -230,7 +230,8 @@ def report(data: dict[str, Any]) -> list[str]:
         "tears down. The server records the run's task run states and log lines on its own; "
         "nobody waits for it.\n"
     )
-    first = data["medians"][min(data["medians"], key=int)]
+    smallest = min(data["medians"], key=int)
+    first = data["medians"][smallest]
     startup = first["Prefect back-to-back"]["wall"] - first["SequentialRunner"]["wall"]
     delays = ", ".join(
         f"{by_case['Prefect first run']['exit_delay']:.2f} s / "
@@ -242,7 +243,7 @@ def report(data: dict[str, Any]) -> list[str]:
         "Targets: exit delay ≤ 0.5 s at any size; back-to-back start-up ≤ +1.0 s over "
         f"SequentialRunner. Measured: exit delay (first run / back-to-back) {delays}; "
         f"back-to-back start-up {startup:+.2f} s over SequentialRunner (the "
-        f"{int(min(data['medians'], key=int)):,}-node row: the larger rows add each runner's "
+        f"{int(smallest):,}-node row: the larger rows add each runner's "
         "per-node cost, see section 2).\n"
     )
     return lines

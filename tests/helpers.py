@@ -57,6 +57,15 @@ def eventually(get, timeout: float = 60.0, interval: float = 0.2):
         time.sleep(interval)
 
 
+def is_final(run) -> bool:
+    """Whether a flow or task run read from the API has reached a final state.
+
+    A task run recorded from its first event can be read before its state is: ``state`` is
+    ``None`` for that moment, which is "not final yet", not an error.
+    """
+    return run.state is not None and run.state.is_final()
+
+
 def copy_example_project(target: Path) -> Path:
     """A fresh copy of ``examples/sales_demo`` at ``target``, with no outputs yet."""
     shutil.copytree(

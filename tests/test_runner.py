@@ -16,7 +16,7 @@ from kedro.runner import SequentialRunner
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 from kedro_prefect.api.ephemeral import _drain_prefect_workers, ephemeral_api_url
 from tests import pipelines as p
-from tests.helpers import eventually
+from tests.helpers import eventually, is_final
 
 
 def _run(runner, pipeline: Pipeline, catalog_factory=p.make_catalog, **run_kwargs):
@@ -243,9 +243,7 @@ def _latest_flow_run_and_tasks(flow_name: str, nodes: int):
                     flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]})
                 )
 
-            eventually(
-                lambda: len(runs := read()) == nodes and all(t.state.is_final() for t in runs)
-            )
+            eventually(lambda: len(runs := read()) == nodes and all(is_final(t) for t in runs))
             task_runs = read()
     return flow_run, task_runs
 

@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.helpers import PREFECT, ProcessGroup, run_kedro
+from tests.helpers import PREFECT, ProcessGroup, is_final, run_kedro
 
 
 @contextmanager
@@ -85,7 +85,7 @@ def final_run(client, deployment_id):
     runs = client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
     )
-    return next((r for r in runs if r.state and r.state.is_final()), None)
+    return next((r for r in runs if is_final(r)), None)
 
 
 def wait(get, what: str, group: ProcessGroup | None = None, timeout: float = 240):

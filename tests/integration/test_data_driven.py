@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
 )
 
-from tests.helpers import KEDRO, api_client, eventually, latest_flow_run, run_kedro
+from tests.helpers import KEDRO, api_client, eventually, is_final, latest_flow_run, run_kedro
 
 pytestmark = pytest.mark.integration
 
@@ -281,7 +281,7 @@ def _deployments(client, flow_name: str, count: int) -> dict | None:
 
 def _final_runs(client, deployment_id) -> list | None:
     runs = _flow_runs_of(client, deployment_id)
-    return runs if runs and all(r.state and r.state.is_final() for r in runs) else None
+    return runs if runs and all(is_final(r) for r in runs) else None
 
 
 def test_a_deployment_triggered_by_a_dataset_its_own_pipeline_saves_is_refused(

@@ -35,7 +35,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from kedro_prefect.deploy import FLOW_ENTRYPOINT
-from tests.helpers import KEDRO, PREFECT, ProcessGroup, free_port, run_kedro
+from tests.helpers import KEDRO, PREFECT, ProcessGroup, free_port, is_final, run_kedro
 
 pytestmark = pytest.mark.integration
 
@@ -380,14 +380,14 @@ def _final_flow_run(client, deployment_id):
     runs = client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
     )
-    return next((r for r in runs if r.state and r.state.is_final()), None)
+    return next((r for r in runs if is_final(r)), None)
 
 
 def _task_runs_once_final(client, flow_run_id):
     task_runs = client.read_task_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     )
-    done = len(task_runs) >= len(NODE_NAMES) and all(t.state.is_final() for t in task_runs)
+    done = len(task_runs) >= len(NODE_NAMES) and all(is_final(t) for t in task_runs)
     return task_runs if done else None
 
 

@@ -24,8 +24,6 @@ import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
@@ -36,6 +34,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from kedro_prefect.deploy import FLOW_ENTRYPOINT
 from tests.helpers import KEDRO, PREFECT, ProcessGroup, free_port, is_final, run_kedro
+from tests.integration.deploy_support import final_run
 
 pytestmark = pytest.mark.integration
 
@@ -301,7 +300,7 @@ def test_serve_runs_a_deployment_as_one_flow_run_with_a_task_per_node(
         _ok(run)
         with _client(prefect_server) as client:
             flow_run = _wait_for(
-                lambda: _final_flow_run(client, deployment.id), serve, serve_log, timeout=240
+                lambda: final_run(client, deployment.id), serve, serve_log, timeout=240
             )
             assert flow_run.state.is_completed(), flow_run.state
             assert flow_run.name.startswith("sales_demo-__default__-")
@@ -374,13 +373,6 @@ def test_unreachable_api_gives_a_clear_error_naming_prefect_api_url(example_proj
     assert result.returncode == 1
     assert f"No Prefect API answers at PREFECT_API_URL={url}" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def _final_flow_run(client, deployment_id):
-    runs = client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-    )
-    return next((r for r in runs if is_final(r)), None)
 
 
 def _task_runs_once_final(client, flow_run_id):

@@ -267,7 +267,7 @@ class EphemeralAPI:
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
             with suppress(Exception):  # and the log lines left to the server as files
-                lingering.wait_for_pending(self._state_dir(), self.pid, most=SETTLE_SECONDS)
+                lingering.wait_for_pending(self.state_dir(), self.pid, most=SETTLE_SECONDS)
         self.stop()
 
     def _leave_at_exit(self) -> None:
@@ -281,7 +281,7 @@ class EphemeralAPI:
         _drain_prefect_workers(timeout=5)
         pid = self.pid
         if self._unsettled and self._ready and pid is not None:
-            state = self._state_dir()
+            state = self.state_dir()
             deadline = (
                 time.time() + PENDING_SECONDS + PENDING_SECONDS_PER_TASK_RUN * len(self._unsettled)
             )
@@ -387,7 +387,8 @@ class EphemeralAPI:
         fd, self._start_lock = self._start_lock, None
         StateDir.unlock(fd)
 
-    def _state_dir(self) -> StateDir:
+    def state_dir(self) -> StateDir:
+        """The files of this API's ``PREFECT_HOME`` that its server and the runs share."""
         return self._state or StateDir(self.log_path.parent)
 
     def _launch(

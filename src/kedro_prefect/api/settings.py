@@ -44,11 +44,10 @@ def prefect_run_settings() -> Iterator[str]:
 
 def _hand_logs_to(api: Any) -> None:
     """Log lines for the ephemeral API go to its server as files (:mod:`.log_spool`)."""
-    from kedro_prefect.api.lingering import StateDir
     from kedro_prefect.api.log_spool import hand_logs_to_server
 
     if api.pid is not None:
-        hand_logs_to_server(api.url, StateDir(api.log_path.parent).server_dir(api.pid))
+        hand_logs_to_server(api.url, api.state_dir().server_dir(api.pid))
 
 
 def _settings_for_run(current: Any, api_url: str) -> Any:

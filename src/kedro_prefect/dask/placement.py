@@ -114,7 +114,8 @@ class Placement:
             self._in_flight[future] = worker
             if worker is not None:
                 self._placed[future.key] = worker
-        # No reference to the future is kept: it would keep the node's outputs on the cluster.
+        # Once it is done, only its key is kept: the future would keep the node's outputs on the
+        # cluster.
         future.add_done_callback(self._end)
 
     def _end(self, future: Any) -> None:

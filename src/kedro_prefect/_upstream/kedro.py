@@ -21,8 +21,8 @@ Relies on:
 * ``AbstractDataset._SINGLE_PROCESS``: the flag Kedro's ``ParallelRunner`` refuses datasets by;
   ``task_runner=dask`` refuses them the same way, before any node runs.
 * ``AbstractDataset._EPHEMERAL``: the flag Kedro's runners tell in-memory datasets by
-  (``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``); saving one emits no
-  ``kedro.dataset.saved`` event.
+  (``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``): :func:`is_in_memory`, the one
+  answer to "is this dataset in memory?" (a ``CachedDataset`` is not: it writes through).
 * ``_filepath``, ``_fs`` and ``_protocol`` of file datasets (kedro-datasets' convention) and
   ``AbstractVersionedDataset._get_load_path``: ``skip_unchanged`` fingerprints the file a dataset
   reads (the exact version for a versioned one) instead of loading its data.
@@ -87,7 +87,7 @@ CONTRACTS = (
     Contract(
         "kedro.io:MemoryDataset",
         "tell in-memory datasets by _EPHEMERAL (no dataset event for them), as Kedro's runners do",
-        check=lambda cls: cls()._EPHEMERAL is True,
+        check=lambda cls: is_in_memory(cls()),
     ),
     Contract(
         "kedro.io:AbstractDataset._EPHEMERAL",
@@ -193,9 +193,23 @@ def single_process(dataset: Any) -> bool:
     return bool(getattr(dataset, "_SINGLE_PROCESS", False))
 
 
-def is_ephemeral(dataset: Any) -> bool:
-    """Whether a dataset keeps its data in memory only (Kedro's ``_EPHEMERAL``)."""
-    return bool(getattr(dataset, "_EPHEMERAL", False))
+def is_in_memory(dataset: Any) -> bool:
+    """Whether a pipeline's dataset keeps its data in memory only: the one answer for the
+    runner, the process and Dask backends, ``skip_unchanged``, the run's record, dataset events
+    and deployment triggers.
+
+    ``None`` (a dataset the catalog does not declare: Kedro makes it a ``MemoryDataset``) and
+    datasets Kedro's runners call ephemeral (``_EPHEMERAL``: ``MemoryDataset``,
+    ``SharedMemoryDataset``) are in memory. A ``CachedDataset`` is not, although Kedro flags it
+    ephemeral: it writes through to the dataset it wraps, so its data is persisted (its saves
+    emit dataset events and trigger deployments; the process and Dask backends refuse it as
+    single-process, as ``ParallelRunner`` does).
+    """
+    if dataset is None:
+        return True
+    from kedro.io import CachedDataset
+
+    return bool(getattr(dataset, "_EPHEMERAL", False)) and not isinstance(dataset, CachedDataset)
 
 
 def project_hook_manager(settings: Any) -> Any:

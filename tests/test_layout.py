@@ -119,9 +119,7 @@ def documented_layers(text: str) -> list[str]:
     return re.findall(r"^\d+\. `([\w.]+?)(?:/|\.py)?`", section, flags=re.MULTILINE)
 
 
-def layer_violations(
-    imports: dict[tuple[str, str], list[str]], layers: list[str]
-) -> list[str]:
+def layer_violations(imports: dict[tuple[str, str], list[str]], layers: list[str]) -> list[str]:
     """Imports that do not go down the layers (or involve a part the page does not list)."""
     rank = {name: i for i, name in enumerate(["kedro_prefect", *layers])}
     problems = []
@@ -151,3 +149,30 @@ def test_the_layer_check_finds_an_import_going_up():
         "execution imports dask, a layer above it: "
         "kedro_prefect.execution.local -> kedro_prefect.dask.driver"
     ]
+
+
+# --- what `kedro run` imports at start-up ---------------------------------------------------------
+
+
+def test_importing_the_package_and_building_the_runner_imports_no_server_and_no_dask(tmp_path):
+    """``kedro run`` imports kedro_prefect and builds the runner before the session: that must not
+    import Prefect's server (the ephemeral API runs in its own process), Dask or distributed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "import kedro_prefect\n"
+        "kedro_prefect.PrefectRunner()\n"
+        "print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in "
+        "('dask', 'distributed', 'prefect_dask') or name.startswith('prefect.server'))))\n"
+    )
+    # An API URL given: the runner starts no ephemeral API server (none is left behind).
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

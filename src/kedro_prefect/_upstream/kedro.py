@@ -72,7 +72,7 @@ CONTRACTS = (
     Contract(
         "kedro.runner:SequentialRunner._run",
         "log Kedro's own synchronous-mode line, word for word as the installed Kedro has it",
-        check=lambda fn: "synchronous mode" in __import__("inspect").getsource(fn),
+        check=lambda fn: _logs_the_sync_line_read_from_its_source(),
     ),
     Contract(
         "kedro.io:MemoryDataset",
@@ -112,9 +112,46 @@ CONTRACTS = (
     Contract(
         "kedro.runner:AbstractRunner.__init__",
         "Kedro's is_async, kept on the runner as _is_async",
-        check=lambda init: "_is_async" in __import__("inspect").getsource(init),
+        check=lambda init: _keeps_is_async(),
     ),
 )
+
+
+def _keeps_is_async() -> bool:
+    from kedro.runner import SequentialRunner
+
+    return SequentialRunner(is_async=True)._is_async is True
+
+
+def _logs_the_sync_line_read_from_its_source() -> bool:
+    """A ``SequentialRunner`` run logs the line :func:`sequential_runner_sync_message` finds."""
+    import logging
+
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import Pipeline, node
+    from kedro.runner import SequentialRunner
+
+    lines: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    runner = SequentialRunner()
+    logger, handler = runner._logger, _Keep(logging.INFO)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        catalog = DataCatalog({"a": MemoryDataset(1)})
+        runner.run(Pipeline([node(abs, "a", "b", name="probe")]), catalog)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    found = sequential_runner_sync_message("")
+    return bool(found) and found in lines
 
 
 @functools.cache

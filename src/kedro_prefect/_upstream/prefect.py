@@ -327,14 +327,21 @@ def local_result_storage() -> dict[str, Any]:
 
 
 def _registers_by_apply() -> bool:
-    """Whether ``Runner`` registers a deployment through its ``apply``/``aapply``, name, storage."""
+    """Whether ``Runner`` registers a deployment as :class:`_Deployed` offers it: its id from
+    ``apply``/``aapply``, then its name and storage (nothing sent to an API)."""
+    import asyncio
     import inspect
+    import uuid
 
     from prefect.runner import Runner
 
-    method = getattr(Runner, "aadd_deployment", None) or Runner.add_deployment
-    source = inspect.getsource(method)
-    return "apply()" in source and ".storage" in source
+    deployment_id = uuid.uuid4()
+    runner = Runner(name="kedro-prefect-contract-probe")
+    add = getattr(runner, "aadd_deployment", None) or runner.add_deployment
+    if not inspect.iscoroutinefunction(add):
+        return False
+    got = asyncio.run(add(_Deployed(deployment_id, "probe", "probe-flow")))
+    return bool(got == deployment_id)
 
 
 class _Deployed:

@@ -263,7 +263,7 @@ def api_commands() -> None:
 @api_commands.command(name="status")
 def api_status() -> None:
     """Show the lingering ephemeral API of this PREFECT_HOME: URL, PID, idle time."""
-    from kedro_prefect.api.lingering import server_status
+    from kedro_prefect.local_api import server_status
 
     home = _prefect_home()
     status = server_status(home)
@@ -288,7 +288,7 @@ def api_status() -> None:
 @api_commands.command(name="stop")
 def api_stop() -> None:
     """Stop the lingering ephemeral API of this PREFECT_HOME (the next run starts one)."""
-    from kedro_prefect.api.lingering import stop_server
+    from kedro_prefect.local_api import stop_server
 
     home = _prefect_home()
     info = stop_server(home)

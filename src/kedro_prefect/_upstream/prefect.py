@@ -29,7 +29,7 @@ Relies on, and buys:
   updated without that field (:func:`upsert_global_concurrency_limit`).
 * ``APILogWorker._handle_batch(items)`` sends one batch of log lines with the worker's API client
   (``_client``): :func:`route_api_log_batches` hands the batches for the ephemeral API to files
-  instead (:mod:`kedro_prefect.api.log_spool`), so a run exits without waiting for the busy
+  instead (:mod:`kedro_prefect.local_api.log_spool`), so a run exits without waiting for the busy
   server to store its last lines.
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's

@@ -1,7 +1,7 @@
 """Prefect's API server, as the ephemeral API process serves it: three patches and the app.
 
-Imported only in the server process (:mod:`kedro_prefect.api.server_app`), never by the driver.
-Relies on, and buys:
+Imported only in the server process (:mod:`kedro_prefect.local_api.server_app`), never by the
+driver. Relies on, and buys:
 
 * ``prefect.server.models.concurrency_limits_v2.bulk_increment_active_slots``: every Prefect
   task run that has tags asks the API for slots of its ``tag:<tag>`` limits; the server reads

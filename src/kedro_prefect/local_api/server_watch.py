@@ -1,12 +1,12 @@
 """When the ephemeral API server stops itself: runs gone, their states recorded, idle long enough.
 
-Runs in a thread of the server process (:func:`kedro_prefect.api.server_app.create_app`). The
+Runs in a thread of the server process (:func:`.server_app.create_app`). The
 server is *busy* while the process that launched it lives, while a run that reuses it lives
-(``client-<pid>`` files, :mod:`kedro_prefect.api.lingering`), and while task run states that a
+(``client-<pid>`` files, :mod:`.lingering`), and while task run states that a
 finished run sent are not recorded yet (``pending-*.json``: a run exits as soon as its pipeline
 is done, without waiting for the server's bookkeeping; the server checks its own API until it
 shows every final state, or the file's deadline passes), and while log lines wait in
-``logs-*.json`` files (:mod:`kedro_prefect.api.log_spool`; this thread sends them to the API).
+``logs-*.json`` files (:mod:`.log_spool`; this thread sends them to the API).
 Once it is not busy for the idle time (``KEDRO_PREFECT_API_IDLE_SECONDS``; ``0``: at once), or
 when its ``PREFECT_HOME`` is gone, it stops as on Ctrl+C. A killed launcher or run counts as
 gone: no server outlives its use.
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.api.lingering import StateDir
-from kedro_prefect.api.log_spool import deliver_spooled
+from kedro_prefect.local_api.log_spool import deliver_spooled
+from kedro_prefect.local_api.state import StateDir
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _check_recorded(pending: list[Path], api_url: str) -> None:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import StateType
 
-    from kedro_prefect.api.records import read_recorded_task_runs
+    from kedro_prefect.local_api.records import read_recorded_task_runs
 
     with SyncPrefectClient(api_url) as client:
         for path in pending:

@@ -68,7 +68,21 @@ def prefect_run_settings() -> Iterator[str]:
     settings = _settings_for_run(context.settings, api_url)
     _events_go_to(api_url)
     with SettingsContext(profile=context.profile, settings=settings):
-        yield api_url
+        try:
+            yield api_url
+        finally:
+            if api_url != EPHEMERAL_API.url:
+                _hand_tail_to_courier(api_url)
+
+
+def _hand_tail_to_courier(api_url: str) -> None:
+    """At exit, the last log lines for a server go to a courier (:mod:`.log_courier`)."""
+    from kedro_prefect.api.log_courier import hand_tail_at_exit
+
+    try:
+        hand_tail_at_exit(api_url)
+    except Exception:  # then Prefect sends them at exit, as it does without this
+        logger.debug("Could not hand the last log lines to a courier", exc_info=True)
 
 
 def _hand_logs_to(api: Any) -> None:

@@ -35,9 +35,9 @@ from kedro_prefect.local_api.lingering import (
     server_status,
     stop_server,
 )
-from kedro_prefect.local_api.log_spool import hand_logs_to_server, stop_handing_logs
+from kedro_prefect.local_api.log_spool import hand_logs_to_server, spooled, stop_handing_logs
 from kedro_prefect.local_api.records import read_recorded_task_runs
-from kedro_prefect.local_api.state import APP_FACTORY
+from kedro_prefect.local_api.state import APP_FACTORY, StateDir
 
 __all__ = [
     "APP_FACTORY",
@@ -48,6 +48,7 @@ __all__ = [
     "SERVER_MODULES",
     "EphemeralAPI",
     "Mode",
+    "StateDir",
     "drain_prefect_workers",
     "fingerprint",
     "hand_logs_to_server",
@@ -55,6 +56,7 @@ __all__ = [
     "read_recorded_task_runs",
     "server_code_files",
     "server_status",
+    "spooled",
     "stop_handing_logs",
     "stop_server",
 ]

@@ -283,6 +283,8 @@ def api_status() -> None:
     click.echo(f"  PID:     {status['pid']}")
     click.echo(f"  Prefect: {status['prefect_version']}")
     click.echo(f"  State:   {use}; idle time {status['idle_seconds']:.0f} s")
+    if status["services"] is not None:
+        click.echo(f"  Services: {', '.join(status['services']) or 'none'}")
 
 
 @api_commands.command(name="stop")

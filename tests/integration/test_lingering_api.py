@@ -24,7 +24,13 @@ import psutil
 import pytest
 
 import kedro_prefect
-from kedro_prefect.local_api import APP_FACTORY, IDLE_ENV, server_code_files, stop_server
+from kedro_prefect.local_api import (
+    APP_FACTORY,
+    IDLE_ENV,
+    server_code_files,
+    server_status,
+    stop_server,
+)
 from tests.helpers import eventually, run_kedro
 
 DRIVER = textwrap.dedent(
@@ -129,6 +135,13 @@ def test_next_run_reuses_the_server_and_api_status_and_stop_manage_it(
     assert status.returncode == 0, status.stderr
     assert info["url"] in status.stdout and f"PID:     {first}" in status.stdout
     assert "idle for" in status.stdout
+    # Only the services a local run needs: task run states and events are recorded; nothing
+    # for automations, schedules or event subscribers runs while it idles.
+    services = set(server_status(home)["services"])
+    assert {"TaskRunRecorder", "EventPersister"} <= services
+    assert not services & {"ReactiveTriggers", "Actions", "Distributor", "LogDistributor"}
+    assert not any("schedule_deployments" in s or "late" in s for s in services)
+    assert "Services: " in status.stdout and "TaskRunRecorder" in status.stdout
 
     stop = run_kedro(example_project, "prefect", "api", "stop", env=_env(home))
     assert stop.returncode == 0, stop.stderr

@@ -21,6 +21,12 @@ STARTUP_FAILURE = 3
 MIN_STARTUP_TIMEOUT = 90.0
 #: The file under ``PREFECT_HOME`` that the server process writes its output to.
 LOG_FILE_NAME = "kedro-prefect-ephemeral-api.log"
+#: Prefect's background services a local API does not run (see :func:`server_env`).
+LOCAL_SERVICES_ENV = {
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",  # automations: triggers and actions
+    "PREFECT_API_EVENTS_STREAM_OUT_ENABLED": "false",  # events to websocket subscribers
+    "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "false",  # logs to websocket subscribers
+}
 
 
 def free_port() -> int:
@@ -59,6 +65,11 @@ def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
         # blocks. `prefect server start` on the same database registers them.
         "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
         "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+        # Only the services a local run needs (it serves no deployments, automations or event
+        # subscribers): the task run recorder and the event persister (and its retention),
+        # which Prefect's ephemeral mode runs anyway. Triggers, actions and the event stream
+        # out cost CPU while the lingering server idles.
+        **LOCAL_SERVICES_ENV,
         HOME_ENV: str(home),
     }
     env.pop("PREFECT_API_URL", None)

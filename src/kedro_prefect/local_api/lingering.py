@@ -44,6 +44,9 @@ _NOT_FINGERPRINTED = {
     "PREFECT_API_BLOCKS_REGISTER_ON_START",
     "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED",
+    "PREFECT_API_EVENTS_STREAM_OUT_ENABLED",
+    "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED",
 }
 _SETTINGS_FILES = ("prefect.toml", ".env", "pyproject.toml")
 
@@ -180,6 +183,7 @@ def server_status(home: Path) -> dict[str, Any] | None:
     return {
         **asdict(info),
         "clients": state.live_clients(info.pid),
+        "services": state.services(info.pid),
         "idle_for": None if since is None else max(0.0, time.time() - since),
     }
 

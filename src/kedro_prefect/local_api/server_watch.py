@@ -29,6 +29,9 @@ from kedro_prefect.local_api.state import StateDir
 
 logger = logging.getLogger(__name__)
 
+#: How often the thread looks while the server is idle (and while busy: ``interval``, 0.2 s).
+IDLE_INTERVAL = 1.0
+
 
 def start_watch(
     home: Path, parent_pid: int | None, idle_seconds: float, port: int | None, interval: float = 0.2
@@ -51,7 +54,7 @@ def _watch(
     me = os.getpid()
     idle_since: float | None = None
     while True:
-        time.sleep(interval)
+        time.sleep(interval if idle_since is None else IDLE_INTERVAL)
         if not home.is_dir():
             break
         busy = bool(parent_pid and os.getppid() == parent_pid) or bool(state.live_clients(me))
@@ -72,6 +75,7 @@ def _watch(
         if idle_since is None:
             idle_since = now
             state.set_idle_since(me, now)
+            _release_memory()
         # A server no run can find (lingering off, or not registered) has no reason to wait.
         linger = idle_seconds if state.registered_pid() == me else 0.0
         if now - idle_since < linger:
@@ -88,6 +92,16 @@ def _watch(
             state.unlock(fd)
         break
     os.kill(me, signal.SIGTERM)
+
+
+def _release_memory() -> None:
+    """Give the memory the last runs' bookkeeping freed back to the system (glibc only)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _check_recorded(pending: list[Path], api_url: str) -> None:

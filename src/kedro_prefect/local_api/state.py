@@ -184,6 +184,18 @@ class StateDir:
 
         return self.pending(server_pid) + spooled(self.server_dir(server_pid))
 
+    def write_services(self, server_pid: int, names: list[str]) -> None:
+        """The background services the server runs (written by the server itself)."""
+        directory = self.server_dir(server_pid)
+        with contextlib.suppress(OSError):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(directory / "services.json", json.dumps(names))
+
+    def services(self, server_pid: int) -> list[str] | None:
+        with contextlib.suppress(OSError, ValueError):
+            return list(json.loads((self.server_dir(server_pid) / "services.json").read_text()))
+        return None
+
     def set_idle_since(self, server_pid: int, since: float | None) -> None:
         path = self.server_dir(server_pid) / "idle-since"
         with contextlib.suppress(OSError):

@@ -14,6 +14,8 @@ Two measurements, standalone (``run.py`` does not call this script; its JSON goe
     git archive <old commit> src | tar -x -C /tmp/before      # a checkout to compare with
     python benchmarks/server_costs.py exit --repeats 3 [--baseline-src /tmp/before/src]
     python benchmarks/server_costs.py idle [--src /tmp/before/src]
+    python benchmarks/server_costs.py report --exit exit.json --idle idle.json \
+        [--idle-before idle-before.json]       # section 6 of docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -130,6 +132,78 @@ def measure_idle(src: str | None, seconds: float) -> dict[str, Any]:
     }
 
 
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+SECTION = "## 6. "
+
+
+def report(exit_data: dict[str, Any], idle: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """Section 6 of docs/benchmarks.md."""
+    medians = exit_data["medians"]
+    cases = list(next(iter(medians.values())))
+    lines = [
+        f"{SECTION}With a server: after the last line, and the idle local API\n",
+        "Measured with `benchmarks/server_costs.py` (standalone, not part of `run.py`): `kedro "
+        "run` of the chain of section 0 against `prefect server start` on the same machine. "
+        'Wall time to exit and, in brackets, the exit delay after Kedro\'s last line. "before": '
+        "the previous release's PrefectRunner, measured in the same rounds. Medians of "
+        f"{exit_data['repeats']} rounds, {exit_data['date']}, load average "
+        f"{exit_data['load_average']} (2 cores shared with other jobs: absolute seconds are "
+        "inflated, compare the columns).\n",
+        "| nodes | " + " | ".join(cases) + " |",
+        "| ---: |" + " ---: |" * len(cases),
+    ]
+    for n, by_case in medians.items():
+        cells = [f"{by_case[c]['wall']:.2f} s ({by_case[c]['exit_delay']:.2f} s)" for c in cases]
+        lines.append(f"| {int(n):,} | " + " | ".join(cells) + " |")
+    sizes = sorted(medians, key=int)
+    if len(sizes) >= 2:
+        small, big = sizes[0], sizes[-1]
+        nodes = int(big) - int(small)
+        per_node = ", ".join(
+            f"{c} {1000 * (medians[big][c]['wall'] - medians[small][c]['wall']) / nodes:.1f} ms"
+            for c in cases
+        )
+        lines.append(
+            f"\nWhole-process cost per node with a server ({small} to {big} nodes): {per_node}.\n"
+        )
+    lines.append(
+        "The exit delay of a run against a server was mostly Prefect's log worker waiting at "
+        "exit for the busy server to store the last batch; that batch now goes to a courier "
+        "process ([observability](observability.md#the-last-log-lines-after-kedro-run-has-exited)"
+        "). What is left is one garbage collection (finalizing what the run left) and the "
+        "interpreter's teardown.\n"
+    )
+    row = (
+        "| {what} | {cpu_seconds:.2f} s over {seconds:.0f} s "
+        "({cpu_percent_of_a_core:.2f}% of a core) | {rss_mb_median:.0f} MB |"
+    )
+    lines += [
+        "Idle lingering local API (`KEDRO_PREFECT_API_IDLE_SECONDS` default) after a 20-node run, "
+        "CPU time and RSS of its server process:\n",
+        "| | CPU | RSS |",
+        "| --- | ---: | ---: |",
+    ]
+    if before:
+        lines.append(row.format(what="before", **before))
+    lines.append(row.format(what="now", **idle))
+    lines.append(
+        f"\n(Idle measured {idle['date']}, load average {idle['load_average']}.) The server runs "
+        "only the task run recorder and the event persister; most of the idle CPU before was "
+        "Prefect's background worker polling its queue. Most of the RSS is Prefect's server "
+        "code itself: importing `prefect.server.api.server` alone takes ~160 MB.\n"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def splice(text: str, section: str) -> str:
+    """``text`` (the report) with its section 6 replaced by, or inserted as, ``section``."""
+    start = text.find(SECTION)
+    end = text.find("## At a glance")
+    if start == -1:
+        start = end
+    return text[:start] + section + "\n" + text[end:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -140,7 +214,18 @@ def main() -> None:
     idle = sub.add_parser("idle")
     idle.add_argument("--seconds", type=float, default=60)
     idle.add_argument("--src", help="another checkout's src to measure instead")
+    rep = sub.add_parser("report")
+    rep.add_argument("--exit", required=True)
+    rep.add_argument("--idle", required=True)
+    rep.add_argument("--idle-before")
     args = parser.parse_args()
+    if args.what == "report":
+        before = json.loads(Path(args.idle_before).read_text()) if args.idle_before else None
+        section = report(
+            json.loads(Path(args.exit).read_text()), json.loads(Path(args.idle).read_text()), before
+        )
+        DOC.write_text(splice(DOC.read_text(), section))
+        return
     if args.what == "exit":
         sizes = tuple(int(s) for s in args.sizes.split(","))
         result = measure_exit(args.repeats, sizes, args.baseline_src)

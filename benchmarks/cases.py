@@ -144,10 +144,10 @@ def settle(timeout: float = 60.0) -> None:
     )
     from prefect.client.schemas.objects import StateType
 
-    from kedro_prefect.api.ephemeral import _drain_prefect_workers
     from kedro_prefect.api.settings import prefect_run_settings
+    from kedro_prefect.local_api import drain_prefect_workers
 
-    _drain_prefect_workers(timeout=30)
+    drain_prefect_workers(timeout=30)
     unfinished = TaskRunFilter(
         state=TaskRunFilterState(
             type=TaskRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])

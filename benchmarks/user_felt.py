@@ -139,10 +139,11 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
 def stop_lingering_api(env: dict[str, str], cwd: Path) -> None:
     """Stop the lingering ephemeral API of env's PREFECT_HOME (versions that have one)."""
     code = (
-        "import importlib.util, sys\n"
-        "if importlib.util.find_spec('kedro_prefect.api.lingering'):\n"
-        "    from kedro_prefect.api.lingering import stop_server\n"
-        "    stop_server()\n"
+        "import importlib, importlib.util\n"
+        "for name in ('kedro_prefect.local_api', 'kedro_prefect.api.lingering'):\n"
+        "    if importlib.util.find_spec(name):\n"
+        "        importlib.import_module(name).stop_server()\n"
+        "        break\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, check=True)
 

@@ -37,7 +37,7 @@ from tests.helpers import PrefectServer, copy_example_project  # noqa: E402
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the ephemeral Prefect API the runner started, while pytest can still log."""
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     EPHEMERAL_API.shutdown()
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
@@ -56,9 +56,9 @@ def prefect_server(tmp_path_factory) -> PrefectServer:
     server.start()
     yield server
     # Deliver what this process still queues for that server (events, logs) before it goes.
-    from kedro_prefect.api.ephemeral import _drain_prefect_workers
+    from kedro_prefect.local_api import drain_prefect_workers
 
-    _drain_prefect_workers(timeout=10)
+    drain_prefect_workers(timeout=10)
     server.stop()
 
 

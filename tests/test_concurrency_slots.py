@@ -7,7 +7,7 @@ from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline, node
 
 from kedro_prefect import PrefectRunner
-from kedro_prefect.api.ephemeral import EPHEMERAL_API
+from kedro_prefect.local_api import EPHEMERAL_API
 
 
 def _one(x=None):

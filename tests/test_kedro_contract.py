@@ -15,8 +15,8 @@ from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner, ThreadRunner
 
 from kedro_prefect import PrefectRunner
-from kedro_prefect.api.ephemeral import _drain_prefect_workers, ephemeral_api_url
 from kedro_prefect.errors import KedroPrefectError, RunCancelledError
+from kedro_prefect.local_api import EPHEMERAL_API, drain_prefect_workers
 from tests import pipelines as p
 from tests.helpers import eventually
 
@@ -112,8 +112,8 @@ def _flow_run_log_messages(flow_name: str) -> list[str]:
     )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    _drain_prefect_workers(timeout=10)
-    with temporary_settings({PREFECT_API_URL: ephemeral_api_url()}):
+    drain_prefect_workers(timeout=10)
+    with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
         with get_client(sync_client=True) as client:
             [flow_run] = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name]))

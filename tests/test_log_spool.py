@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kedro_prefect.api import log_spool
+from kedro_prefect.local_api import log_spool
 
 
 def _log(message: str) -> bytes:
@@ -25,11 +25,11 @@ def test_batches_for_the_handed_api_become_private_files_others_are_refused(tmp_
     url = f"http://127.0.0.1:9/api-{uuid.uuid4()}"
     log_spool.hand_logs_to_server(url + "/", tmp_path / "server")
     try:
-        assert log_spool._write_batch(url, [_log("one"), _log("two")])
-        assert not log_spool._write_batch("http://127.0.0.1:9/other", [_log("three")])
+        assert log_spool.write_batch(url, [_log("one"), _log("two")])
+        assert not log_spool.write_batch("http://127.0.0.1:9/other", [_log("three")])
     finally:
         log_spool.stop_handing_logs(url)
-    assert not log_spool._write_batch(url, [_log("four")])  # no longer handed
+    assert not log_spool.write_batch(url, [_log("four")])  # no longer handed
     (path,) = log_spool.spooled(tmp_path / "server")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [log["message"] for log in json.loads(path.read_bytes())] == ["one", "two"]
@@ -40,15 +40,15 @@ def test_the_server_stores_the_files_in_order_and_drops_what_it_refuses(tmp_path
     from prefect.client.schemas.filters import LogFilter, LogFilterLevel
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     url = EPHEMERAL_API.wait()
     marker = f"kp-spool-{uuid.uuid4()}"
     log_spool.hand_logs_to_server(url, tmp_path)
     try:
-        log_spool._write_batch(url, [_log(f"{marker} 1"), _log(f"{marker} 2")])
-        log_spool._write_batch(url, [b'{"not": "a log"}'])  # refused by the API (422)
-        log_spool._write_batch(url, [_log(f"{marker} 3")])
+        log_spool.write_batch(url, [_log(f"{marker} 1"), _log(f"{marker} 2")])
+        log_spool.write_batch(url, [b'{"not": "a log"}'])  # refused by the API (422)
+        log_spool.write_batch(url, [_log(f"{marker} 3")])
     finally:
         log_spool.stop_handing_logs(url)
     assert len(log_spool.spooled(tmp_path)) == 3
@@ -67,7 +67,7 @@ def test_a_file_the_server_cannot_store_in_time_is_dropped(tmp_path: Path, caplo
     url = f"http://127.0.0.1:9/api-{uuid.uuid4()}"  # nothing listens there
     log_spool.hand_logs_to_server(url, tmp_path)
     try:
-        log_spool._write_batch(url, [_log("lost")])
+        log_spool.write_batch(url, [_log("lost")])
     finally:
         log_spool.stop_handing_logs(url)
     (path,) = log_spool.spooled(tmp_path)

@@ -14,7 +14,7 @@ from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
-from kedro_prefect.api.ephemeral import _drain_prefect_workers, ephemeral_api_url
+from kedro_prefect.local_api import EPHEMERAL_API, drain_prefect_workers
 from tests import pipelines as p
 from tests.helpers import eventually, is_final
 
@@ -229,8 +229,8 @@ def _latest_flow_run_and_tasks(flow_name: str, nodes: int):
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    _drain_prefect_workers(timeout=10)  # task run states reach the API as events
-    with temporary_settings({PREFECT_API_URL: ephemeral_api_url()}):
+    drain_prefect_workers(timeout=10)  # task run states reach the API as events
+    with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 #: Public name -> module defining it. Imported on first use: the ephemeral API server process
-#: imports ``kedro_prefect.api.server_app`` and must not pay for Kedro (and ``kedro run`` must
+#: imports ``kedro_prefect.local_api.server_app`` and must not pay for Kedro (and ``kedro run`` must
 #: not pay for the deploy module, which imports Prefect).
 _EXPORTS = {
     "PrefectRunner": "kedro_prefect.runner",

@@ -263,7 +263,7 @@ def api_commands() -> None:
 @api_commands.command(name="status")
 def api_status() -> None:
     """Show the lingering ephemeral API of this PREFECT_HOME: URL, PID, idle time."""
-    from kedro_prefect.api.lingering import server_status
+    from kedro_prefect.local_api import server_status
 
     home = _prefect_home()
     status = server_status(home)
@@ -283,12 +283,14 @@ def api_status() -> None:
     click.echo(f"  PID:     {status['pid']}")
     click.echo(f"  Prefect: {status['prefect_version']}")
     click.echo(f"  State:   {use}; idle time {status['idle_seconds']:.0f} s")
+    if status["services"] is not None:
+        click.echo(f"  Services: {', '.join(status['services']) or 'none'}")
 
 
 @api_commands.command(name="stop")
 def api_stop() -> None:
     """Stop the lingering ephemeral API of this PREFECT_HOME (the next run starts one)."""
-    from kedro_prefect.api.lingering import stop_server
+    from kedro_prefect.local_api import stop_server
 
     home = _prefect_home()
     info = stop_server(home)

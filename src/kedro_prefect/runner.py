@@ -14,10 +14,13 @@ from kedro_prefect._upstream.kedro import (
     sequential_runner_sync_message,
 )
 from kedro_prefect._upstream.prefect import local_result_storage, slots_only_for_limited_tags
-from kedro_prefect.api.ephemeral import expect_recorded, start_ephemeral_api_early
-from kedro_prefect.api.exit import collect_then_freeze_at_exit
 from kedro_prefect.api.health import configured_api_url, ensure_api_reachable
-from kedro_prefect.api.settings import prefect_run_settings, run_client
+from kedro_prefect.api.settings import (
+    expect_recorded,
+    prefect_run_settings,
+    run_client,
+    start_ephemeral_api_early,
+)
 from kedro_prefect.backends import choose_backend
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
@@ -38,6 +41,7 @@ from kedro_prefect.observe.logs import (
     quiet_terminal,
 )
 from kedro_prefect.observe.recorder import observe_run
+from kedro_prefect.process_exit import collect_then_freeze_at_exit
 from kedro_prefect.scheduling import run_nodes
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from kedro_prefect import PrefectRunner
-from kedro_prefect.api.ephemeral import _drain_prefect_workers, ephemeral_api_url
+from kedro_prefect.local_api import EPHEMERAL_API, drain_prefect_workers
 from tests import pipelines as p
 from tests.helpers import eventually
 
@@ -32,8 +32,8 @@ def test_server_then_ephemeral_api_in_one_process(prefect_server):
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         PrefectRunner(flow_name=on_server).run(pipeline, p.make_catalog(pipeline, p.EventLog()))
     PrefectRunner(flow_name=on_ephemeral).run(pipeline, p.make_catalog(pipeline, p.EventLog()))
-    _drain_prefect_workers(timeout=10)
+    drain_prefect_workers(timeout=10)
 
     assert eventually(lambda: _task_run_names(prefect_server.api_url, on_server) == names)
-    assert eventually(lambda: _task_run_names(ephemeral_api_url(), on_ephemeral) == names)
+    assert eventually(lambda: _task_run_names(EPHEMERAL_API.wait(), on_ephemeral) == names)
     assert _task_run_names(prefect_server.api_url, on_ephemeral) == set()

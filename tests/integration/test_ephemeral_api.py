@@ -20,7 +20,7 @@ from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline, node
 
 from kedro_prefect import PrefectRunner
-from kedro_prefect.api.ephemeral import EPHEMERAL_API
+from kedro_prefect.local_api import EPHEMERAL_API
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def test_driver_never_imports_prefect_server_and_no_server_outlives_a_killed_dri
         from kedro.io import DataCatalog
         from kedro.pipeline import Pipeline, node
         from kedro_prefect import PrefectRunner
-        from kedro_prefect.api.ephemeral import EPHEMERAL_API
+        from kedro_prefect.local_api import EPHEMERAL_API
 
         def one(x=None):
             return 1
@@ -168,7 +168,7 @@ def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path)
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    from kedro_prefect.api.ephemeral import EphemeralAPI
+    from kedro_prefect.local_api import EphemeralAPI
 
     nodes = 120
     script = textwrap.dedent(
@@ -176,7 +176,7 @@ def test_every_task_run_state_is_in_the_database_when_the_driver_exits(tmp_path)
         from kedro.io import DataCatalog
         from kedro.pipeline import Pipeline, node
         from kedro_prefect import PrefectRunner
-        from kedro_prefect.api.ephemeral import EPHEMERAL_API
+        from kedro_prefect.local_api import EPHEMERAL_API
 
         def one():
             return 1
@@ -263,7 +263,7 @@ def test_the_server_app_is_built_cheaply_and_keeps_every_router(tmp_path):
         """
         import gc, json
         from prefect.server.api import server
-        from kedro_prefect.api.server_app import create_app
+        from kedro_prefect.local_api.server_app import create_app
 
         before = [router.prefix for router in server.API_ROUTERS]
         full = []

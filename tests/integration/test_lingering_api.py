@@ -8,6 +8,7 @@ own, and stops every server it saw by PID at the end, also when it fails.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -22,7 +23,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kedro_prefect.api.lingering import IDLE_ENV, stop_server
+import kedro_prefect
+from kedro_prefect.local_api import (
+    APP_FACTORY,
+    IDLE_ENV,
+    server_code_files,
+    server_status,
+    stop_server,
+)
 from tests.helpers import eventually, run_kedro
 
 DRIVER = textwrap.dedent(
@@ -31,7 +39,7 @@ DRIVER = textwrap.dedent(
     from kedro.io import DataCatalog
     from kedro.pipeline import Pipeline, node
     from kedro_prefect import PrefectRunner
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     def one(x=None):
         return 1
@@ -40,7 +48,7 @@ DRIVER = textwrap.dedent(
     nodes = [node(one, None, "d0", name="n0")]
     nodes += [node(one, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, n)]
     PrefectRunner(flow_name=sys.argv[2]).run(Pipeline(nodes), DataCatalog())
-    print("SERVER", EPHEMERAL_API.pid, EPHEMERAL_API.reused, flush=True)
+    print("SERVER", EPHEMERAL_API.pid, EPHEMERAL_API.reused, EPHEMERAL_API.mode.value, flush=True)
     if len(sys.argv) > 3:  # then wait to be killed
         time.sleep(600)
     """
@@ -81,7 +89,9 @@ def _drive(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = [line for line in result.stdout.splitlines() if line.startswith("SERVER")][-1]
-    _, pid, reused = line.split()
+    _, pid, reused, mode = line.split()
+    # Whose server it is, said once: its own (a speculative launch that answered) or adopted.
+    assert mode == ("adopted" if reused == "True" else "started")
     return int(pid), reused == "True"
 
 
@@ -89,9 +99,7 @@ def _servers_of(home: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline", "environ"]):
         try:
-            if "kedro_prefect.api.server_app:create_app" not in " ".join(
-                proc.info["cmdline"] or []
-            ):
+            if APP_FACTORY not in " ".join(proc.info["cmdline"] or []):
                 continue
             if (proc.info["environ"] or {}).get("PREFECT_HOME") == str(home):
                 found.append(proc)
@@ -127,6 +135,13 @@ def test_next_run_reuses_the_server_and_api_status_and_stop_manage_it(
     assert status.returncode == 0, status.stderr
     assert info["url"] in status.stdout and f"PID:     {first}" in status.stdout
     assert "idle for" in status.stdout
+    # Only the services a local run needs: task run states and events are recorded; nothing
+    # for automations, schedules or event subscribers runs while it idles.
+    services = set(server_status(home)["services"])
+    assert {"TaskRunRecorder", "EventPersister"} <= services
+    assert not services & {"ReactiveTriggers", "Actions", "Distributor", "LogDistributor"}
+    assert not any("schedule_deployments" in s or "late" in s for s in services)
+    assert "Services: " in status.stdout and "TaskRunRecorder" in status.stdout
 
     stop = run_kedro(example_project, "prefect", "api", "stop", env=_env(home))
     assert stop.returncode == 0, stop.stderr
@@ -232,3 +247,80 @@ def test_a_bad_idle_time_is_one_clear_error_before_anything_runs(monkeypatch):
     monkeypatch.setenv(IDLE_ENV, "ten minutes")
     with pytest.raises(PrefectRunnerConfigError, match=IDLE_ENV):
         PrefectRunner()
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """The nodes of ``tree`` outside ``if TYPE_CHECKING:`` blocks."""
+    nodes: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            todo += node.orelse
+            continue
+        todo += list(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _server_import_closure() -> set[Path]:
+    """The kedro_prefect modules the server process can import (function-level imports too),
+    from its app factory on."""
+    package = Path(kedro_prefect.__file__).parent
+
+    def path_of(module: str) -> Path | None:
+        base = package.parent / Path(*module.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.exists():
+                return candidate
+        return None
+
+    todo = ["kedro_prefect.local_api.server_app"]
+    seen: set[Path] = set()
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        # Importing a module runs its packages' __init__ first.
+        for depth in range(1, len(parts) + 1):
+            path = path_of(".".join(parts[:depth]))
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            for node in _runtime_nodes(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                todo += [name for name in names if name.startswith("kedro_prefect")]
+    return seen
+
+
+def test_the_fingerprint_covers_every_module_the_server_process_runs():
+    closure = _server_import_closure()
+    assert Path(kedro_prefect.__file__).parent / "_upstream" / "prefect_server.py" in closure
+    assert closure - set(server_code_files()) == set()
+
+
+def test_a_server_running_older_code_is_not_reused(home, tmp_path):
+    """An edited patch of the server (say, after `git pull` in an editable install) is served by
+    a new server, not by the lingering one that runs the old code."""
+    code = tmp_path / "code"
+    shutil.copytree(Path(kedro_prefect.__file__).parent, code / "kedro_prefect")
+    env = _env(home, PYTHONPATH=str(code))
+    where = subprocess.run(
+        [sys.executable, "-c", "import kedro_prefect; print(kedro_prefect.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(code))
+    first, _ = _drive(tmp_path, env)
+    assert _drive(tmp_path, env) == (first, True)
+    patch = code / "kedro_prefect" / "_upstream" / "prefect_server.py"
+    patch.write_text(patch.read_text() + "\n# edited\n")
+    second, reused = _drive(tmp_path, env)
+    assert not reused and second != first
+    assert eventually(lambda: _gone(first)), "the server of the old code stops once idle"

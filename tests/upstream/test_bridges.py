@@ -105,7 +105,7 @@ def test_upsert_global_concurrency_limit_creates_then_updates(versions):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     name = f"tag:kp-bridge-{time.time_ns()}"
     with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
@@ -149,7 +149,7 @@ def test_api_log_batches_go_to_the_route_or_else_to_the_api():
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     taken: list[tuple[str, list]] = []
     marker = f"kp-route-{uuid.uuid4()}"

@@ -29,13 +29,17 @@ Relies on, and buys:
   updated without that field (:func:`upsert_global_concurrency_limit`).
 * ``APILogWorker._handle_batch(items)`` sends one batch of log lines with the worker's API client
   (``_client``): :func:`route_api_log_batches` hands the batches for the ephemeral API to files
-  instead (:mod:`kedro_prefect.api.log_spool`), so a run exits without waiting for the busy
+  instead (:mod:`kedro_prefect.local_api.log_spool`), so a run exits without waiting for the busy
   server to store its last lines.
 * ``ProcessPoolTaskRunner._forward_subprocess_messages`` (newer Prefect): the thread that hands
   the worker processes' events and log lines to this process's events and log workers. A plain
   thread sees Prefect's process-wide settings, not the run's settings context (which holds the
   run's API URL), and would start a temporary API server to send them to:
   :func:`process_pool_in_run_context` runs it in the context the task runner was entered in.
+* Prefect's queue services (the events and API log workers) drain at interpreter exit from
+  ``threading._register_atexit`` hooks, which run last-registered first:
+  :func:`before_prefect_exit_drains` registers a hook after them that runs before their drains
+  (the last log lines of a run against a server go to files, :mod:`kedro_prefect.api.log_courier`).
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
   default there (:func:`local_result_storage`).
@@ -63,6 +67,10 @@ CONTRACTS = (
         "prefect.logging.handlers:APILogWorker._handle_batch",
         "log lines for the local ephemeral API go to files its server stores (no wait at exit)",
         check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self", "items"],
+    ),
+    Contract(
+        "prefect._internal.concurrency.services:_QueueServiceBase._at_exit",
+        "Prefect's workers drain at thread shutdown, last registered first: later hooks run first",
     ),
     Contract(
         "prefect.task_engine:_concurrency",
@@ -283,6 +291,15 @@ def route_api_log_batches(route: Callable[[str, list[Any]], bool]) -> None:
 
         _handle_batch._kedro_prefect_routes = True  # type: ignore[attr-defined]
         APILogWorker._handle_batch = _handle_batch  # type: ignore[method-assign]
+
+
+def before_prefect_exit_drains(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at interpreter exit before the drains of Prefect's workers started so far.
+
+    Prefect's queue services register their drain with ``threading._register_atexit`` when they
+    start; those hooks run at thread shutdown (before ``atexit``), last registered first.
+    """
+    threading._register_atexit(hook)  # type: ignore[attr-defined]
 
 
 # --- settings ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Prefect's API server, as the ephemeral API process serves it: three patches and the app.
+"""Prefect's API server, as the ephemeral API process serves it: four patches and the app.
 
-Imported only in the server process (:mod:`kedro_prefect.api.server_app`), never by the driver.
-Relies on, and buys:
+Imported only in the server process (:mod:`kedro_prefect.local_api.server_app`), never by the
+driver. Relies on, and buys:
 
 * ``prefect.server.models.concurrency_limits_v2.bulk_increment_active_slots``: every Prefect
   task run that has tags asks the API for slots of its ``tag:<tag>`` limits; the server reads
@@ -22,6 +22,13 @@ Relies on, and buys:
   (before 0.137). With a newer FastAPI the routes are not copied and deleting them breaks every
   request (``'PrefectRouter' object has no attribute 'routes'``): Prefect >= 3.7.5 says which
   with ``_FASTAPI_COPIES_ROUTES_ON_INCLUDE``; older Prefect is told here from FastAPI's version.
+
+* ``prefect.server.api.server.background_worker`` (Prefect >= 3.6): the docket worker that runs
+  Prefect's perpetual services and the background tasks of API calls. A local API needs none
+  of them (its ephemeral mode runs only the event vacuum there; the tasks follow deleting runs,
+  workers and deployments, which runs never call), and the worker polls its in-memory queue
+  every 0.1-0.25 s: most of an idle lingering server's CPU. The docket itself stays (the API's
+  dependency); nothing consumes it.
 
 Each patch leaves Prefect as it is when its target is missing; the contract test says so.
 """
@@ -51,6 +58,15 @@ CONTRACTS = (
         "prefect.server.api.server:create_app",
         "Prefect's own API app, with `final` set only where FastAPI copied the routes",
         check=lambda fn: "final" in __import__("inspect").signature(fn).parameters,
+    ),
+    Contract(
+        "prefect.server.api.server:background_worker",
+        "no docket worker polling in the idle local API (it runs no perpetual service)",
+        expected=lambda: version_at_least("prefect", 3, 6),
+    ),
+    Contract(
+        "prefect.server.services.base:RunInEphemeralServers.enabled_services",
+        "the background services the local API runs, for `kedro prefect api status`",
     ),
     Contract(
         "prefect.server.api.server:_FASTAPI_COPIES_ROUTES_ON_INCLUDE",
@@ -142,11 +158,54 @@ def fastapi_copies_routes_on_include() -> bool:
     return not version_at_least("fastapi", 0, 137)
 
 
+def _without_background_worker() -> None:
+    """Serve the API without the docket worker (see the module docstring)."""
+    from prefect.server.api import server
+
+    original = getattr(server, "background_worker", None)
+    if original is None or getattr(original, "_kedro_prefect_none", False):
+        return  # another Prefect version: leave its server as it is
+
+    @asynccontextmanager
+    async def background_worker(*args: Any, **kwargs: Any) -> Any:
+        yield
+
+    background_worker._kedro_prefect_none = True  # type: ignore[attr-defined]
+    server.background_worker = background_worker
+
+
+def background_services() -> list[str]:
+    """The background services the app built by :func:`build_api_app` runs.
+
+    Prefect's services for ephemeral servers that the settings enable, and the perpetual
+    services of its background worker where that worker still runs (no Prefect version here).
+    """
+    from prefect.server.services.base import RunInEphemeralServers
+
+    names = [service.__name__ for service in RunInEphemeralServers.enabled_services()]
+    from prefect.server.api import server
+
+    worker = getattr(server, "background_worker", None)
+    if worker is None or getattr(worker, "_kedro_prefect_none", False):
+        return names
+    try:
+        from prefect.server.services.perpetual_services import get_perpetual_services
+    except ImportError:  # before the perpetual services
+        return names
+    names += [
+        config.function.__name__
+        for config in get_perpetual_services(ephemeral=True)
+        if config.enabled_getter()
+    ]
+    return names
+
+
 def build_api_app() -> Any:
     """Prefect's API app with the patches above (call with the garbage collector paused)."""
     _skip_empty_slot_increments()
     _immediate_sqlite_write_transactions()
     _run_routers_first()
+    _without_background_worker()
     from prefect.server.api import server
 
     return server.create_app(final=fastapi_copies_routes_on_include())

@@ -1,8 +1,9 @@
 """The Prefect settings and API client in force during one pipeline run.
 
 * ``PREFECT_API_URL`` set: runs report to that server (self-hosted or Prefect Cloud).
-* Not set: the ephemeral API (:mod:`kedro_prefect.api.ephemeral`), whose URL is put into the
-  settings of the run, so every task (also on Dask workers) talks to that one server.
+* Not set: the local ephemeral API (:mod:`kedro_prefect.local_api`), launched as soon as the
+  runner is constructed (:func:`start_ephemeral_api_early`), whose URL is put into the settings
+  of the run, so every task (also on Dask workers) talks to that one server.
 """
 
 from __future__ import annotations
@@ -13,10 +14,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kedro_prefect.api.ephemeral import EPHEMERAL_API, ephemeral_api_url
 from kedro_prefect.api.health import configured_api_url, plain_http_ssl_context
+from kedro_prefect.local_api import EPHEMERAL_API, idle_seconds
 
 logger = logging.getLogger(__name__)
+
+
+def start_ephemeral_api_early() -> None:
+    """Launch the ephemeral API in the background if this run will need it.
+
+    Called when a ``PrefectRunner`` is constructed, so the server starts while Kedro creates the
+    session and loads the catalog -- before this process imports Prefect, when it has not yet.
+    Does nothing when ``PREFECT_API_URL`` is configured.
+    """
+    idle_seconds()  # a bad KEDRO_PREFECT_API_IDLE_SECONDS fails here, before anything
+    launched = EPHEMERAL_API.start_before_prefect_import()
+    if configured_api_url():
+        if launched:
+            EPHEMERAL_API.not_needed()
+    elif not launched:
+        EPHEMERAL_API.start()
+
+
+def expect_recorded(states: dict[Any, Any]) -> None:
+    """Have ``states`` (task run id -> final state type) recorded before the ephemeral API stops.
+
+    Does nothing when the run reported to a server given by ``PREFECT_API_URL``: that server
+    keeps running and records them.
+    """
+    from prefect.settings import get_current_settings
+
+    if states and EPHEMERAL_API.running and get_current_settings().api.url == EPHEMERAL_API.url:
+        EPHEMERAL_API.expect_final_states(states)
 
 
 @contextmanager
@@ -34,17 +63,31 @@ def prefect_run_settings() -> Iterator[str]:
     if api_url is None:
         EPHEMERAL_API.start()  # launched already, normally: its URL is known before it answers
         _settings_for_run(context.settings, EPHEMERAL_API.url)  # made while it starts
-        api_url = ephemeral_api_url()
+        api_url = EPHEMERAL_API.wait()
         _hand_logs_to(EPHEMERAL_API)
     settings = _settings_for_run(context.settings, api_url)
     _events_go_to(api_url)
     with SettingsContext(profile=context.profile, settings=settings):
-        yield api_url
+        try:
+            yield api_url
+        finally:
+            if api_url != EPHEMERAL_API.url:
+                _hand_tail_to_courier(api_url)
+
+
+def _hand_tail_to_courier(api_url: str) -> None:
+    """At exit, the last log lines for a server go to a courier (:mod:`.log_courier`)."""
+    from kedro_prefect.api.log_courier import hand_tail_at_exit
+
+    try:
+        hand_tail_at_exit(api_url)
+    except Exception:  # then Prefect sends them at exit, as it does without this
+        logger.debug("Could not hand the last log lines to a courier", exc_info=True)
 
 
 def _hand_logs_to(api: Any) -> None:
-    """Log lines for the ephemeral API go to its server as files (:mod:`.log_spool`)."""
-    from kedro_prefect.api.log_spool import hand_logs_to_server
+    """Log lines for the ephemeral API go to its server as files (``local_api.log_spool``)."""
+    from kedro_prefect.local_api import hand_logs_to_server
 
     if api.pid is not None:
         hand_logs_to_server(api.url, api.state_dir().server_dir(api.pid))

@@ -15,7 +15,7 @@
 The handlers are installed inside the flow body (replacing, for its duration, the SIGTERM bridge
 Prefect's flow engine installs) and only in the main thread.
 
-Prefect's temporary API server (``kedro_prefect.api.ephemeral``) is started in its own session:
+Prefect's temporary API server (``kedro_prefect.local_api``) is started in its own session:
 a Ctrl-C in the terminal reaches the whole foreground process group, and the server must
 survive it to record the ``Cancelled`` state. It stops by itself when ``kedro run`` dies.
 """
@@ -182,7 +182,7 @@ def stop_child_processes() -> None:
     for child in multiprocessing.active_children():
         with contextlib.suppress(Exception):
             child.terminate()
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     with contextlib.suppress(Exception):
         EPHEMERAL_API.stop_without_waiting()

@@ -210,7 +210,7 @@ def _say_where_the_run_can_be_seen(run: PipelineRun) -> None:
     if run.ui_url:
         logger.info("Prefect flow run: %s", run.ui_url)
         return
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     if _history_hint_given or not EPHEMERAL_API.running or run.api_url != EPHEMERAL_API.url:
         return
@@ -230,7 +230,7 @@ def _ui_settings(api_url: str, ui_url: str) -> dict[str, Any] | None:
     A Prefect 3 server answers it even without a UI (since 3.9 listing the UIs it serves in
     ``available_uis``); the ephemeral API never serves a UI.
     """
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     if EPHEMERAL_API.running and api_url == EPHEMERAL_API.url:
         return None  # it never does; no need to ask
@@ -285,7 +285,7 @@ def _read_task_runs(run: PipelineRun) -> None:
     """
     from prefect import get_client
 
-    from kedro_prefect.api.records import read_recorded_task_runs
+    from kedro_prefect.local_api import read_recorded_task_runs
 
     by_id = {
         record.future.task_run_id: record

@@ -1,4 +1,4 @@
-"""Launching the ephemeral API server process: its environment and command line."""
+"""Launching the ephemeral API server process: its environment, command line and ending."""
 
 from __future__ import annotations
 
@@ -9,18 +9,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kedro_prefect.api.lingering import APP_FACTORY
-from kedro_prefect.api.server_app import HOME_ENV, PARENT_PID_ENV, PORT_ENV, SPECULATIVE_ENV
+from kedro_prefect.local_api.server_app import HOME_ENV, PARENT_PID_ENV, PORT_ENV, SPECULATIVE_ENV
+from kedro_prefect.local_api.state import APP_FACTORY
 
 logger = logging.getLogger(__name__)
 
 #: uvicorn's exit code when the server could not start (e.g. the port was taken meanwhile).
-_STARTUP_FAILURE = 3
+STARTUP_FAILURE = 3
 #: The least time to wait for the server to answer: a loaded 2-core machine needs 20-30 s for a
 #: fresh database, more than Prefect's default ``server.ephemeral.startup_timeout_seconds`` (20).
 MIN_STARTUP_TIMEOUT = 90.0
 #: The file under ``PREFECT_HOME`` that the server process writes its output to.
 LOG_FILE_NAME = "kedro-prefect-ephemeral-api.log"
+#: Prefect's background services a local API does not run (see :func:`server_env`).
+LOCAL_SERVICES_ENV = {
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",  # automations: triggers and actions
+    "PREFECT_API_EVENTS_STREAM_OUT_ENABLED": "false",  # events to websocket subscribers
+    "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "false",  # logs to websocket subscribers
+}
 
 
 def free_port() -> int:
@@ -59,6 +65,11 @@ def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
         # blocks. `prefect server start` on the same database registers them.
         "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
         "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+        # Only the services a local run needs (it serves no deployments, automations or event
+        # subscribers): the task run recorder and the event persister (and its retention),
+        # which Prefect's ephemeral mode runs anyway. Triggers, actions and the event stream
+        # out cost CPU while the lingering server idles.
+        **LOCAL_SERVICES_ENV,
         HOME_ENV: str(home),
     }
     env.pop("PREFECT_API_URL", None)
@@ -103,7 +114,7 @@ def popen_server(env: dict[str, str], port: int, log_path: Path) -> subprocess.P
         )
 
 
-def _reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
+def reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
     """Wait for a terminated server process to exit; kill it if it takes over ``timeout`` s."""
     try:
         process.wait(timeout=timeout)
@@ -112,7 +123,7 @@ def _reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
         process.wait()
 
 
-def _drain_prefect_workers(timeout: float) -> None:
+def drain_prefect_workers(timeout: float) -> None:
     """Send what Prefect's events and API log workers still hold (if they were ever used)."""
     for module, name in (
         ("prefect.events.worker", "EventsWorker"),
@@ -127,8 +138,29 @@ def _drain_prefect_workers(timeout: float) -> None:
             logger.debug("Could not drain %s at exit", name, exc_info=True)
 
 
-def _startup_timeout() -> float:
+def startup_timeout() -> float:
     from prefect.settings import get_current_settings
 
     configured = get_current_settings().server.ephemeral.startup_timeout_seconds
     return max(float(configured), MIN_STARTUP_TIMEOUT)
+
+
+def answers(api_url: str, timeout: float) -> bool:
+    """Whether the local API at ``api_url`` answers its health check."""
+    import httpx
+
+    try:
+        # Plain HTTP to this machine: no CA bundle to load (~30 ms a client).
+        with httpx.Client(timeout=timeout, verify=False) as client:
+            return client.get(f"{api_url}/health").status_code == 200
+    except Exception:
+        return False
+
+
+def output_tail(log_path: Path, chars: int = 3000) -> str:
+    """The end of the server's output, for an error message (empty if there is none)."""
+    try:
+        tail = log_path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+    return f"Its output ({log_path}):\n{tail}"

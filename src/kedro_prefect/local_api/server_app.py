@@ -10,7 +10,10 @@ waits for the next. Here the collector is paused while the app is built and the 
 are frozen (``gc.freeze``: later collections skip them): on a 2-core machine the server answered
 after 2.3 s instead of 3.1 s, and its first flow run took 0.03 s instead of 0.22 s.
 
-It also stops itself once no run uses it any more (:mod:`kedro_prefect.api.server_watch`):
+It runs only the background services a local run needs (:data:`.launch.LOCAL_SERVICES_ENV`) and
+says which in its state directory (``kedro prefect api status``).
+
+It also stops itself once no run uses it any more (:mod:`.server_watch`):
 the process that launched it and the runs that reuse it are gone (also after ``kill -9``), the
 task run states they sent are recorded and the idle time has passed. When launched before the
 driver knew whether the run needs it (:data:`SPECULATIVE_ENV`), it exits with
@@ -27,7 +30,7 @@ import gc
 import os
 from typing import Any
 
-#: Set by :mod:`kedro_prefect.api.ephemeral`: the process that launched this server.
+#: Set by :mod:`.launch`: the process that launched this server.
 PARENT_PID_ENV = "KEDRO_PREFECT_EPHEMERAL_PARENT_PID"
 #: Set when the server was launched before the driver imported Prefect's settings.
 SPECULATIVE_ENV = "KEDRO_PREFECT_EPHEMERAL_SPECULATIVE"
@@ -50,21 +53,37 @@ def create_app() -> Any:
     try:
         from kedro_prefect._upstream.prefect_server import build_api_app
 
-        return build_api_app()
+        app = build_api_app()
     finally:
         gc.freeze()
         gc.enable()
+    _record_services()
+    return app
 
 
-def _watch_use() -> None:
-    """Stop once unused (:mod:`kedro_prefect.api.server_watch`); tidy up the state files at exit."""
+def _record_services() -> None:
+    """Write the background services this server runs where ``kedro prefect api status`` reads."""
     home = os.environ.get(HOME_ENV)
     if not home:
         return
     from pathlib import Path
 
-    from kedro_prefect.api.lingering import StateDir, idle_seconds
-    from kedro_prefect.api.server_watch import start_watch
+    from kedro_prefect._upstream.prefect_server import background_services
+    from kedro_prefect.local_api.state import StateDir
+
+    StateDir(Path(home)).write_services(os.getpid(), background_services())
+
+
+def _watch_use() -> None:
+    """Stop once unused (:mod:`.server_watch`); tidy up the state files at exit."""
+    home = os.environ.get(HOME_ENV)
+    if not home:
+        return
+    from pathlib import Path
+
+    from kedro_prefect.local_api.lingering import idle_seconds
+    from kedro_prefect.local_api.server_watch import start_watch
+    from kedro_prefect.local_api.state import StateDir
 
     parent = os.environ.get(PARENT_PID_ENV, "")
     port = os.environ.get(PORT_ENV, "")

@@ -8,7 +8,7 @@ still busy recording the run's task runs, so that last request took 2-3 s at 1,0
 For the ephemeral API of this package (a server process on this machine, of this user), a run
 writes each batch to a file in the server's directory instead (``logs-<pid>-<ns>.json``, the
 request body Prefect would send, readable by its owner only, written atomically), and the
-server's watch thread (:mod:`kedro_prefect.api.server_watch`) sends the files to its own API in
+server's watch thread (:mod:`.server_watch`) sends the files to its own API in
 order and removes each once stored. Nothing is lost if the driver exits or is killed: the file
 is there; the server counts as busy (does not stop) while files wait (a file its API keeps
 refusing for :data:`MAX_AGE_SECONDS` is dropped). The flow run's logs show up
@@ -46,7 +46,7 @@ def hand_logs_to_server(api_url: str, directory: Path) -> None:
 
     with _lock:
         _directories[api_url.rstrip("/")] = Path(directory)
-    route_api_log_batches(_write_batch)
+    route_api_log_batches(write_batch)
 
 
 def stop_handing_logs(api_url: str) -> None:
@@ -55,7 +55,7 @@ def stop_handing_logs(api_url: str) -> None:
         _directories.pop(api_url.rstrip("/"), None)
 
 
-def _write_batch(api_url: str, items: list[Any]) -> bool:
+def write_batch(api_url: str, items: list[Any]) -> bool:
     """Write one batch of log lines (Prefect's JSON bytes, or dicts before 3.7) to a file."""
     with _lock:
         directory = _directories.get(api_url.rstrip("/"))

@@ -1,12 +1,12 @@
 """When the ephemeral API server stops itself: runs gone, their states recorded, idle long enough.
 
-Runs in a thread of the server process (:func:`kedro_prefect.api.server_app.create_app`). The
+Runs in a thread of the server process (:func:`.server_app.create_app`). The
 server is *busy* while the process that launched it lives, while a run that reuses it lives
-(``client-<pid>`` files, :mod:`kedro_prefect.api.lingering`), and while task run states that a
+(``client-<pid>`` files, :mod:`.lingering`), and while task run states that a
 finished run sent are not recorded yet (``pending-*.json``: a run exits as soon as its pipeline
 is done, without waiting for the server's bookkeeping; the server checks its own API until it
 shows every final state, or the file's deadline passes), and while log lines wait in
-``logs-*.json`` files (:mod:`kedro_prefect.api.log_spool`; this thread sends them to the API).
+``logs-*.json`` files (:mod:`.log_spool`; this thread sends them to the API).
 Once it is not busy for the idle time (``KEDRO_PREFECT_API_IDLE_SECONDS``; ``0``: at once), or
 when its ``PREFECT_HOME`` is gone, it stops as on Ctrl+C. A killed launcher or run counts as
 gone: no server outlives its use.
@@ -24,10 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.api.lingering import StateDir
-from kedro_prefect.api.log_spool import deliver_spooled
+from kedro_prefect.local_api.log_spool import deliver_spooled
+from kedro_prefect.local_api.state import StateDir
 
 logger = logging.getLogger(__name__)
+
+#: How often the thread looks while the server is idle (and while busy: ``interval``, 0.2 s).
+IDLE_INTERVAL = 1.0
 
 
 def start_watch(
@@ -51,7 +54,7 @@ def _watch(
     me = os.getpid()
     idle_since: float | None = None
     while True:
-        time.sleep(interval)
+        time.sleep(interval if idle_since is None else IDLE_INTERVAL)
         if not home.is_dir():
             break
         busy = bool(parent_pid and os.getppid() == parent_pid) or bool(state.live_clients(me))
@@ -72,6 +75,7 @@ def _watch(
         if idle_since is None:
             idle_since = now
             state.set_idle_since(me, now)
+            _release_memory()
         # A server no run can find (lingering off, or not registered) has no reason to wait.
         linger = idle_seconds if state.registered_pid() == me else 0.0
         if now - idle_since < linger:
@@ -90,6 +94,16 @@ def _watch(
     os.kill(me, signal.SIGTERM)
 
 
+def _release_memory() -> None:
+    """Give the memory the last runs' bookkeeping freed back to the system (glibc only)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _check_recorded(pending: list[Path], api_url: str) -> None:
     """Remove the pending files whose task run states the API shows (or whose deadline passed)."""
     from uuid import UUID
@@ -97,7 +111,7 @@ def _check_recorded(pending: list[Path], api_url: str) -> None:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import StateType
 
-    from kedro_prefect.api.records import read_recorded_task_runs
+    from kedro_prefect.local_api.records import read_recorded_task_runs
 
     with SyncPrefectClient(api_url) as client:
         for path in pending:

@@ -1,23 +1,19 @@
-"""A lingering ephemeral API: one server per ``PREFECT_HOME``, reused by the next runs until idle.
+"""The files of a ``PREFECT_HOME``'s local API: find, share and stop its server.
 
-Starting the ephemeral API costs seconds, so after a run its server stays up for
-``KEDRO_PREFECT_API_IDLE_SECONDS`` (default :data:`DEFAULT_IDLE_SECONDS`; ``0`` turns lingering
-off) and the next run on the same ``PREFECT_HOME`` uses it, like a build daemon. Everything that
-tells a run where it is lives in ``PREFECT_HOME/kedro-prefect-api/`` (a directory only its owner
-can read, files ``0600``):
+Everything that tells a run where the server of its home is lives in
+``PREFECT_HOME/kedro-prefect-api/`` (a directory only its owner can read, files ``0600``):
 
-* ``server.json``: URL, PID, user, versions and the *fingerprint* of the server of this home:
-  a hash of what its settings come from (Prefect and kedro-prefect versions, the interpreter, the
-  ``PREFECT_*`` environment, the idle time and Prefect's settings files). A run reuses a server
-  only when the fingerprint is its own, the file and the process belong to its user and the
-  process is a kedro-prefect API server; otherwise it stops that server (if idle) and starts one.
+* ``server.json``: URL, PID, user, versions and the fingerprint of the server of this home
+  (:func:`.lingering.fingerprint`). A run reuses a server only when the
+  fingerprint is its own, the file and the process belong to its user and the process is a
+  kedro-prefect API server.
 * ``start.lock``: held (``flock``) while a run looks for the server or starts one: two runs
   starting at once find one server.
 * ``<server pid>/client-<pid>``: a run using that server; ``<server pid>/pending-<pid>.json``:
   task run states a finished run sent and the server must record before it stops (the run
-  itself exits without waiting, :mod:`kedro_prefect.api.server_watch`);
+  itself exits without waiting, :mod:`.server_watch`);
   ``<server pid>/logs-<pid>-<ns>.json``: log lines for the server to store
-  (:mod:`kedro_prefect.api.log_spool`).
+  (:mod:`.log_spool`).
 
 Imported by the server process too: imports nothing heavy.
 """
@@ -26,93 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
-import logging
 import os
-import signal
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-logger = logging.getLogger(__name__)
-
-#: Seconds an idle ephemeral API stays up after its last run; ``0``: stop when the run exits.
-IDLE_ENV = "KEDRO_PREFECT_API_IDLE_SECONDS"
-DEFAULT_IDLE_SECONDS = 900.0
 #: The directory under ``PREFECT_HOME``.
 DIR_NAME = "kedro-prefect-api"
 #: What the server's command line names (to tell our servers from a recycled PID).
-APP_FACTORY = "kedro_prefect.api.server_app:create_app"
-#: Environment variables the launcher sets for the server itself: not part of the fingerprint.
-_NOT_FINGERPRINTED = {
-    "PREFECT_API_URL",
-    "PREFECT_API_KEY",
-    "PREFECT_UI_ENABLED",
-    "PREFECT_SERVER_ANALYTICS_ENABLED",
-    "PREFECT_API_BLOCKS_REGISTER_ON_START",
-    "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
-}
-_SETTINGS_FILES = ("prefect.toml", ".env", "pyproject.toml")
-
-
-def idle_seconds(env: Mapping[str, str] = os.environ) -> float:
-    """The configured idle time (``KEDRO_PREFECT_API_IDLE_SECONDS``); ``0`` turns lingering off.
-
-    Raises:
-        PrefectRunnerConfigError: The value is not a number of seconds >= 0.
-    """
-    raw = env.get(IDLE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_IDLE_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        from kedro_prefect.errors import PrefectRunnerConfigError
-
-        raise PrefectRunnerConfigError(
-            f"{IDLE_ENV}={raw!r} is not a number of seconds >= 0 (how long the ephemeral API "
-            "stays up after a run; 0 turns lingering off)."
-        )
-    return value
-
-
-def home_from_env(env: Mapping[str, str] = os.environ) -> Path:
-    """``PREFECT_HOME`` as the environment gives it (Prefect's default ``~/.prefect``)."""
-    return Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
-
-
-def fingerprint(env: Mapping[str, str], cwd: Path, home: Path) -> str:
-    """What a server launched with ``env`` in ``cwd`` takes its settings from, hashed."""
-    from importlib.metadata import version
-
-    digest = hashlib.sha256()
-    parts: list[Any] = [
-        sys.executable,
-        version("prefect"),
-        version("kedro-prefect"),
-        env.get(IDLE_ENV, ""),
-        sorted(
-            (key, value)
-            for key, value in env.items()
-            if key.startswith("PREFECT_") and key not in _NOT_FINGERPRINTED
-        ),
-    ]
-    # The server's own code: an edited (editable) install does not reuse a server of the old.
-    package = Path(__file__).parent
-    parts.append(sorted((p.name, p.stat().st_mtime_ns) for p in package.glob("*.py")))
-    profiles = env.get("PREFECT_PROFILES_PATH") or str(home / "profiles.toml")
-    for path in (Path(profiles).expanduser(), *(cwd / name for name in _SETTINGS_FILES)):
-        with contextlib.suppress(OSError):
-            parts.append((str(path), hashlib.sha256(path.read_bytes()).hexdigest()))
-    digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+APP_FACTORY = "kedro_prefect.local_api.server_app:create_app"
 
 
 @dataclass
@@ -179,7 +99,7 @@ class StateDir:
 
     def write_server(self, info: ServerInfo) -> None:
         self.ensure()
-        _write_private(self.path / "server.json", json.dumps(asdict(info)))
+        write_private(self.path / "server.json", json.dumps(asdict(info)))
 
     def read_server(self) -> ServerInfo | None:
         """The server of this home, if it is alive, this user's and a kedro-prefect API server."""
@@ -195,12 +115,12 @@ class StateDir:
             return None
         return info
 
-    def register(self, url: str, pid: int, fingerprint: str) -> None:
+    def register(self, url: str, pid: int, fingerprint: str, idle_seconds: float) -> None:
         """Make the server at ``url`` the one of this home (once it answers)."""
         from importlib.metadata import version
 
         info = ServerInfo(
-            url, pid, os.getuid(), fingerprint, idle_seconds(), version("prefect"), time.time()
+            url, pid, os.getuid(), fingerprint, idle_seconds, version("prefect"), time.time()
         )
         self.write_server(info)
 
@@ -226,7 +146,7 @@ class StateDir:
         self.ensure()
         directory = self.server_dir(server_pid)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(directory / f"client-{pid or os.getpid()}", "")
+        write_private(directory / f"client-{pid or os.getpid()}", "")
 
     def remove_client(self, server_pid: int, pid: int | None = None) -> None:
         with contextlib.suppress(OSError):
@@ -251,7 +171,7 @@ class StateDir:
         directory = self.server_dir(server_pid)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = json.dumps({"deadline": deadline, "states": dict(states)})
-        _write_private(directory / f"pending-{os.getpid()}-{time.time_ns()}.json", body)
+        write_private(directory / f"pending-{os.getpid()}-{time.time_ns()}.json", body)
 
     def pending(self, server_pid: int) -> list[Path]:
         with contextlib.suppress(OSError):
@@ -260,9 +180,21 @@ class StateDir:
 
     def unfinished(self, server_pid: int) -> list[Path]:
         """Task run states and log lines that runs left the server to record."""
-        from kedro_prefect.api.log_spool import spooled
+        from kedro_prefect.local_api.log_spool import spooled
 
         return self.pending(server_pid) + spooled(self.server_dir(server_pid))
+
+    def write_services(self, server_pid: int, names: list[str]) -> None:
+        """The background services the server runs (written by the server itself)."""
+        directory = self.server_dir(server_pid)
+        with contextlib.suppress(OSError):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(directory / "services.json", json.dumps(names))
+
+    def services(self, server_pid: int) -> list[str] | None:
+        with contextlib.suppress(OSError, ValueError):
+            return list(json.loads((self.server_dir(server_pid) / "services.json").read_text()))
+        return None
 
     def set_idle_since(self, server_pid: int, since: float | None) -> None:
         path = self.server_dir(server_pid) / "idle-since"
@@ -270,7 +202,7 @@ class StateDir:
             if since is None:
                 path.unlink(missing_ok=True)
             else:
-                _write_private(path, repr(since))
+                write_private(path, repr(since))
 
     def idle_since(self, server_pid: int) -> float | None:
         with contextlib.suppress(OSError, ValueError):
@@ -290,27 +222,7 @@ class StateDir:
                     self.remove_server_dir(int(path.name))
 
 
-def reusable_server(state: StateDir, fingerprint: str) -> ServerInfo | None:
-    """The server of ``state``'s home if a run of ``fingerprint`` may reuse it (hold the lock).
-
-    A server of another fingerprint is retired: no run finds it any more, and it stops by
-    itself once the runs using it are gone and their states recorded.
-    """
-    info = state.read_server()
-    if info is not None and info.fingerprint == fingerprint:
-        return info
-    if info is not None:
-        logger.info(
-            "Replacing the lingering Prefect ephemeral API (PID %s): other Prefect version or "
-            "settings",
-            info.pid,
-        )
-        state.remove_server(info.pid)
-    state.remove_stale_server_dirs()
-    return None
-
-
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, readable by its owner only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -344,68 +256,3 @@ def is_api_server(pid: int) -> bool:
     except OSError:
         return False
     return APP_FACTORY.encode() in cmdline and "\nState:\tZ" not in status
-
-
-def terminate(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM a server (checked to be one), SIGKILL it after ``timeout`` s; return once gone."""
-    if not is_api_server(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and not _zombie(pid):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + timeout
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # our own child: reap it
-        time.sleep(0.05)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def server_status(home: Path) -> dict[str, Any] | None:
-    """URL, PID, clients and idle time of the lingering server of ``home`` (``None``: none)."""
-    state = StateDir(home)
-    info = state.read_server()
-    if info is None:
-        return None
-    since = state.idle_since(info.pid)
-    return {
-        **asdict(info),
-        "clients": state.live_clients(info.pid),
-        "idle_for": None if since is None else max(0.0, time.time() - since),
-    }
-
-
-def stop_server(home: Path | None = None) -> ServerInfo | None:
-    """Stop the lingering server of ``home`` (default: Prefect's ``PREFECT_HOME``); return it."""
-    if home is None:
-        from prefect.settings import get_current_settings
-
-        home = Path(get_current_settings().home)
-    state = StateDir(home)
-    if not state.path.is_dir():
-        return None
-    with state.locked():
-        info = state.read_server()
-        if info is None:
-            return None
-        state.remove_server(info.pid)  # no run finds it any more
-    wait_for_pending(state, info.pid)
-    terminate(info.pid)
-    state.remove_server_dir(info.pid)
-    return info
-
-
-def wait_for_pending(state: StateDir, server_pid: int, most: float = 600.0) -> None:
-    """Wait until the server recorded the states and log lines runs left it (or their deadline)."""
-    limit = time.time() + most
-    while state.unfinished(server_pid) and is_api_server(server_pid) and time.time() < limit:
-        time.sleep(0.1)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def read_recorded_task_runs(
@@ -36,6 +39,24 @@ def read_recorded_task_runs(
         if len(recorded) == len(final_states) or time.monotonic() >= deadline:
             return recorded
         time.sleep(0.025)
+
+
+def wait_until_recorded(
+    api_url: str, final_states: dict[Any, Any], seconds: float
+) -> dict[Any, Any]:
+    """Wait up to ``seconds`` until the API shows every final state; return those it does not."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    started = time.monotonic()
+    with SyncPrefectClient(api_url) as client:
+        recorded = read_recorded_task_runs(client, final_states, started + seconds)
+    left = {key: value for key, value in final_states.items() if key not in recorded}
+    logger.debug(
+        "Waited %.2f s for the API to record task run states (%d not recorded)",
+        time.monotonic() - started,
+        len(left),
+    )
+    return left
 
 
 #: The most items the Prefect API returns per request.

@@ -3,9 +3,9 @@
 * ``PREFECT_API_URL`` set: runs report to that server (self-hosted or Prefect Cloud).
 * Not set: Prefect's ephemeral API, a local server process on 127.0.0.1 storing its SQLite
   database under ``PREFECT_HOME``. It is started once per Python process, in the driver, or
-  reused from an earlier run (it lingers while idle, :mod:`kedro_prefect.api.lingering`), and
-  its URL is put into the settings of the run, so every task (also on Dask workers) talks to
-  that one server instead of starting its own. At exit the driver does not wait for the server
+  reused from an earlier run (it lingers while idle, :mod:`.lingering`), and its URL is put
+  into the settings of the run, so every task (also on Dask workers) talks to that one server
+  instead of starting its own. At exit the driver does not wait for the server
   to record the run's task run states: the server does that on its own, then stops when idle.
 
 Starting the ephemeral API costs seconds (the server imports ``prefect.server``, checks the
@@ -16,13 +16,18 @@ has not imported Prefect yet (``kedro run``), the launch happens even before the
 Prefect (~2 s): the server resolves Prefect's settings itself and exits at once if they name an
 API URL after all. The driver never imports ``prefect.server`` (another ~4 s of imports on a
 small machine): the server process is ``python -m uvicorn`` serving
-:func:`kedro_prefect.api.server_app.create_app`, which is the app of Prefect's own
+:func:`kedro_prefect.local_api.server_app.create_app`, which is the app of Prefect's own
 ``SubprocessASGIServer``.
+
+An :class:`EphemeralAPI` is in one :class:`Mode` at a time: its own server (:attr:`Mode.STARTED`),
+one launched before the run knew it needs it (:attr:`Mode.SPECULATIVE`, until it answers), or
+the lingering server of an earlier run (:attr:`Mode.ADOPTED`).
 """
 
 from __future__ import annotations
 
 import atexit
+import enum
 import logging
 import os
 import subprocess
@@ -33,21 +38,27 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.api import lingering
-from kedro_prefect.api.health import configured_api_url
-from kedro_prefect.api.launch import (
-    _STARTUP_FAILURE,
+from kedro_prefect.local_api.launch import (
     LOG_FILE_NAME,
-    _drain_prefect_workers,
-    _reap,
-    _startup_timeout,
+    STARTUP_FAILURE,
+    answers,
+    drain_prefect_workers,
     free_port,
+    output_tail,
     popen_server,
+    reap,
     server_env,
+    startup_timeout,
 )
-from kedro_prefect.api.lingering import ServerInfo, StateDir
-from kedro_prefect.api.records import read_recorded_task_runs
-from kedro_prefect.api.server_app import NOT_NEEDED_EXIT_CODE
+from kedro_prefect.local_api.lingering import (
+    fingerprint,
+    idle_seconds,
+    reusable_server,
+    wait_for_pending,
+)
+from kedro_prefect.local_api.records import wait_until_recorded
+from kedro_prefect.local_api.server_app import NOT_NEEDED_EXIT_CODE
+from kedro_prefect.local_api.state import ServerInfo, StateDir, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +71,24 @@ PENDING_SECONDS = 120.0
 PENDING_SECONDS_PER_TASK_RUN = 0.5
 
 
+class Mode(enum.Enum):
+    """Whose server an :class:`EphemeralAPI` uses."""
+
+    #: Launched by this process, which stops it (or leaves it to linger) at exit.
+    STARTED = "started"
+    #: Launched by this process before it imported Prefect: it exits by itself if the settings
+    #: name an API URL after all (:meth:`EphemeralAPI.not_needed`); :attr:`STARTED` once it answers.
+    SPECULATIVE = "speculative"
+    #: The lingering server of an earlier run, on the same ``PREFECT_HOME``: only left at exit.
+    ADOPTED = "adopted"
+
+
 class EphemeralAPI:
     """Prefect's ephemeral API server process: launched (or reused) once per Python process.
 
     :meth:`start` launches it or finds the lingering one and returns at once; :meth:`wait`
     waits until it answers. At exit the process leaves it the task run states to record
-    (:mod:`kedro_prefect.api.server_watch`); :meth:`shutdown` waits for them and stops it.
+    (:mod:`kedro_prefect.local_api.server_watch`); :meth:`shutdown` waits for them and stops it.
     """
 
     def __init__(self) -> None:
@@ -77,8 +100,9 @@ class EphemeralAPI:
         self._owner_pid = os.getpid()
         self._atexit_registered = False
         self._log_path: Path | None = None
-        self._speculative = False
-        #: The lingering server of another process this one uses (``None``: its own, or none).
+        #: Whose server this is (``None``: none launched or found yet, or stopped).
+        self._mode: Mode | None = None
+        #: The lingering server of another process this one uses (:attr:`Mode.ADOPTED`).
         self._adopted: ServerInfo | None = None
         #: Where the server's files live, when lingering is on.
         self._state: StateDir | None = None
@@ -89,6 +113,11 @@ class EphemeralAPI:
         self._unsettled: dict[Any, Any] = {}
         #: Server processes launched so far (a relaunch happens only if one died).
         self.launches = 0
+
+    @property
+    def mode(self) -> Mode | None:
+        """Whose server this process uses (``None``: none)."""
+        return self._mode
 
     @property
     def url(self) -> str:
@@ -106,19 +135,19 @@ class EphemeralAPI:
     @property
     def pid(self) -> int | None:
         """Process id of the server process, if one was launched or reused."""
-        if self._adopted is not None:
+        if self._mode is Mode.ADOPTED:
             return self._adopted.pid
         return self._process.pid if self._process is not None else None
 
     @property
     def reused(self) -> bool:
         """Whether the server is a lingering one, launched by an earlier run."""
-        return self._adopted is not None
+        return self._mode is Mode.ADOPTED
 
     @property
     def running(self) -> bool:
-        if self._adopted is not None:
-            return lingering.pid_alive(self._adopted.pid)
+        if self._mode is Mode.ADOPTED:
+            return pid_alive(self._adopted.pid)
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
@@ -140,14 +169,14 @@ class EphemeralAPI:
         if "prefect" in sys.modules or os.environ.get("PREFECT_API_URL"):
             return False
         with self._lock:
-            if self._process is None and self._adopted is None:
+            if self._mode is None:
                 self._find_or_launch(speculative=True)
         return True
 
     def not_needed(self) -> None:
         """A speculative launch turned out unneeded (an API URL is configured): stop it."""
         with self._lock:
-            if self._speculative or self._adopted is not None:
+            if self._mode in (Mode.SPECULATIVE, Mode.ADOPTED):
                 self.stop()
 
     def wait(self, timeout: float | None = None) -> str:
@@ -160,13 +189,13 @@ class EphemeralAPI:
         with self._lock:
             if self._ready and self.running:
                 return self.url
-            if self._adopted is not None:
+            if self._mode is Mode.ADOPTED:
                 if self._adopted_answers():
                     return self.url
                 self._retire_adopted()
             if not self.running:
                 self._find_or_launch(speculative=False)
-                if self._adopted is not None:
+                if self._mode is Mode.ADOPTED:
                     if self._adopted_answers():
                         return self.url
                     self._retire_adopted()
@@ -178,7 +207,7 @@ class EphemeralAPI:
                 "Waiting for Prefect's ephemeral API (launched %.1f s ago)",
                 time.monotonic() - self._started_at,
             )
-            timeout = timeout if timeout is not None else _startup_timeout()
+            timeout = timeout if timeout is not None else startup_timeout()
             deadline = time.monotonic() + timeout
             relaunches = 0
             import httpx
@@ -188,13 +217,13 @@ class EphemeralAPI:
                     assert self._process is not None
                     code = self._process.poll()
                     if code is not None:
-                        if code == NOT_NEEDED_EXIT_CODE and self._speculative:
+                        if code == NOT_NEEDED_EXIT_CODE and self._mode is Mode.SPECULATIVE:
                             # It saw an API URL this process does not use: launch for real.
                             self._launch(speculative=False)
                             continue
-                        if code == _STARTUP_FAILURE and relaunches < 2:
+                        if code == STARTUP_FAILURE and relaunches < 2:
                             relaunches += 1
-                            self._launch(speculative=self._speculative)
+                            self._launch(speculative=self._mode is Mode.SPECULATIVE)
                             continue
                         self._unlock_start()
                         raise RuntimeError(
@@ -213,6 +242,7 @@ class EphemeralAPI:
                         )
                     time.sleep(0.05)
             self._ready = True
+            self._mode = Mode.STARTED  # a speculative launch proved needed
             self._register()
             logger.debug(
                 "Prefect ephemeral API at %s (ready %.1f s after launch)",
@@ -223,12 +253,12 @@ class EphemeralAPI:
 
     def stop(self) -> None:
         """Stop the server process if this process launched it; else only stop using it."""
-        if self._adopted is not None:
+        if self._mode is Mode.ADOPTED:
             self._release_adopted()
             return
         process = self._terminate()
         if process is not None:
-            _reap(process)
+            reap(process)
 
     def stop_without_waiting(self) -> None:
         """Send the server process SIGTERM and return at once (a second Ctrl-C's exit)."""
@@ -239,6 +269,8 @@ class EphemeralAPI:
         with self._lock:
             process, self._process = self._process, None
             self._ready = False
+            if self._mode is not Mode.ADOPTED:
+                self._mode = None
             self._unlock_start()
             if process is None or os.getpid() != self._owner_pid:
                 return None
@@ -263,11 +295,11 @@ class EphemeralAPI:
         launched by another process is only left, once it has recorded this process's runs).
         """
         if self.running and os.getpid() == self._owner_pid:
-            _drain_prefect_workers(timeout=5)
+            drain_prefect_workers(timeout=5)
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
             with suppress(Exception):  # and the log lines left to the server as files
-                lingering.wait_for_pending(self.state_dir(), self.pid, most=SETTLE_SECONDS)
+                wait_for_pending(self.state_dir(), self.pid, most=SETTLE_SECONDS)
         self.stop()
 
     def _leave_at_exit(self) -> None:
@@ -278,7 +310,7 @@ class EphemeralAPI:
         """
         if not self.running or os.getpid() != self._owner_pid:
             return
-        _drain_prefect_workers(timeout=5)
+        drain_prefect_workers(timeout=5)
         pid = self.pid
         if self._unsettled and self._ready and pid is not None:
             state = self.state_dir()
@@ -291,25 +323,14 @@ class EphemeralAPI:
                     {str(key): getattr(v, "value", str(v)) for key, v in self._unsettled.items()},
                     deadline,
                 )
-        if self._adopted is not None:
+        if self._mode is Mode.ADOPTED:
             self._release_adopted()
 
     def _wait_until_recorded(self) -> None:
         """Wait (bounded) until the server shows the final state of every expected task run."""
-        if not self._unsettled or not (self._ready or self._adopted):
-            return
-        from prefect.client.orchestration import SyncPrefectClient
-
-        started = time.monotonic()
-        deadline = started + SETTLE_SECONDS + SETTLE_SECONDS_PER_TASK_RUN * len(self._unsettled)
-        with SyncPrefectClient(self.url) as client:
-            for task_run_id in read_recorded_task_runs(client, self._unsettled, deadline):
-                del self._unsettled[task_run_id]
-        logger.debug(
-            "Waited %.2f s for the ephemeral API to record task run states (%d not recorded)",
-            time.monotonic() - started,
-            len(self._unsettled),
-        )
+        if self._unsettled and (self._ready or self._adopted):
+            seconds = SETTLE_SECONDS + SETTLE_SECONDS_PER_TASK_RUN * len(self._unsettled)
+            self._unsettled = wait_until_recorded(self.url, self._unsettled, seconds)
 
     # -- finding, launching and registering the server ----------------------------------------
 
@@ -321,14 +342,14 @@ class EphemeralAPI:
         """
         env, home = server_env(speculative)
         self._state = None
-        if lingering.idle_seconds() <= 0:
+        if idle_seconds() <= 0:
             self._launch(speculative, env, home)
             return
         state = StateDir(home)
         self._unlock_start()
         fd = state.lock()
         try:
-            info = lingering.reusable_server(state, lingering.fingerprint(env, Path.cwd(), home))
+            info = reusable_server(state, fingerprint(env, Path.cwd(), home))
             if info is not None:
                 state.add_client(info.pid)
                 self._adopt(info, state, home)
@@ -342,6 +363,7 @@ class EphemeralAPI:
             raise
 
     def _adopt(self, info: ServerInfo, state: StateDir, home: Path) -> None:
+        self._mode = Mode.ADOPTED
         self._adopted = info
         self._state = state
         self._process = None
@@ -353,12 +375,7 @@ class EphemeralAPI:
         logger.debug("Reusing the lingering Prefect ephemeral API at %s", info.url)
 
     def _adopted_answers(self) -> bool:
-        from kedro_prefect.api.health import http_get
-
-        try:
-            self._ready = http_get(f"{self.url}/health", timeout=30).status_code == 200
-        except Exception:
-            self._ready = False
+        self._ready = answers(self.url, timeout=30)
         if self._ready:
             logger.info("Prefect ephemeral API at %s (reused)", self.url)
         return self._ready
@@ -375,12 +392,13 @@ class EphemeralAPI:
             if self._adopted is not None and self._state is not None:
                 self._state.remove_client(self._adopted.pid)
             self._adopted = None
+            self._mode = None
             self._ready = False
 
     def _register(self) -> None:
         """Write ``server.json`` for the next runs (lingering on), release the start lock."""
         if self._state is not None and self._process is not None and self._start_lock is not None:
-            self._state.register(self.url, self._process.pid, self._fingerprint)
+            self._state.register(self.url, self._process.pid, self._fingerprint, idle_seconds())
         self._unlock_start()
 
     def _unlock_start(self) -> None:
@@ -397,11 +415,11 @@ class EphemeralAPI:
         if env is None or home is None:
             env, home = server_env(speculative)
         self._adopted = None
+        self._mode = Mode.SPECULATIVE if speculative else Mode.STARTED
         self._port = free_port()
         self._log_path = home / LOG_FILE_NAME
-        self._speculative = speculative
         if self._state is not None:
-            self._fingerprint = lingering.fingerprint(env, Path.cwd(), home)
+            self._fingerprint = fingerprint(env, Path.cwd(), home)
         self._process = popen_server(env, self._port, self._log_path)
         self._owner_pid = os.getpid()
         self._started_at = time.monotonic()
@@ -415,46 +433,9 @@ class EphemeralAPI:
             atexit.register(self._leave_at_exit)
             self._atexit_registered = True
 
-    def _log_tail(self, chars: int = 3000) -> str:
-        try:
-            tail = self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-        return f"Its output ({self.log_path}):\n{tail}"
+    def _log_tail(self) -> str:
+        return output_tail(self.log_path)
 
 
 #: The one ephemeral API of this process.
 EPHEMERAL_API = EphemeralAPI()
-
-
-def start_ephemeral_api_early() -> None:
-    """Launch the ephemeral API in the background if this run will need it.
-
-    Called when a ``PrefectRunner`` is constructed, so the server starts while Kedro creates the
-    session and loads the catalog -- before this process imports Prefect, when it has not yet.
-    Does nothing when ``PREFECT_API_URL`` is configured.
-    """
-    lingering.idle_seconds()  # a bad KEDRO_PREFECT_API_IDLE_SECONDS fails here, before anything
-    launched = EPHEMERAL_API.start_before_prefect_import()
-    if configured_api_url():
-        if launched:
-            EPHEMERAL_API.not_needed()
-    elif not launched:
-        EPHEMERAL_API.start()
-
-
-def ephemeral_api_url() -> str:
-    """Start (once per process) Prefect's ephemeral API server and return its URL."""
-    return EPHEMERAL_API.wait()
-
-
-def expect_recorded(states: dict[Any, Any]) -> None:
-    """Have ``states`` (task run id -> final state type) recorded before the ephemeral API stops.
-
-    Does nothing when the run reported to a server given by ``PREFECT_API_URL``: that server
-    keeps running and records them.
-    """
-    from prefect.settings import get_current_settings
-
-    if states and EPHEMERAL_API.running and get_current_settings().api.url == EPHEMERAL_API.url:
-        EPHEMERAL_API.expect_final_states(states)

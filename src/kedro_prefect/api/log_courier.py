@@ -1,0 +1,224 @@
+"""The last log lines of a run against a Prefect server, delivered after the process has exited.
+
+Prefect's API log worker sends a process's log lines in batches (every 2 s) and, at interpreter
+exit, sends the last batch and waits for the answer. Right after a big run the server is still
+recording the run's task run states, so that last request waited: against ``prefect server
+start`` on a loaded 2-core machine, 0.4-0.9 s at 200 nodes and 5.7 s at 1,000 -- after Kedro's
+last line, more than everything else the exit does.
+
+So at the exit of a process that ran a pipeline against a server given by ``PREFECT_API_URL``,
+the batch the log worker still holds goes to a file instead (what the local API's spool does,
+:mod:`kedro_prefect.local_api.log_spool`: the request body Prefect would send, written
+atomically, readable by its owner only) in ``PREFECT_HOME/kedro-prefect-api/outbox/<hash of the
+URL>/``, and the process starts a *courier*: a detached process (``python -m
+kedro_prefect.api.log_courier``) that sends the files to the API with Prefect's own client (its
+API key, TLS and retry settings), oldest first, removes each once stored, and exits. The lines
+sent during the run go as before (the UI shows them live); task run states and events are
+delivered by Prefect's events worker before the process exits, as before.
+
+Guarantees and limits:
+
+* The file is written before the process exits; a courier is started for it at once, and the
+  next run against the same API starts one for any file it finds (left by a machine that
+  stopped, say).
+* A batch the API refuses (4xx) is dropped with a warning in ``courier.log`` (beside the files).
+  One it cannot store (server down, 5xx) is tried again for :data:`PATIENCE_SECONDS`, then left
+  for the next run; a file older than :data:`MAX_AGE_SECONDS` that still cannot be stored is
+  dropped with a warning, as the spool does.
+* Not for a deployment's flow run (``PREFECT__FLOW_RUN_ID`` set: its container may end with the
+  process), nor with ``KEDRO_PREFECT_LOG_HANDOFF=false``: those wait for the last batch as
+  Prefect does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kedro_prefect.local_api import StateDir, hand_logs_to_server, spooled
+
+logger = logging.getLogger(__name__)
+
+#: ``false`` (or ``0``, ``no``): the last log lines are sent before exit, as Prefect does.
+HANDOFF_ENV = "KEDRO_PREFECT_LOG_HANDOFF"
+#: How long a courier keeps trying an API that does not store its files.
+PATIENCE_SECONDS = 120.0
+#: A file older than this that still cannot be stored is dropped (as the spool does).
+MAX_AGE_SECONDS = 600.0
+LOG_NAME = "courier.log"
+LOCK_NAME = ".courier.lock"
+
+#: API URL -> the environment of its courier (the run's Prefect settings), once per process.
+_handed: dict[str, dict[str, str]] = {}
+_lock = threading.Lock()
+
+
+def hand_off_enabled(env: Any = os.environ) -> bool:
+    """Whether a run's last log lines go to a courier (see the module docstring)."""
+    if env.get("PREFECT__FLOW_RUN_ID"):
+        return False
+    return env.get(HANDOFF_ENV, "").strip().lower() not in ("false", "0", "no", "off")
+
+
+def outbox(api_url: str, home: Path) -> Path:
+    """The directory of the files waiting for ``api_url`` under ``home`` (``PREFECT_HOME``)."""
+    key = hashlib.sha256(api_url.rstrip("/").encode()).hexdigest()[:16]
+    return StateDir(home).path / "outbox" / key
+
+
+def hand_tail_at_exit(api_url: str) -> None:
+    """At exit, hand what Prefect's log worker still holds for ``api_url`` to a courier.
+
+    Call once a run against ``api_url`` is over, in the run's settings; also starts a courier
+    for files that an earlier process left.
+    """
+    from prefect.settings import get_current_settings
+
+    from kedro_prefect._upstream.prefect import before_prefect_exit_drains
+
+    if not hand_off_enabled():
+        return
+    with _lock:
+        first = not _handed
+        if api_url in _handed:
+            return
+        settings = get_current_settings()
+        directory = outbox(api_url, Path(settings.home))
+        StateDir(Path(settings.home)).ensure()
+        directory.parent.mkdir(exist_ok=True, mode=0o700)
+        directory.mkdir(exist_ok=True, mode=0o700)
+        _handed[api_url] = {
+            **os.environ,
+            **settings.to_environment_variables(exclude_unset=True),
+            "PREFECT_API_URL": api_url,
+            "KEDRO_PREFECT_COURIER_DIR": str(directory),
+        }
+    if first:
+        import atexit
+
+        before_prefect_exit_drains(_route_tails)  # runs before the log worker's drain
+        atexit.register(_start_couriers)  # runs after it (atexit comes after thread shutdown)
+    deliver_left_over(api_url, directory)
+
+
+def deliver_left_over(api_url: str, directory: Path) -> None:
+    """Start a courier if files for ``api_url`` wait in ``directory``."""
+    if spooled(directory):
+        _start_courier(api_url, directory, {**os.environ, "PREFECT_API_URL": api_url})
+
+
+def _route_tails() -> None:
+    for api_url, env in list(_handed.items()):
+        hand_logs_to_server(api_url, Path(env["KEDRO_PREFECT_COURIER_DIR"]))
+
+
+def _start_couriers() -> None:
+    for api_url, env in list(_handed.items()):
+        directory = Path(env["KEDRO_PREFECT_COURIER_DIR"])
+        if spooled(directory):
+            _start_courier(api_url, directory, env)
+
+
+def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
+    try:
+        fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "kedro_prefect.api.log_courier", str(directory), api_url],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not stopped by the terminal's Ctrl-C
+            )
+    except OSError:
+        logger.warning("Could not start the courier of the log lines in %s", directory)
+
+
+# -- the courier process ------------------------------------------------------------------------
+
+
+def deliver(directory: Path) -> bool:
+    """Send the files in ``directory`` to the API of the settings; whether none is left."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with get_client(sync_client=True) as client:
+        for path in spooled(directory):
+            try:
+                body = json.loads(path.read_bytes())
+                age = time.time() - path.stat().st_mtime
+            except (OSError, ValueError):
+                continue
+            try:
+                client.create_logs(body)
+            except PrefectHTTPStatusError as exc:
+                status = exc.response.status_code
+                if status >= 500 or status in (408, 429):
+                    return _give_up_if_old(path, age)
+                logger.warning("Log lines of %s were refused (%s); dropped", path.name, status)
+            except Exception:  # the API does not answer
+                return _give_up_if_old(path, age)
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return not spooled(directory)
+
+
+def _give_up_if_old(path: Path, age: float) -> bool:
+    if age > MAX_AGE_SECONDS:
+        logger.warning("Log lines of %s could not be stored in time; dropped", path.name)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return False
+
+
+def run_courier(directory: Path) -> None:
+    """Deliver the files of ``directory`` until none is left (one courier at a time)."""
+    started = time.monotonic()
+    pause = 0.5
+    while True:
+        fd = _try_lock(directory)
+        if fd is None:
+            return  # another courier is at work: it takes these files too
+        try:
+            done = deliver(directory)
+        finally:
+            StateDir.unlock(fd)
+        if done and not spooled(directory):  # checked again without the lock: a late file
+            return
+        if not done:
+            if time.monotonic() - started > PATIENCE_SECONDS:
+                return  # left for the next run against this API
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
+def _try_lock(directory: Path) -> int | None:
+    import fcntl
+
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run_courier(Path(sys.argv[1]))

@@ -85,7 +85,7 @@ def test_rrule_keeps_its_rule_and_time_zone():
         (
             {"shedule": {"cron": "0 2 * * *"}},
             "deployments.nightly: unknown deployment key 'shedule' (value {'cron': '0 2 * * *'});"
-            " allowed keys: pipeline, env, schedule,",
+            " did you mean 'schedule'? allowed keys: pipeline, env, schedule,",
         ),
         (
             {"schedule": {"cron": "0 2 * * *", "tz": "UTC"}},
@@ -124,7 +124,7 @@ def test_rrule_keeps_its_rule_and_time_zone():
         ),
         (
             {"runner": {"task_runner": "threads"}},
-            "deployments.nightly.runner: Invalid PrefectRunner options:\n  PrefectRunner option "
+            "deployments.nightly.runner: Invalid PrefectRunner options: PrefectRunner option "
             "task_runner='threads': unknown task runner 'threads'",
         ),
         ({"work_queue": "q"}, "work_queue needs work_pool (got 'q')"),

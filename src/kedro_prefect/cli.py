@@ -66,6 +66,21 @@ def commands() -> None:
 @commands.group(name="prefect")
 def prefect_commands() -> None:
     """Deploy, schedule and serve this project's pipelines with Prefect."""
+    _quiet_upstream_deprecations()
+
+
+def _quiet_upstream_deprecations() -> None:
+    """Hide the one upstream warning a ``kedro prefect`` command would print before its result.
+
+    Kedro 1.7's config loader calls OmegaConf's ``register_new_resolver``, deprecated in
+    omegaconf 2.4: each project load prints the warning 3 to 5 times (~40 terminal lines). It
+    says nothing a user of these commands can act on; ``kedro run`` keeps Kedro's behaviour.
+    """
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+    )
 
 
 def _env_option(func: Any) -> Any:

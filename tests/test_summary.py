@@ -68,3 +68,13 @@ def test_skipped_nodes_are_not_among_the_slowest_and_no_attempt_count_is_a_quest
     assert "n2" in table  # the node that ran
     assert "n0" not in table and "n1" not in table  # skipped: they did not run
     assert "?" not in text
+
+
+def test_the_node_table_description_shows_underscores_as_written():
+    import markdown_it
+
+    from kedro_prefect.observe.artifacts import _markdown_text
+
+    name = "spaceflights-__default__-2026-12-06T02.00.00Z"
+    html = markdown_it.MarkdownIt().render(f"Kedro nodes of {_markdown_text(name)}")
+    assert "<strong>" not in html and name in html

@@ -77,8 +77,17 @@ class ArtifactWriter(RunObserver):
         create_table_artifact(
             table=node_table(run),
             key=table_key(run),
-            description=f"Kedro nodes of {run.flow_run_name or run.flow_name}" + _skipped_note(run),
+            description=f"Kedro nodes of {_markdown_text(run.flow_run_name or run.flow_name)}"
+            + _skipped_note(run),
         )
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` shown as is by Prefect's UI, which renders descriptions as Markdown: no
+    ``__default__`` turned into a bold *default*."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", text)
 
 
 def _skipped_note(run: PipelineRun) -> str:

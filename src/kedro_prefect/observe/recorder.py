@@ -171,8 +171,8 @@ def _warn_on_error(doing: str) -> Iterator[None]:
 def _api_and_ui_urls() -> tuple[str | None, str | None]:
     """The API URL in use, and the root of the UI to link to when that server serves one.
 
-    The root is the V2 UI (``<ui>/v2``) where the server offers it: it draws the graph
-    artifact's Mermaid as well as its picture.
+    The root is the server's default UI (``default_ui`` of its ``/ui-settings``), the one
+    Prefect's own CLI links open: ``<ui>/v2`` only where the server makes V2 its default.
     """
     from prefect.settings import get_current_settings
 
@@ -192,7 +192,8 @@ def _api_and_ui_urls() -> tuple[str | None, str | None]:
         return api_url, root if ui_settings.get("api_url") and _ui_index_answers(root) else None
     if not available:
         return api_url, None
-    if "v2" in available:
+    default = ui_settings.get("default_ui") or available[0]
+    if default == "v2" and "v2" in available:
         base = str(ui_settings.get("v2_base_url") or "/v2").rstrip("/")
         return api_url, f"{root}{base}" if base.startswith("/") else root
     return api_url, root

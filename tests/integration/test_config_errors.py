@@ -114,3 +114,14 @@ def test_kedro_prefect_list_prints_no_warnings(project, prefect_server):
     assert "No deployments of this project on the server" in output
     assert "warning" not in output.lower(), output
     assert len(output.splitlines()) <= 3, output
+
+
+@pytest.mark.timeout(300)
+def test_kedro_prefect_init_writes_the_projects_own_examples(project):
+    (project / "conf" / "base" / "prefect.yml").unlink(missing_ok=True)
+    result = run_kedro(project, "prefect", "init")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (project / "conf" / "base" / "prefect.yml").read_text()
+    assert "# the project's pipelines: __default__, ingest, regions, reporting" in text
+    assert "    #   min_quantity: 1" in text  # the project's first parameter, as it is
+    assert "Nightly run of the sales_demo pipelines" in text

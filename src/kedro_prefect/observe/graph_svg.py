@@ -1,7 +1,10 @@
 """Draw a :class:`~.graph.Graph` as a standalone SVG picture (no dependency, no fonts to load).
 
 Every Prefect UI renders a markdown image, while only the V2 UI draws Mermaid; an SVG in a
-``data:`` URI is the picture both show. The layout is layered, left to right, with the
+``data:`` URI is the picture both show. The UI scales a picture down to its content column
+(~690 px on a laptop), so the layout is chosen to be scaled down least: left to right, or top
+to bottom for a pipeline with more steps in a row than side by side (where a layer broader than
+the column wraps into rows). Node names are wrapped, not cut. The layout is layered, with the
 namespaces as nested bands:
 
 * each item's column is its longest path from the pipeline's inputs (datasets and nodes
@@ -23,11 +26,17 @@ from xml.sax.saxutils import escape
 from kedro_prefect.observe.graph import STATES, Graph, Item
 
 FONT = "Helvetica, Arial, 'Liberation Sans', 'DejaVu Sans', sans-serif"
-ROW = 50  # vertical room per item
-COLUMN_GAP = 40
+#: Width of the content column of Prefect's UI on a laptop screen, where the picture is scaled
+#: down to fit: the layout (left to right, or top to bottom) is the one scaled down least.
+UI_WIDTH = 690
+NAME_SIZE = 13  # bold node names; every other text is 11-12 px
+LINE = 15  # distance between wrapped lines of a name
+WRAP = 20  # characters per line of a wrapped name (at most MAX_LINES lines)
+MAX_LINES = 3
+MAIN_GAP = 40  # between layers along the edges' direction
+CROSS_GAP = 12  # between items of one layer
 GROUP_PAD = 10
 GROUP_HEADER = 22
-MAX_LABEL = 34  # characters of a label drawn before it is shortened with "..."
 MARGIN = 16
 LEGEND = 44
 
@@ -35,23 +44,57 @@ LEGEND = 44
 _NARROW = dict.fromkeys("ijl.,:;'|!", 240) | dict.fromkeys("ftrI()[]-/ ", 320)
 _WIDE = dict.fromkeys("mwMW", 860) | dict.fromkeys("ABCDEGHKNOQRUVXY&%", 700)
 
+Box = tuple[float, float, float, float]
+
 
 def text_width(text: str, size: float, bold: bool = False) -> float:
     units = sum(_NARROW.get(ch, _WIDE.get(ch, 610 if ch.isupper() else 556)) for ch in text)
     return units * size / 1000 * (1.08 if bold else 1.0)
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 3] + "..."
+def wrap(text: str, width: int = WRAP, max_lines: int = MAX_LINES) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken after ``_ . - /`` or a space
+    where possible; past ``max_lines`` the last line ends with "..." (the full name is in the
+    box's ``<title>``)."""
+    import re
+
+    lines: list[str] = []
+    current = ""
+    for piece in re.findall(r"[^_.\-/ ]*[_.\-/ ]?", text):
+        while len(piece) > width:  # a word longer than a line: cut it
+            room = width - len(current)
+            lines.append(current + piece[:room])
+            current, piece = "", piece[room:]
+        if len(current) + len(piece) > width:
+            lines.append(current)
+            current = ""
+        current += piece
+    if current:
+        lines.append(current)
+    lines = [line.rstrip(" ") for line in lines if line.strip()] or [text]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 3] + "..."
+    return lines
+
+
+def _name_lines(item: Item) -> list[str]:
+    lines = wrap(item.label)
+    if item.kind == "namespace":
+        lines[-1] += " ▸"
+    return lines
 
 
 def _size(item: Item) -> tuple[float, float]:
     """Width and height of an item's box: datasets show their name, nodes their state too."""
-    name = _short(item.label) + (" ▸" if item.kind == "namespace" else "")
+    lines = _name_lines(item)
     if item.kind == "dataset":
-        return max(text_width(name, 12) + 20, 60), 26
-    width = max(text_width(name, 12.5, bold=True), text_width(item.status, 11)) + 24
-    return max(width, 90), 38
+        width = max(text_width(line, 12) for line in lines) + 20
+        return max(width, 60), 12 + 14 * len(lines)
+    width = max(
+        *(text_width(line, NAME_SIZE, bold=True) for line in lines), text_width(item.status, 11)
+    )
+    return max(width + 24, 90), 12 + LINE * len(lines) + 14
 
 
 def _columns(graph: Graph) -> dict[str, int]:
@@ -73,14 +116,39 @@ def _columns(graph: Graph) -> dict[str, int]:
     return column
 
 
-def layout(graph: Graph) -> dict[str, tuple[float, float, float, float]]:
-    """Item id -> (x, y, width, height), and ``"group:<ns>"`` -> its box, in SVG units."""
+def choose_layout(graph: Graph) -> tuple[dict[str, Box], bool]:
+    """The boxes of the layout that is scaled down least in :data:`UI_WIDTH` px, and whether
+    it runs left to right (``True``) or top to bottom. A pipeline with more steps in a row
+    than side by side (a "wide" one) reads top to bottom; ties go left to right."""
+    across = layout(graph, horizontal=True)
+    down = layout(graph, horizontal=False)
+    if _fit(down) > _fit(across) + 0.01:
+        return down, False
+    return across, True
+
+
+def _fit(boxes: dict[str, Box]) -> float:
+    """The scale the UI shows a picture of these boxes at (1 when it fits its width)."""
+    width = max((x + w for x, _, w, _ in boxes.values()), default=0) + MARGIN
+    return min(1.0, UI_WIDTH / width) if width else 1.0
+
+
+def layout(graph: Graph, horizontal: bool = True) -> dict[str, Box]:
+    """Item id -> (x, y, width, height), and ``"group:<ns>"`` -> its box, in SVG units.
+
+    Computed along two axes: *main* (the edges' direction: x left to right, or y top to bottom)
+    and *cross*; namespaces are bands across it, side by side.
+    """
     column = _columns(graph)
     sizes = {item_id: _size(item) for item_id, item in graph.items.items()}
+    if not horizontal and not graph.groups:
+        return _folded(graph, column, sizes)
+    main_of = {i: (s[0] if horizontal else s[1]) for i, s in sizes.items()}  # extent along main
+    cross_of = {i: (s[1] if horizontal else s[0]) for i, s in sizes.items()}
     n_columns = max(column.values(), default=0) + 1
-    widths = [0.0] * n_columns
+    thickness = [0.0] * n_columns
     for item_id, c in column.items():
-        widths[c] = max(widths[c], sizes[item_id][0])
+        thickness[c] = max(thickness[c], main_of[item_id])
     children: dict[str, list[str]] = defaultdict(list)
     for group in graph.groups:
         children[group.rpartition(".")[0]].append(group)
@@ -91,47 +159,73 @@ def layout(graph: Graph) -> dict[str, tuple[float, float, float, float]]:
             depth_below[group] = 1 + max((below(c) for c in children[group]), default=0)
         return depth_below[group]
 
-    pad_left = GROUP_PAD * below("") if graph.groups else 0
-    xs, x = [], MARGIN + pad_left
-    for width in widths:
-        xs.append(x)
-        x += width + COLUMN_GAP
+    nesting = GROUP_PAD * below("") if graph.groups else 0
+    # Top to bottom, a namespace's header sits above its first layer: gaps make room for it.
+    legend = _legend_height(graph)
+    header_room = (
+        0 if horizontal or not graph.groups else (GROUP_HEADER + GROUP_PAD) * (below("") - 1)
+    )
+    gap = (MAIN_GAP if horizontal else 28) + header_room
+    starts, at = [], (MARGIN + nesting if horizontal else MARGIN + legend + header_room)
+    for extent in thickness:
+        starts.append(at)
+        at += extent + gap
     members: dict[str, list[str]] = defaultdict(list)
     for item_id, item in graph.items.items():
         members[item.group].append(item_id)
     preds: dict[str, list[str]] = defaultdict(list)
     for a, b in graph.edges:
         preds[b].append(a)
-
-    boxes: dict[str, tuple[float, float, float, float]] = {}
+    spans: dict[str, tuple[float, float]] = {}  # item id -> (start, extent) across
+    boxes: dict[str, Box] = {}
 
     def place(group: str, top: float) -> float:
-        """Place ``group``'s items and child bands from ``top``; return the band's bottom."""
-        y = top + (GROUP_HEADER if group else 0)
+        """Place ``group``'s items and child bands from ``top`` (across); return the band's end."""
+        y = top + (0 if not group else GROUP_HEADER if horizontal else GROUP_PAD * below(group))
         by_column: dict[int, list[str]] = defaultdict(list)
         for item_id in members[group]:
             by_column[column[item_id]].append(item_id)
-        rows = max((len(v) for v in by_column.values()), default=0)
+
+        def extent(ids: list[str]) -> float:
+            return sum(cross_of[i] for i in ids) + CROSS_GAP * max(len(ids) - 1, 0)
+
+        band = max((extent(v) for v in by_column.values()), default=0.0)
         for c in sorted(by_column):
 
             def centre(item_id: str) -> tuple[float, str]:
-                ys = [boxes[p][1] for p in preds[item_id] if p in boxes]
+                ys = [spans[p][0] + spans[p][1] / 2 for p in preds[item_id] if p in spans]
                 return (sum(ys) / len(ys) if ys else float("inf"), graph.items[item_id].name)
 
             ordered = sorted(by_column[c], key=centre)
-            offset = (rows - len(ordered)) * ROW / 2
-            for row, item_id in enumerate(ordered):
+            at = y + (band - extent(ordered)) / 2
+            for item_id in ordered:
+                main = starts[c] + (thickness[c] - main_of[item_id]) / 2
+                spans[item_id] = (at, cross_of[item_id])
                 w, h = sizes[item_id]
-                boxes[item_id] = (xs[c], y + offset + row * ROW + (ROW - h) / 2, w, h)
-        y += rows * ROW
+                boxes[item_id] = (main, at, w, h) if horizontal else (at, main, w, h)
+                at += cross_of[item_id] + CROSS_GAP
+        start = y
+        taken = [(column[i], column[i], spans[i][0] + spans[i][1]) for i in members[group]]
+        y += band + (CROSS_GAP if band else 0)
         for child in sorted(children[group], key=lambda g: (_first_column(g), _natural(g))):
-            y = place(child, y + 6) + 6
+            # A band goes beside (not after) what holds none of its layers or their neighbours.
+            first, last = _first_column(child), _last_column(child)
+            ends = [end for a, b, end in taken if a <= last + 1 and first <= b + 1]
+            at = max(ends, default=start - 6) + (CROSS_GAP if ends else 0)
+            end = place(child, at + 6) + 6
+            taken.append((first, last, end))
+            y = max(y, end)
         if group:
             own = [boxes[i] for i in _all_members(group)]
             pad = GROUP_PAD * below(group)
-            left = min(b[0] for b in own) - pad
-            right = max(b[0] + b[2] for b in own) + pad
-            boxes[f"group:{group}"] = (left, top, right - left, y + GROUP_PAD - top)
+            if horizontal:
+                left = min(b[0] for b in own) - pad
+                right = max(b[0] + b[2] for b in own) + pad
+                boxes[f"group:{group}"] = (left, top, right - left, y + GROUP_PAD - top)
+            else:
+                head = min(b[1] for b in own) - pad - GROUP_HEADER * below(group)
+                foot = max(b[1] + b[3] for b in own) + pad
+                boxes[f"group:{group}"] = (top, head, y + GROUP_PAD - top, foot - head)
             y += GROUP_PAD
         return y
 
@@ -141,8 +235,57 @@ def layout(graph: Graph) -> dict[str, tuple[float, float, float, float]]:
     def _first_column(group: str) -> int:
         return min((column[i] for i in _all_members(group)), default=0)
 
-    place("", MARGIN + LEGEND)
+    def _last_column(group: str) -> int:
+        return max((column[i] for i in _all_members(group)), default=0)
+
+    place("", MARGIN + legend if horizontal else MARGIN + nesting)
     return boxes
+
+
+def _folded(
+    graph: Graph, column: dict[str, int], sizes: dict[str, tuple[float, float]]
+) -> dict[str, Box]:
+    """Top to bottom, without namespaces: a layer broader than the UI's column wraps into
+    rows, so the picture fits :data:`UI_WIDTH` and is shown at full size."""
+    limit = UI_WIDTH - 2 * MARGIN
+    preds: dict[str, list[str]] = defaultdict(list)
+    for a, b in graph.edges:
+        preds[b].append(a)
+    by_column: dict[int, list[str]] = defaultdict(list)
+    for item_id, c in column.items():
+        by_column[c].append(item_id)
+    boxes: dict[str, Box] = {}
+    y = MARGIN + _legend_height(graph)
+    for c in sorted(by_column):
+
+        def centre(item_id: str) -> tuple[float, str]:
+            xs = [boxes[p][0] + boxes[p][2] / 2 for p in preds[item_id] if p in boxes]
+            return (sum(xs) / len(xs) if xs else float("inf"), graph.items[item_id].name)
+
+        layer: list[list[str]] = [[]]
+        width = 0.0
+        for item_id in sorted(by_column[c], key=centre):
+            step = sizes[item_id][0] + (CROSS_GAP if layer[-1] else 0)
+            if layer[-1] and width + step > limit:
+                layer.append([])
+                width, step = 0.0, sizes[item_id][0]
+            layer[-1].append(item_id)
+            width += step
+        for row in layer:
+            x = MARGIN + (limit - _row_width(row, sizes)) / 2
+            height = max(sizes[i][1] for i in row)
+            for item_id in row:
+                w, h = sizes[item_id]
+                boxes[item_id] = (x, y + (height - h) / 2, w, h)
+                x += w + CROSS_GAP
+            y += height + 16
+        y += 14
+    left = min((b[0] for b in boxes.values()), default=MARGIN) - MARGIN  # no empty margin
+    return {i: (x - left, y, w, h) for i, (x, y, w, h) in boxes.items()}
+
+
+def _row_width(row: list[str], sizes: dict[str, tuple[float, float]]) -> float:
+    return sum(sizes[i][0] for i in row) + CROSS_GAP * (len(row) - 1)
 
 
 def _natural(text: str) -> list[tuple[int, int | str]]:
@@ -158,16 +301,16 @@ def _within(group: str, parent: str) -> bool:
 
 def render_svg(graph: Graph) -> str:
     """The graph as an SVG document (a white background: it is shown on dark themes too)."""
-    boxes = layout(graph)
+    boxes, horizontal = choose_layout(graph)
     width = max((x + w for x, _, w, _ in boxes.values()), default=200) + MARGIN
     height = max((y + h for _, y, _, h in boxes.values()), default=100) + MARGIN
-    width = max(width, _legend_width(graph) + 2 * MARGIN)
+    width = max(width, _legend_width(graph) + MARGIN)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">',
         f"<title>{escape(graph.title)}</title>",
         "<style>text{fill:#212529;font-size:11px}.dataset text{font-size:12px}"
-        ".name{font-size:12.5px;font-weight:bold}"
+        f".name{{font-size:{NAME_SIZE}px;font-weight:bold}}"
         ".edge{fill:none;stroke:#868e96;stroke-width:1.3}.ns{font-size:12px;fill:#495057;"
         "font-weight:bold}</style>",
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
@@ -188,21 +331,32 @@ def render_svg(graph: Graph) -> str:
             f"{escape(group.rpartition('.')[2])}</text></g>"
         )
     for a, b in graph.edges:
-        ax, ay, aw, ah = boxes[a]
-        bx, by, _, bh = boxes[b]
-        x1, y1, x2, y2 = ax + aw, ay + ah / 2, bx - 1, by + bh / 2
-        bend = max(24.0, (x2 - x1) / 2)
-        out.append(
-            f'<path class="edge" marker-end="url(#arrow)" d="M{x1:.1f},{y1:.1f} '
-            f'C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>'
-        )
+        out.append(_edge(boxes[a], boxes[b], horizontal))
     for item in graph.items.values():
         out.append(_item(item, boxes[item.id]))
     out.append("</svg>")
     return "\n".join(out)
 
 
-def _item(item: Item, box: tuple[float, float, float, float]) -> str:
+def _edge(a: Box, b: Box, horizontal: bool) -> str:
+    """A curve from the side of box ``a`` facing ``b`` to the facing side of ``b``."""
+    ax, ay, aw, ah = a
+    bx, by, bw, _ = b
+    if horizontal:
+        x1, y1, x2, y2 = ax + aw, ay + ah / 2, bx - 1, b[1] + b[3] / 2
+        bend = max(24.0, (x2 - x1) / 2)
+        c1, c2 = f"{x1 + bend:.1f},{y1:.1f}", f"{x2 - bend:.1f},{y2:.1f}"
+    else:
+        x1, y1, x2, y2 = ax + aw / 2, ay + ah, bx + bw / 2, by - 1
+        bend = max(16.0, (y2 - y1) / 2)
+        c1, c2 = f"{x1:.1f},{y1 + bend:.1f}", f"{x2:.1f},{y2 - bend:.1f}"
+    return (
+        f'<path class="edge" marker-end="url(#arrow)" d="M{x1:.1f},{y1:.1f} '
+        f'C{c1} {c2} {x2:.1f},{y2:.1f}"/>'
+    )
+
+
+def _item(item: Item, box: Box) -> str:
     x, y, w, h = box
     title = f"{item.name}: {item.status}"
     if item.kind == "dataset":
@@ -228,14 +382,19 @@ def _item(item: Item, box: tuple[float, float, float, float]) -> str:
                 f'rx="10" fill="{fill}" stroke="{stroke}"/>' + shape
             )
         css = f"{item.kind} state-{item.state}"
-    name = _short(item.label) + (" ▸" if item.kind == "namespace" else "")
+    lines = _name_lines(item)
     if item.kind == "dataset":
-        text = f'<text x="{x + 10:.1f}" y="{y + h / 2 + 5:.1f}">{escape(name)}</text>'
-    else:
-        text = (
-            f'<text class="name" x="{x + 12:.1f}" y="{y + 16:.1f}">{escape(name)}</text>'
-            f'<text x="{x + 12:.1f}" y="{y + 30:.1f}">{escape(item.status)}</text>'
+        text = "".join(
+            f'<text x="{x + 10:.1f}" y="{y + 17 + 14 * i:.1f}">{escape(line)}</text>'
+            for i, line in enumerate(lines)
         )
+    else:
+        text = "".join(
+            f'<text class="name" x="{x + 12:.1f}" y="{y + 19 + LINE * i:.1f}">{escape(line)}</text>'
+            for i, line in enumerate(lines)
+        )
+        status_y = y + 19 + LINE * (len(lines) - 1) + 15
+        text += f'<text x="{x + 12:.1f}" y="{status_y:.1f}">{escape(item.status)}</text>'
     return (
         f'<g class="{css}" data-name="{escape(item.name, {chr(34): "&quot;"})}">'
         f"<title>{escape(title)}</title>{shape}{text}</g>"
@@ -256,14 +415,31 @@ def _legend_entries(graph: Graph) -> list[tuple[str, str]]:
     return [*entries, ("persisted", "persisted dataset"), ("memory", "in-memory dataset")]
 
 
+def _legend_places(graph: Graph) -> list[tuple[str, str, float, float]]:
+    """(key, label, x, y) of each legend entry, in rows that fit :data:`UI_WIDTH`."""
+    places = []
+    x, y = float(MARGIN), float(MARGIN)
+    for key, label in _legend_entries(graph):
+        step = 30 + text_width(label, 11) + 18
+        if x > MARGIN and x + step > UI_WIDTH - MARGIN:
+            x, y = float(MARGIN), y + 24
+        places.append((key, label, x, y))
+        x += step
+    return places
+
+
+def _legend_height(graph: Graph) -> float:
+    """Room above the drawing for the legend's rows."""
+    return max(p[3] for p in _legend_places(graph)) - MARGIN + LEGEND
+
+
 def _legend_width(graph: Graph) -> float:
-    return sum(30 + text_width(label, 11) + 18 for _, label in _legend_entries(graph))
+    return max(x + 30 + text_width(label, 11) for _, label, x, _ in _legend_places(graph))
 
 
 def _legend(graph: Graph) -> list[str]:
     out = ['<g class="legend">']
-    x, y = float(MARGIN), float(MARGIN)
-    for key, label in _legend_entries(graph):
+    for key, label, x, y in _legend_places(graph):
         if key == "persisted":
             swatch = _cylinder(x, y, 24, 16, "#e7f5ff", "#1971c2", "")
         elif key == "memory":
@@ -281,6 +457,5 @@ def _legend(graph: Graph) -> list[str]:
             f'<g class="legend-{key}">{swatch}<text x="{x + 30:.1f}" y="{y + 12:.1f}">'
             f"{escape(label)}</text></g>"
         )
-        x += 30 + text_width(label, 11) + 18
     out.append("</g>")
     return out

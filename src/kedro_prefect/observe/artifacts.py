@@ -105,7 +105,8 @@ def table_key(run: PipelineRun) -> str:
 
 
 def node_table(run: PipelineRun) -> list[dict[str, Any]]:
-    """One row per node, in the pipeline's topological order."""
+    """One row per node, in the pipeline's topological order; columns node, state, duration,
+    attempts, start, worker."""
     rows = []
     for record in run.nodes.values():
         seconds = record.seconds
@@ -113,9 +114,10 @@ def node_table(run: PipelineRun) -> list[dict[str, Any]]:
             {
                 "node": record.node.name,
                 "state": record.state_name,
+                # before the long start time: in view without scrolling the table sideways
+                "duration": f"{seconds:.3f} s" if seconds is not None else "",
                 "attempts": record.attempts if record.attempts is not None else "",
                 "start": record.start.isoformat(timespec="milliseconds") if record.start else "",
-                "duration": f"{seconds:.3f} s" if seconds is not None else "",
                 "worker": record.worker or "",
             }
         )

@@ -1,10 +1,12 @@
-"""The graph artifact of a wide pipeline, read in Prefect's UI at a laptop's window size.
+"""The graph and node table artifacts of a wide pipeline, read in Prefect's UI at a laptop's
+window size.
 
 A UI server (``prefect server start``), the final graph artifact of a pipeline with many
 steps in a row (the shape that used to be a 2000 px wide strip), and headless Chromium at
 1400x1000 driven over its DevTools protocol: the test asks the page how wide the UI shows the
 picture and how wide the picture is, which gives the size the node names are rendered at.
-A screenshot of each UI is saved under the test's temporary directory (and copied to
+The node table's duration column is in view without scrolling the table sideways.
+A screenshot of each UI's graph is saved under the test's temporary directory (and copied to
 ``$KEDRO_PREFECT_SCREENSHOTS`` when set).
 
 Needs Debian's ``chromium`` package (``.ci/run`` installs it); skipped where it is absent.
@@ -65,21 +67,27 @@ def ui_server(tmp_path_factory):
     server.stop()
 
 
-def _graph_artifact(server: PrefectServer) -> str:
-    """The final graph artifact of a completed run of :func:`wide_pipeline`; its id."""
-    from prefect.artifacts import create_markdown_artifact
+def _artifact(server: PrefectServer, kind: str) -> str:
+    """The final graph (``kind="graph"``) or node table artifact of a completed run of
+    :func:`wide_pipeline`, as the runner writes them; its id."""
+    from datetime import UTC, datetime
+
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Completed
 
-    from kedro_prefect.observe.artifacts import graph_markdown
+    from kedro_prefect.observe.artifacts import graph_markdown, node_table
     from kedro_prefect.observe.base import PipelineRun
 
     run = PipelineRun(wide_pipeline(), None, "wide", ["__default__"])
     for record in run.nodes.values():
         record.state, record.submitted_at, record.finished_at = Completed(), 0.0, 0.42
+        record.attempts, record.start, record.worker = 1, datetime.now(UTC), "tcp://127.0.0.1:40000"
     run.ended_at = run.started_at + 3.0
     with temporary_settings({PREFECT_API_URL: server.api_url}):
-        return str(create_markdown_artifact(graph_markdown(run, final=True), key="wide-graph"))
+        if kind == "graph":
+            return str(create_markdown_artifact(graph_markdown(run, final=True), key="wide-graph"))
+        return str(create_table_artifact(node_table(run), key="wide-nodes"))
 
 
 def _uis(server: PrefectServer) -> dict[str, str]:
@@ -171,7 +179,7 @@ def test_node_names_of_a_wide_pipeline_are_legible_in_the_ui(ui_server, ui, tmp_
     uis = _uis(ui_server)
     if ui not in uis:
         pytest.skip(f"this Prefect server offers no {ui} UI (available: {sorted(uis)})")
-    artifact_id = _graph_artifact(ui_server)
+    artifact_id = _artifact(ui_server, "graph")
     browser = Browser(tmp_path)
     try:
         browser.connect()
@@ -197,3 +205,40 @@ def test_node_names_of_a_wide_pipeline_are_legible_in_the_ui(ui_server, ui, tmp_
     rendered = NAME_SIZE * measured["shown"] / measured["natural"]
     assert rendered >= LEGIBLE, f"node names shown at {rendered:.1f} px ({measured})"
     assert measured["right"] <= measured["viewport"]  # the whole picture is on screen
+
+
+#: The node table's ``duration`` heading: its right edge, and that of the table's visible part.
+DURATION = """(() => {
+  const th = [...document.querySelectorAll('th')].find(h => h.textContent.trim() == 'duration');
+  if (!th) return null;
+  let view = th.closest('table').parentElement;
+  while (view && view.clientWidth >= view.scrollWidth && view.parentElement) {
+    view = view.parentElement;  // the element that scrolls the table sideways, if any
+  }
+  return {duration: th.getBoundingClientRect().right, view: view.getBoundingClientRect().right};
+})()"""
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("ui", ["v1", "v2"])
+def test_the_node_tables_duration_is_in_view_without_scrolling(ui_server, ui, tmp_path):
+    uis = _uis(ui_server)
+    if ui not in uis:
+        pytest.skip(f"this Prefect server offers no {ui} UI (available: {sorted(uis)})")
+    artifact_id = _artifact(ui_server, "table")
+    browser = Browser(tmp_path)
+    try:
+        browser.connect()
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"{uis[ui]}/artifacts/artifact/{artifact_id}")
+        deadline = time.monotonic() + 240
+        measured = None
+        while measured is None and time.monotonic() < deadline:
+            time.sleep(1)
+            measured = browser.evaluate(DURATION)
+        assert measured, "the UI showed no node table"
+        time.sleep(1)
+        measured = browser.evaluate(DURATION)
+    finally:
+        browser.close()
+    assert measured["duration"] <= measured["view"], measured

@@ -1,4 +1,5 @@
-"""The end-of-run summary's wording: counts that read as a sentence, no unknowns shown."""
+"""Wording a person reads: the end-of-run summary, the node table's description, a misspelt
+runner name."""
 
 from __future__ import annotations
 
@@ -78,3 +79,19 @@ def test_the_node_table_description_shows_underscores_as_written():
     name = "spaceflights-__default__-2026-12-06T02.00.00Z"
     html = markdown_it.MarkdownIt().render(f"Kedro nodes of {_markdown_text(name)}")
     assert "<strong>" not in html and name in html
+
+
+def test_a_misspelt_runner_name_says_which_name_was_meant():
+    from kedro.utils import load_obj
+
+    import kedro_prefect
+    from kedro_prefect.errors import KedroPrefectError
+
+    with pytest.raises(KedroPrefectError) as error:  # `kedro run` prints it as one Error: line
+        load_obj("kedro_prefect.PrefectRuner")
+    assert str(error.value) == (
+        "kedro_prefect has no 'PrefectRuner'; did you mean kedro_prefect.PrefectRunner?"
+    )
+    assert isinstance(error.value, AttributeError)  # as Kedro's own lookup raises
+    assert not hasattr(kedro_prefect, "PrefectRuner")
+    assert not hasattr(kedro_prefect, "__wrapped__")  # other names: a plain AttributeError

@@ -125,3 +125,12 @@ def test_kedro_prefect_init_writes_the_projects_own_examples(project):
     assert "# the project's pipelines: __default__, ingest, regions, reporting" in text
     assert "    #   min_quantity: 1" in text  # the project's first parameter, as it is
     assert "Nightly run of the sales_demo pipelines" in text
+
+
+@pytest.mark.timeout(300)
+def test_a_misspelt_runner_is_one_error_line(project):
+    result = run_kedro(project, "run", "--runner=kedro_prefect.PrefectRuner")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "Error: kedro_prefect has no 'PrefectRuner'; did you mean kedro_prefect.PrefectRunner?"
+    )

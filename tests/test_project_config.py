@@ -10,8 +10,9 @@ import yaml
 from click.testing import CliRunner
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 
-from kedro_prefect.cli import PREFECT_YML_TEMPLATE, commands
+from kedro_prefect.cli import commands
 from kedro_prefect.config import ProjectConfigError, validate_project_config
+from kedro_prefect.config.template import prefect_yml_template
 from kedro_prefect.deploy import DeployError, check_api_reachable
 
 
@@ -85,7 +86,7 @@ def test_rrule_keeps_its_rule_and_time_zone():
         (
             {"shedule": {"cron": "0 2 * * *"}},
             "deployments.nightly: unknown deployment key 'shedule' (value {'cron': '0 2 * * *'});"
-            " allowed keys: pipeline, env, schedule,",
+            " did you mean 'schedule'? allowed keys: pipeline, env, schedule,",
         ),
         (
             {"schedule": {"cron": "0 2 * * *", "tz": "UTC"}},
@@ -124,7 +125,7 @@ def test_rrule_keeps_its_rule_and_time_zone():
         ),
         (
             {"runner": {"task_runner": "threads"}},
-            "deployments.nightly.runner: Invalid PrefectRunner options:\n  PrefectRunner option "
+            "deployments.nightly.runner: Invalid PrefectRunner options: PrefectRunner option "
             "task_runner='threads': unknown task runner 'threads'",
         ),
         ({"work_queue": "q"}, "work_queue needs work_pool (got 'q')"),
@@ -144,7 +145,7 @@ def test_bad_deployment_name_is_refused():
 
 
 def test_the_init_template_is_valid_and_schedules_a_nightly_run():
-    config = validate_project_config(yaml.safe_load(PREFECT_YML_TEMPLATE.format(package="demo")))
+    config = validate_project_config(yaml.safe_load(prefect_yml_template("demo")))
     assert config.runner == {"task_runner": "thread"}
     (name,) = config.deployments
     assert name == "nightly"
@@ -224,3 +225,24 @@ def test_an_environment_merges_with_base_per_deployment(tmp_path: Path):
 
     base = load_project_config(loader("base"))
     assert set(base.deployments) == {"nightly", "weekly", "experiments"}
+
+
+def test_the_init_template_is_the_projects_own_with_its_comments_in_one_column():
+    text = prefect_yml_template(
+        "spaceflights_pandas",
+        ["__default__", "data_processing", "data_science"],
+        {"model_options": {"test_size": 0.2, "features": ["engines"]}},
+    )
+    assert "min_quantity" not in text  # the bundled example's parameter
+    assert "# the project's pipelines: __default__, data_processing, data_science" in text
+    settings = [line for line in text.splitlines() if " # " in line and line.strip()[0] != "#"]
+    settings += [
+        line for line in text.splitlines() if line.startswith("  # ") and " # " in line[4:]
+    ]
+    assert len({line.index(" # ", 3) for line in settings}) == 1, "comments not aligned"
+    # uncommenting the parameters example gives the project's parameter as a runtime parameter
+    uncommented = text.replace("    # parameters:", "    parameters:")
+    uncommented = uncommented.replace("    #   model_options:", "      model_options:")
+    uncommented = uncommented.replace("    #     test_size: 0.2", "        test_size: 0.2")
+    config = validate_project_config(yaml.safe_load(uncommented))
+    assert config.deployments["nightly"].parameters == {"model_options": {"test_size": 0.2}}

@@ -125,7 +125,7 @@ def test_summary_counts_skipped_nodes():
     console = Console(width=200, record=True)
     console.print(summary(run))
     text = console.export_text()
-    assert "2/2 nodes completed (1 skipped (unchanged))" in text
+    assert "2/2 nodes completed, 1 of them skipped as unchanged, in " in text
     assert run.nodes["one"].state_name == "skipped (unchanged)"
 
 

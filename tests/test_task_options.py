@@ -104,7 +104,7 @@ def test_rule_matching_no_node_is_a_warning(caplog):
         ),
         (
             {"rules": [{"node": "x", "retires": 2}]},
-            "unknown key 'tasks.rules.0.retires'; allowed keys: retries, retry_delay_seconds",
+            "unknown key 'tasks.rules.0.retires'; did you mean 'retries'? allowed keys: retries,",
         ),
         (
             {"rules": [{"retries": 2}]},
@@ -118,7 +118,11 @@ def test_rule_matching_no_node_is_a_warning(caplog):
             {"concurrency_limits": {"db": 0}},
             "tasks.concurrency_limits.db: Input should be greater than 0 (got 0)",
         ),
-        ({"rulez": []}, "unknown key 'tasks.rulez'; allowed keys: rules, concurrency_limits"),
+        (
+            {"rulez": []},
+            "unknown key 'tasks.rulez'; did you mean 'rules'? "
+            "allowed keys: rules, concurrency_limits",
+        ),
     ],
 )
 def test_bad_tasks_section_names_key_and_value(tasks, message):

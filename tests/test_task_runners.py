@@ -9,9 +9,12 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from kedro_prefect import PrefectRunner, PrefectRunnerConfigError
 
 
-def test_dask_without_the_extra_names_the_extra_to_install(monkeypatch):
+def test_dask_without_the_extra_names_the_packages_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "prefect_dask", None)  # import prefect_dask -> ImportError
-    with pytest.raises(PrefectRunnerConfigError, match=r"pip install 'kedro-prefect\[dask\]'"):
+    with pytest.raises(
+        PrefectRunnerConfigError,
+        match=r"pip install 'prefect-dask>=0.3.6' 'dask\[distributed\]>=2023.9.2'",
+    ):
         PrefectRunner(task_runner="dask")
 
 

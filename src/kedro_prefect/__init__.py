@@ -44,6 +44,15 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, _EXPORTS, n=1, cutoff=0.85)
+        if close:  # a misspelt public name (`--runner=kedro_prefect.PrefectRuner`)
+            from kedro_prefect.errors import UnknownNameError
+
+            raise UnknownNameError(
+                f"kedro_prefect has no {name!r}; did you mean kedro_prefect.{close[0]}?"
+            )
         raise AttributeError(f"module 'kedro_prefect' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

@@ -23,40 +23,6 @@ if TYPE_CHECKING:
 
     from kedro_prefect.config import DeploymentConfig
 
-PREFECT_YML_TEMPLATE = """\
-# kedro-prefect settings for this project, read per Kedro environment (conf/base, conf/local,
-# conf/<env>) through the project's config loader: ${{...}} resolvers and environment overrides
-# work as in catalog.yml. Full reference: docs/prefect-yml.md in kedro-prefect.
-
-# Defaults for PrefectRunner options, for `kedro run --runner=kedro_prefect.PrefectRunner` and
-# for deployments; --runner-params override them.
-runner:
-  task_runner: thread          # thread | dask | import path of a Prefect TaskRunner class
-  # max_workers: 4             # most nodes running at once
-  # flow_name: {package}       # Prefect flow name (default: the package name)
-
-# Deployments: `kedro prefect deploy` creates or updates them on the Prefect API at
-# PREFECT_API_URL; `kedro prefect serve` runs them on this machine.
-deployments:
-  nightly:
-    pipeline: __default__      # a pipeline of pipeline_registry.py
-    # env: prod                # Kedro environment of the runs (default: the one deployed with)
-    schedule:                  # leave out to run only on demand (`prefect deployment run`)
-      cron: "0 2 * * *"        # every day at 02:00...
-      timezone: UTC            # ...in this IANA time zone, e.g. Europe/Amsterdam
-      # interval: 3600         # or: every hour (seconds, or an ISO 8601 duration "PT1H")
-      # rrule: "FREQ=WEEKLY;BYDAY=MO,WE,FR;BYHOUR=6;BYMINUTE=0"   # or: an iCalendar rule
-    # parameters:              # Kedro runtime parameters, like `kedro run --params`
-    #   min_quantity: 2
-    # runner:                  # PrefectRunner options of this deployment only
-    #   max_workers: 2
-    tags: [kedro]
-    description: Nightly run of the {package} pipelines
-    # work_pool: my-pool       # deploy for a Prefect worker instead of `kedro prefect serve`
-
-# Prefect task options per node (retries, timeouts...): see docs/reliability.md.
-"""
-
 
 @click.group(name="kedro-prefect")
 def commands() -> None:
@@ -66,6 +32,21 @@ def commands() -> None:
 @commands.group(name="prefect")
 def prefect_commands() -> None:
     """Deploy, schedule and serve this project's pipelines with Prefect."""
+    _quiet_upstream_deprecations()
+
+
+def _quiet_upstream_deprecations() -> None:
+    """Hide the one upstream warning a ``kedro prefect`` command would print before its result.
+
+    Kedro 1.7's config loader calls OmegaConf's ``register_new_resolver``, deprecated in
+    omegaconf 2.4: each project load prints the warning 3 to 5 times (~40 terminal lines). It
+    says nothing a user of these commands can act on; ``kedro run`` keeps Kedro's behaviour.
+    """
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+    )
 
 
 def _env_option(func: Any) -> Any:
@@ -86,8 +67,12 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
     target = Path(metadata.project_path) / "conf" / "base" / "prefect.yml"
     if target.exists() and not force:
         raise click.ClickException(f"{target} exists already; use --force to overwrite it.")
+    from kedro_prefect.config.template import prefect_yml_template, project_facts
+
+    package = metadata.package_name
+    pipelines, parameters = project_facts(package, metadata.project_path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(PREFECT_YML_TEMPLATE.format(package=metadata.package_name))
+    target.write_text(prefect_yml_template(package, pipelines, parameters))
     click.echo(f"Wrote {target}")
     click.echo("Next: set PREFECT_API_URL, then `kedro prefect deploy` and `kedro prefect serve`.")
 

@@ -34,6 +34,11 @@ class PrefectRunnerConfigError(KedroPrefectError, ValueError):
     """
 
 
+class UnknownNameError(KedroPrefectError, AttributeError):
+    """``kedro_prefect.<name>`` for a name close to a public one, e.g. a misspelt
+    ``--runner=kedro_prefect.PrefectRuner``: one line with the name meant, not a traceback."""
+
+
 class ProjectConfigError(KedroPrefectError, ValueError):
     """``prefect.yml`` has an unknown key or a bad value; the message names both."""
 

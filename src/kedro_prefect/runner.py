@@ -122,7 +122,7 @@ class PrefectRunner(AbstractRunner):
 
     def _apply_project_defaults(self) -> None:
         """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""
-        project = load_project_config(run_params_recorder.config_loader)
+        project = load_project_config(run_params_recorder.config_loader, deployments=False)
         self._project_config = project
         if not project.runner:
             return

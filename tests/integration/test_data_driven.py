@@ -423,8 +423,7 @@ except SelfTriggerError as exc:
     )
     assert result.returncode == 0, result.stderr
     assert "DeploymentCompoundTrigger all 2:00:00" in result.stdout
-    assert (
-        "refused: Invalid prefect.yml:\n  deployments.loop.on_dataset_saved: pipeline 'ingest'"
-        in (result.stdout)
+    assert "refused: Invalid prefect.yml: deployments.loop.on_dataset_saved: pipeline 'ingest'" in (
+        result.stdout
     )
     assert "saves 'ingest.products'" in result.stdout

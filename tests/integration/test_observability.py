@@ -209,11 +209,12 @@ def test_progress_and_summary_on_a_terminal(ui_server, tmp_path):
     with api_client(ui_server) as client:
         flow_run = latest_flow_run(client, "sales_demo")
         (artifact,) = artifacts_of(client, flow_run.id, "sales-demo-default-nodes")
-    # The server serves Prefect's UI: the terminal links to this flow run's page, in the V2 UI
-    # where the server offers it, and to the graph artifact.
+    # The server serves Prefect's UI: the terminal links to this flow run's page as Prefect's
+    # own CLI does (PREFECT_UI_URL + the page's path: one UI whichever link is followed), and
+    # to the graph artifact.
     ui_url = ui_server.api_url.removesuffix("/api")
     ui_settings = httpx.get(f"{ui_url}/ui-settings", timeout=10).json()
-    if "v2" in ui_settings.get("available_uis", []):
+    if "v1" not in ui_settings.get("available_uis", ["v1"]):
         ui_url += ui_settings["v2_base_url"].rstrip("/")
     assert f"Prefect flow run: {ui_url}/runs/flow-run/{flow_run.id}" in output
     with api_client(ui_server) as client:

@@ -521,10 +521,11 @@ def test_bad_prefect_yml_is_one_clear_error_before_any_node(project, session_run
     with pytest.raises(KedroPrefectError) as error:
         session_run("chain")
     assert str(error.value) == (
-        "Invalid prefect.yml:\n"
-        "  tasks.rules.0.retries: Input should be greater than or equal to 0 (got -2)\n"
-        "  unknown key 'tasks.rules.1.timeout'; allowed keys: retries, retry_delay_seconds, "
-        "retry_jitter_factor, timeout_seconds, tags, concurrency_tags, node, namespace, tag"
+        "Invalid conf/base/prefect.yml, line 4: "  # the first problem: its file and line
+        "tasks.rules.0.retries: Input should be greater than or equal to 0 (got -2) (and 1 more: "
+        "unknown key 'tasks.rules.1.timeout'; did you mean 'timeout_seconds'? allowed keys: "
+        "retries, retry_delay_seconds, retry_jitter_factor, timeout_seconds, tags, "
+        "concurrency_tags, node, namespace, tag)"
     )
     assert events(project) == []
 

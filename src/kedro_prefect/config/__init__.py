@@ -4,7 +4,9 @@
 * :mod:`.options`: :class:`RunnerOptions`, the options of ``PrefectRunner``;
 * :mod:`.tasks`: the ``tasks:`` section (per-node retries, timeouts, tags, concurrency limits);
 * :mod:`.deployments`: the ``deployments:`` section (schedules and deployment settings);
-* :mod:`.project`: ``conf/<env>/prefect.yml`` as a whole, read through Kedro's config loader.
+* :mod:`.project`: ``conf/<env>/prefect.yml`` as a whole, read through Kedro's config loader;
+* :mod:`.locate`: the file and line of a key of ``prefect.yml``, for one-line errors;
+* :mod:`.template`: the commented ``prefect.yml`` that ``kedro prefect init`` writes.
 """
 
 from kedro_prefect.config.deployments import DeploymentConfig, ScheduleConfig, check_deployment_name

@@ -28,10 +28,14 @@ def _reject_unknown_keys(model: type[BaseModel], value: Any, what: str) -> Any:
     if isinstance(value, dict):
         unknown = [key for key in value if key not in model.model_fields]
         if unknown:
+            import difflib
+
             allowed = ", ".join(model.model_fields)
+            close = difflib.get_close_matches(str(unknown[0]), list(model.model_fields), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(
                 f"unknown {what} key {unknown[0]!r} (value {value[unknown[0]]!r}); "
-                f"allowed keys: {allowed}"
+                f"{hint}allowed keys: {allowed}"
             )
     return value
 

@@ -7,6 +7,7 @@ that ``--runner-params`` override.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kedro.config import MissingConfigException
@@ -102,20 +103,47 @@ class ProjectConfig(BaseModel):
         return value
 
 
-def load_project_config(config_loader: Any) -> ProjectConfig:
-    """Read and validate ``prefect.yml`` from the project's config loader (empty if absent)."""
+def load_project_config(config_loader: Any, deployments: bool = True) -> ProjectConfig:
+    """Read and validate ``prefect.yml`` from the project's config loader (empty if absent).
+
+    With ``deployments=False`` (``kedro run``, which does not use them), the ``deployments:``
+    section is left unread: a mistake there does not stop a run. An error names the file and
+    the line of the key (:mod:`.locate`).
+    """
+    from kedro_prefect.config.locate import locate, prefect_yml_files
+
     if config_loader is None:
         return ProjectConfig()
     config_loader.config_patterns.setdefault("prefect", PREFECT_CONFIG_PATTERNS)
     try:
-        raw = read_config(config_loader, "prefect")
+        raw = _read_prefect_yml(config_loader)
     except MissingConfigException:
         return ProjectConfig()
     raw = dict(raw or {})
-    base = _base_only(config_loader) or {}
-    if "deployments" in raw or "deployments" in base:
-        raw["deployments"] = merge_deployments(base.get("deployments"), raw.get("deployments"))
-    return validate_project_config(raw)
+    if not deployments:
+        raw.pop("deployments", None)
+    else:
+        base = _read_prefect_yml(config_loader, base_only=True) or {}
+        if "deployments" in raw or "deployments" in base:
+            raw["deployments"] = merge_deployments(base.get("deployments"), raw.get("deployments"))
+    files = prefect_yml_files(config_loader)
+    return validate_project_config(raw, where=lambda loc: locate(files, loc))
+
+
+def _read_prefect_yml(config_loader: Any, base_only: bool = False) -> Any:
+    """``prefect.yml`` as the loader merges it (or of base alone); a YAML syntax error as one
+    :class:`ProjectConfigError` line naming the file and the line."""
+    from kedro_prefect.config.locate import yaml_syntax_error
+
+    try:
+        return _base_only(config_loader) if base_only else read_config(config_loader, "prefect")
+    except MissingConfigException:
+        raise
+    except Exception as exc:
+        message = yaml_syntax_error(exc)
+        if message is None:
+            raise
+        raise ProjectConfigError(message) from None
 
 
 def merge_deployments(base: Any, env: Any) -> dict[str, Any]:
@@ -154,7 +182,7 @@ def _base_only(config_loader: Any) -> dict[str, Any] | None:
     base_loader = copy.copy(config_loader)
     base_loader.env = base_env
     try:
-        return dict(base_loader["prefect"] or {})
+        return dict(read_config(base_loader, "prefect") or {})
     except MissingConfigException:
         return {}
 
@@ -174,21 +202,45 @@ def read_config(config_loader: Any, key: str) -> Any:
         return config_loader[key]
 
 
-def validate_project_config(raw: dict[str, Any]) -> ProjectConfig:
+def validate_project_config(
+    raw: dict[str, Any], where: Callable[[tuple[Any, ...]], str | None] | None = None
+) -> ProjectConfig:
+    """``raw`` as a :class:`ProjectConfig`, or one :class:`ProjectConfigError` line.
+
+    ``where`` maps a key path to ``<file>, line <n>`` (when known) for the message: the first
+    problem is named with its place, key and fix, any others counted after it.
+    """
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            if error["type"] == "extra_forbidden":
-                allowed = ", ".join(_model_at(error["loc"][:-1]).model_fields)
-                lines.append(f"unknown key {where!r}; allowed keys: {allowed}")
-            else:
-                message = error["msg"].removeprefix("Value error, ")
-                got = "" if error["type"] == "value_error" else f" (got {error['input']!r})"
-                lines.append(f"{where}: {message}{got}")
-        raise ProjectConfigError("Invalid prefect.yml:\n  " + "\n  ".join(lines)) from None
+        problems = [_problem(error) for error in exc.errors()]
+        place = where(_key_path(exc.errors()[0])) if where else None
+        head = f"Invalid {place}: " if place else "Invalid prefect.yml: "
+        more = f" (and {len(problems) - 1} more: " + "; ".join(problems[1:]) + ")"
+        raise ProjectConfigError(head + problems[0] + (more if len(problems) > 1 else "")) from None
+
+
+def _key_path(error: Any) -> tuple[Any, ...]:
+    """The key path of a validation error, down to the unknown key a validator names."""
+    import re
+
+    unknown = re.match(r"(?:Value error, )?unknown \w+ key '([^']+)'", error["msg"])
+    return (*error["loc"], unknown.group(1)) if unknown else tuple(error["loc"])
+
+
+def _problem(error: Any) -> str:
+    """One validation error as ``<key>: <message>``, with the fix where one is known."""
+    import difflib
+
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = list(_model_at(error["loc"][:-1]).model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key {key!r}; {hint}allowed keys: {', '.join(allowed)}"
+    message = " ".join(error["msg"].removeprefix("Value error, ").split())  # one line
+    got = "" if error["type"] == "value_error" else f" (got {error['input']!r})"
+    return f"{key}: {message}{got}"
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:

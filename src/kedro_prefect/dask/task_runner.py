@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 #: The one message for a missing Dask extra.
 DASK_EXTRA_MISSING = (
-    "task_runner=dask needs prefect-dask, dask and distributed: pip install 'kedro-prefect[dask]'"
+    "task_runner=dask needs prefect-dask, dask and distributed: "
+    "pip install 'prefect-dask>=0.3.6' 'dask[distributed]>=2023.9.2'"
 )
 
 
@@ -50,7 +51,7 @@ def require_prefect_dask() -> type:
         raise PrefectRunnerConfigError(
             f"task_runner=dask: prefect-dask is installed but does not import ({exc}); "
             "install a version that matches the installed Prefect: "
-            "pip install -U 'kedro-prefect[dask]'"
+            "pip install -U 'prefect-dask>=0.3.6'"
         ) from None
     return DaskTaskRunner
 

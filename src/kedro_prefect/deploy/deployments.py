@@ -188,7 +188,7 @@ class Project:
         if pipeline not in pipelines:
             allowed = ", ".join(sorted(pipelines)) or "(none registered)"
             raise ProjectConfigError(
-                f"Invalid prefect.yml:\n  deployments.{deployment}.pipeline: unknown pipeline "
+                f"Invalid prefect.yml: deployments.{deployment}.pipeline: unknown pipeline "
                 f"{pipeline!r}; the project's pipelines are: {allowed}"
             )
 

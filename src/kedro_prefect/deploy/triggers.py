@@ -211,7 +211,7 @@ def deployment_triggers(
     loops = sorted(n for n, dataset in own.items() if dataset in datasets.saved_by(pipeline))
     if loops:
         raise SelfTriggerError(
-            f"Invalid prefect.yml:\n  deployments.{deployment}.on_dataset_saved: pipeline "
+            f"Invalid prefect.yml: deployments.{deployment}.on_dataset_saved: pipeline "
             f"{pipeline!r} of this deployment saves {', '.join(repr(n) for n in loops)}, so each "
             "run would trigger the next one forever. Trigger it on another dataset, or deploy "
             "the part of the pipeline that consumes it as its own pipeline."

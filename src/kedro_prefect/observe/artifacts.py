@@ -77,8 +77,17 @@ class ArtifactWriter(RunObserver):
         create_table_artifact(
             table=node_table(run),
             key=table_key(run),
-            description=f"Kedro nodes of {run.flow_run_name or run.flow_name}" + _skipped_note(run),
+            description=f"Kedro nodes of {_markdown_text(run.flow_run_name or run.flow_name)}"
+            + _skipped_note(run),
         )
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` shown as is by Prefect's UI, which renders descriptions as Markdown: no
+    ``__default__`` turned into a bold *default*."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", text)
 
 
 def _skipped_note(run: PipelineRun) -> str:
@@ -96,7 +105,8 @@ def table_key(run: PipelineRun) -> str:
 
 
 def node_table(run: PipelineRun) -> list[dict[str, Any]]:
-    """One row per node, in the pipeline's topological order."""
+    """One row per node, in the pipeline's topological order; columns node, state, duration,
+    attempts, start, worker."""
     rows = []
     for record in run.nodes.values():
         seconds = record.seconds
@@ -104,9 +114,10 @@ def node_table(run: PipelineRun) -> list[dict[str, Any]]:
             {
                 "node": record.node.name,
                 "state": record.state_name,
+                # before the long start time: in view without scrolling the table sideways
+                "duration": f"{seconds:.3f} s" if seconds is not None else "",
                 "attempts": record.attempts if record.attempts is not None else "",
                 "start": record.start.isoformat(timespec="milliseconds") if record.start else "",
-                "duration": f"{seconds:.3f} s" if seconds is not None else "",
                 "worker": record.worker or "",
             }
         )

@@ -140,12 +140,20 @@ def summary(run: PipelineRun) -> Any:
         ("Pipeline ", "bold"),
         (outcome, style),
         f": {done}/{len(records)} nodes completed",
-        f" ({skipped} skipped (unchanged))" if skipped else "",
+        f", {_skipped_words(skipped, done)}" if skipped else "",
         f", {len(failed)} failed" if failed else "",
         f", {not_run} not run" if not_run else "",
-        f" in {run.elapsed:.1f} s",
+        ("," if skipped and not (failed or not_run) else "") + f" in {run.elapsed:.1f} s",
     )
     parts: list[Any] = [headline]
+    if _on_the_local_api(run):
+        parts.append(
+            Text(
+                f"({run.elapsed:.1f} s is the flow run; Kedro's time also counts starting "
+                "Prefect's local API and recording the run in it)",
+                style="dim",
+            )
+        )
     if cancelled and completed:
         names = [r.node.name for r in completed]
         more = f" +{len(names) - COMPLETED_SHOWN} more" if len(names) > COMPLETED_SHOWN else ""
@@ -153,8 +161,8 @@ def summary(run: PipelineRun) -> Any:
             Text.assemble(("completed: ", "bold"), ", ".join(names[:COMPLETED_SHOWN]), more)
         )
 
-    timed = sorted(
-        (r for r in records if r.seconds is not None and r.state is not None),
+    timed = sorted(  # skipped nodes did not run: their time is Prefect's cache look-up
+        (r for r in records if r.seconds is not None and r.state is not None and not r.skipped),
         key=lambda r: r.seconds,
         reverse=True,
     )
@@ -181,6 +189,20 @@ def summary(run: PipelineRun) -> Any:
     if run.graph_url:
         parts.append(Text.assemble(("Pipeline graph: ", "bold"), run.graph_url))
     return Group(*parts)
+
+
+def _skipped_words(skipped: int, completed: int) -> str:
+    """``all skipped as unchanged`` or ``3 of them skipped as unchanged``."""
+    if skipped == completed and skipped > 1:
+        return "all skipped as unchanged"
+    return f"{skipped} of them skipped as unchanged"
+
+
+def _on_the_local_api(run: PipelineRun) -> bool:
+    """The run reported to the ephemeral API this process started (or reused)."""
+    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+
+    return bool(run.api_url) and EPHEMERAL_API.running and run.api_url == EPHEMERAL_API.url
 
 
 def _attempts(record: Any) -> str:

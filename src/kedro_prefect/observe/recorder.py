@@ -169,8 +169,9 @@ def _warn_on_error(doing: str) -> Iterator[None]:
 def _api_and_ui_urls() -> tuple[str | None, str | None]:
     """The API URL in use, and the root of the UI to link to when that server serves one.
 
-    The root is the V2 UI (``<ui>/v2``) where the server offers it: it draws the graph
-    artifact's Mermaid as well as its picture.
+    The root is ``PREFECT_UI_URL``, as in the links Prefect's own CLI prints (``prefect
+    deployment run``...): both open the same UI, the one the server serves at those paths
+    (the UI at ``/``; Prefect 3.9's V2 UI lives under ``/v2``).
     """
     from prefect.settings import get_current_settings
 
@@ -190,7 +191,7 @@ def _api_and_ui_urls() -> tuple[str | None, str | None]:
         return api_url, root if ui_settings.get("api_url") and _ui_index_answers(root) else None
     if not available:
         return api_url, None
-    if "v2" in available:
+    if "v1" not in available:  # only the V2 UI is served: link into it
         base = str(ui_settings.get("v2_base_url") or "/v2").rstrip("/")
         return api_url, f"{root}{base}" if base.startswith("/") else root
     return api_url, root

@@ -200,7 +200,7 @@ def _skipped_words(skipped: int, completed: int) -> str:
 
 def _on_the_local_api(run: PipelineRun) -> bool:
     """The run reported to the ephemeral API this process started (or reused)."""
-    from kedro_prefect.api.ephemeral import EPHEMERAL_API
+    from kedro_prefect.local_api import EPHEMERAL_API
 
     return bool(run.api_url) and EPHEMERAL_API.running and run.api_url == EPHEMERAL_API.url
 

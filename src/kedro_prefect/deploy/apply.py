@@ -37,6 +37,7 @@ class _Plan:
     full_name: str
     existing: Any
     deployment: RunnerDeployment
+    on_this_machine: bool = True
 
 
 def deploy(
@@ -125,6 +126,9 @@ def _unchanged(plan: _Plan) -> bool:
     """
     if plan.config.on_dataset_saved:
         return False
+    from kedro_prefect._upstream.prefect_deploy import parameter_schema_of
+
+    project_on_machine = plan.on_this_machine
     old = server.server_fingerprint(plan.existing)
     d = plan.deployment
     config = plan.config
@@ -140,6 +144,7 @@ def _unchanged(plan: _Plan) -> bool:
         job_variables=config.job_variables or None,
         paused=config.paused,
         limit=config.concurrency_limit,
+        form=parameter_schema_of(d) if project_on_machine else old["form"],
     )
     for key, given in (
         ("work_queue", config.work_queue),

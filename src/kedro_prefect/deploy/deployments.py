@@ -243,6 +243,9 @@ class Project:
             "params": config.parameters,
             "runner_options": config.runner,
         }
+        # Left out when empty: a run then reads conf/ as it is, and the form shows the schema's
+        # defaults (the project's values when deployed).
+        parameters = {k: v for k, v in parameters.items() if v != {} or k == "env"}
         schedules = None
         if config.schedule is not None:
             schedules = [
@@ -273,7 +276,50 @@ class Project:
         # Without this, an empty schedule list would not clear a schedule removed from prefect.yml.
         if schedules is None:
             deployment.schedules = []
+        if self.on_this_machine:
+            from kedro_prefect._upstream.prefect_deploy import set_parameter_schema
+
+            set_parameter_schema(deployment, self.parameter_form(config, parameters))
         return deployment
+
+    def parameter_form(
+        self, config: DeploymentConfig, parameters: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The deployment's parameter schema: the UI's *Custom run* form (see ``schema.py``)."""
+        from kedro.framework.project import pipelines, settings
+
+        from kedro_prefect._upstream.kedro import typed_parameters
+        from kedro_prefect.deploy import schema
+
+        env = parameters["env"]
+        loader = settings.CONFIG_LOADER_CLASS(
+            conf_source=str(self.path / settings.CONF_SOURCE),
+            env=env,
+            **settings.CONFIG_LOADER_ARGS,
+        )
+        try:
+            conf_params = dict(loader["parameters"] or {})
+        except Exception:  # no parameter files
+            conf_params = {}
+        conf = self.path / settings.CONF_SOURCE
+        run_env = env or getattr(loader, "default_run_env", "") or ""
+        dirs = [conf / (getattr(loader, "base_env", "") or "base")] + (
+            [conf / run_env] if run_env else []
+        )
+        pipeline = pipelines[config.pipeline]
+        typed = {k: v for k, v in typed_parameters(pipeline).items() if "." not in k}
+        return schema.parameter_schema(
+            project_path=parameters["project_path"],
+            pipeline=config.pipeline,
+            pipelines=list(pipelines),
+            env=env,
+            params=config.parameters,
+            runner_options=config.runner,
+            conf_params=conf_params,
+            used=schema.used_parameters(pipeline),
+            descriptions=schema.comment_descriptions(dirs),
+            typed=typed,
+        )
 
 
 #: Tag showing a deployment's Kedro environment in the UI (``env:prod``).

@@ -136,9 +136,11 @@ def fingerprint(
     job_variables: dict[str, Any] | None,
     paused: bool | None,
     limit: int | None,
+    form: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a deployment is, in a form comparable between a new one and one on the server."""
     return {
+        "form": json.loads(json.dumps(form or {}, default=str, sort_keys=True)),
         "parameters": json.loads(json.dumps(parameters, default=str, sort_keys=True)),
         "tags": sorted(tags),
         "description": description,
@@ -165,6 +167,7 @@ def server_fingerprint(deployment: DeploymentResponse) -> dict[str, Any]:
         job_variables=dict(deployment.job_variables or {}) if pooled else None,
         paused=deployment.paused,
         limit=concurrency_limit(deployment),
+        form=deployment.parameter_openapi_schema,
     )
 
 

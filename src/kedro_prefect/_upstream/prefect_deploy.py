@@ -111,7 +111,7 @@ def serve_following(
                 if deployment_id not in served:
                     await add(item)
                     served[deployment_id] = item
-                    echo(f"Serving '{item[2]}/{item[1]}' (deployed since serve started)")
+                    echo(f"Serving '{item[2]}/{item[1]}' (deployed while serving)")
             for deployment_id in [d for d in served if d not in now]:
                 item = served.pop(deployment_id)
                 _registered_ids(runner).discard(deployment_id)
@@ -126,7 +126,9 @@ def serve_following(
         finally:
             watcher.cancel()
 
+    from prefect.exceptions import TerminationSignal
+
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
-        logger.info("Received KeyboardInterrupt, shutting down...")
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        logger.info("Received %s, shutting down...", type(exc).__name__)

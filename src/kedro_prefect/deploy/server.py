@@ -233,20 +233,30 @@ def _duration(value: timedelta) -> str:
     return " ".join(parts) or f"{value.total_seconds():g}s"
 
 
+def servable(
+    client: SyncPrefectClient, flow_name: str, env: str | None, names: tuple[str, ...] = ()
+) -> list[DeploymentResponse]:
+    """What ``kedro prefect serve`` serves right now: deployed, of ``env``, no work pool, and
+    (given ``names``) of those names. Serve reads it again as it runs, to follow the server."""
+    wanted = {n for name in names for n in (name, deployment_name(name, env))}
+    return [
+        d
+        for d in project_deployments(client, flow_name, env)
+        if not d.work_pool_name and (not names or d.name in wanted)
+    ]
+
+
 def served_deployments(
     client: SyncPrefectClient, flow_name: str, env: str | None, names: tuple[str, ...]
 ) -> list[DeploymentResponse]:
-    """The deployments ``kedro prefect serve`` serves: deployed, of ``env``, with no work pool."""
+    """The deployments ``kedro prefect serve`` starts with (checking the names it is given).
+
+    Without names, none is fine: serve waits for the first ``kedro prefect deploy``.
+    """
     of_env = project_deployments(client, flow_name, env)
     served = [d for d in of_env if not d.work_pool_name]
     flag_env = f" --env {env}" if env else ""
     if not names:
-        if not served:
-            raise DeployError(
-                f"no deployment of flow {flow_name!r} for {env_label(env)} to serve on the server "
-                f"(served ones have no work pool); deploy one first: "
-                f"`kedro prefect deploy{flag_env}`, then `kedro prefect list` shows it"
-            )
         return served
     chosen = []
     for name in names:

@@ -47,8 +47,9 @@ def deploy(
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
+        triggers_from = "--on-dataset-saved" if flags.get("on_dataset_saved") else None
         plans = [
-            _plan(client, project, env, name, config, path)
+            _plan(client, project, env, name, config, path, triggers_from)
             for name, (config, path) in _select(client, project, env, flags).items()
         ]
         for pool in sorted({p.config.work_pool for p in plans if p.config.work_pool}):
@@ -91,6 +92,7 @@ def _plan(
     name: str,
     config: DeploymentConfig,
     project_path: str | None,
+    triggers_from: str | None = None,
 ) -> _Plan:
     project.check_pipeline(name, config.pipeline)
     run_env = config.env or env
@@ -99,7 +101,9 @@ def _plan(
     existing = server.read_deployment(client, flow_name, deployment_name(name, run_env))
     server.check_identity(existing, run_env, full_name)
     config = _keep_anchor(config, existing)
-    deployment = project.deployment(name, config, default_env=env, project_path=project_path)
+    deployment = project.deployment(
+        name, config, default_env=env, project_path=project_path, triggers_from=triggers_from
+    )
     return _Plan(name, config, full_name, existing, deployment)
 
 
@@ -191,7 +195,38 @@ def _select(
     else:
         raw = {"env": env} if env else {}
     _apply_flags(raw, flags)
+    _check_schedule_flags(raw.get("schedule"), flags)
     return {name: (validate_deployment(name, raw), path)}
+
+
+#: How a cron looks, for an error about ``--cron``.
+_CRON_FIELDS = (
+    "a cron has five fields: minute hour day-of-month month day-of-week, "
+    'e.g. --cron "0 2 * * *" (02:00 every day) or --cron "30 6 * * 1-5" (06:30 on weekdays)'
+)
+
+
+def _check_schedule_flags(schedule: dict[str, Any] | None, flags: dict[str, Any]) -> None:
+    """A bad schedule flag is named as the flag (not as a prefect.yml key), cron with its form."""
+    from pydantic import ValidationError
+
+    from kedro_prefect.config import ScheduleConfig
+
+    named = [f for f in (*_SCHEDULE_FLAGS, "timezone", "anchor_date") if flags.get(f) is not None]
+    if not schedule or not named:
+        return
+    try:
+        ScheduleConfig.model_validate(schedule)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        if reason.startswith("bad ") and "': " in reason:  # "bad cron '...': why" -> why
+            reason = reason.split("': ", 1)[1]
+        field = error["loc"][0] if error["loc"] else None
+        flag = field if field in named else next((f for f in named if f in reason), named[0])
+        value = flags.get(flag, schedule.get(flag))
+        hint = f"; {_CRON_FIELDS}" if flag == "cron" else ""
+        raise ProjectConfigError(f"--{flag.replace('_', '-')} {value!r}: {reason}{hint}") from None
 
 
 def _apply_flags(raw: dict[str, Any], flags: dict[str, Any]) -> None:

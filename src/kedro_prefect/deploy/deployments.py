@@ -193,7 +193,11 @@ class Project:
             )
 
     def triggers(
-        self, name: str, config: DeploymentConfig, default_env: str | None = None
+        self,
+        name: str,
+        config: DeploymentConfig,
+        default_env: str | None = None,
+        where: str | None = None,
     ) -> list[Any]:
         """The deployment's ``on_dataset_saved`` triggers (checked: no self-trigger)."""
         if not config.on_dataset_saved:
@@ -207,6 +211,7 @@ class Project:
             config.pipeline,
             datasets,
             config.on_dataset_saved_all_within,
+            where,
         )
 
     def flow_name(self, config: DeploymentConfig) -> str:
@@ -224,12 +229,14 @@ class Project:
         default_env: str | None = None,
         flow_name: str | None = None,
         project_path: str | None = None,
+        triggers_from: str | None = None,
     ) -> RunnerDeployment:
         """The ``RunnerDeployment`` of prefect.yml's (or the flags') deployment ``name``.
 
         Its name on the server is :func:`deployment_name` (``name`` with the environment, if any)
         and an ``env:<env>`` tag shows the environment in the UI. ``project_path`` replaces this
-        project's path (a re-deploy keeps the path stored on the server).
+        project's path (a re-deploy keeps the path stored on the server). ``triggers_from``
+        names where ``on_dataset_saved`` came from in errors (e.g. ``--on-dataset-saved``).
         """
         from prefect.client.schemas.actions import DeploymentScheduleCreate
         from prefect.deployments.runner import EntrypointType
@@ -271,7 +278,7 @@ class Project:
             work_queue_name=config.work_queue,
             job_variables=config.job_variables or None,
             entrypoint_type=EntrypointType.MODULE_PATH,
-            triggers=self.triggers(name, config, default_env) or None,
+            triggers=self.triggers(name, config, default_env, triggers_from) or None,
         )
         # Without this, an empty schedule list would not clear a schedule removed from prefect.yml.
         if schedules is None:

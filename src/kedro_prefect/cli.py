@@ -121,6 +121,12 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
     "--paused/--no-paused", default=None, help="Create or set the deployment paused (or not)."
 )
 @click.option(
+    "--keep-schedule",
+    is_flag=True,
+    default=False,
+    help="Keep the schedule each deployment has on the server (e.g. one set by flags).",
+)
+@click.option(
     "--on-dataset-saved",
     multiple=True,
     metavar="DATASET",

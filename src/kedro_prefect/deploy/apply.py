@@ -46,10 +46,21 @@ def deploy(
     """Create or update the deployments that ``prefect.yml`` or the flags describe."""
     from prefect.client.orchestration import get_client
 
+    from kedro_prefect.deploy.changes import describe_changes, replaced_schedule_note
+
+    flags = dict(flags)
+    keep_schedule = bool(flags.pop("keep_schedule", False))
+    described = [f for f in (*_SCHEDULE_FLAGS, "timezone", "anchor_date") if flags.get(f)]
+    if keep_schedule and described:
+        raise ProjectConfigError(
+            f"--keep-schedule keeps the server's schedule, --{described[0].replace('_', '-')} "
+            "sets a new one: give one of them"
+        )
+    from_prefect_yml = not any(v not in (None, "", [], {}, ()) for v in flags.values())
     with get_client(sync_client=True) as client:
         triggers_from = "--on-dataset-saved" if flags.get("on_dataset_saved") else None
         plans = [
-            _plan(client, project, env, name, config, path, triggers_from)
+            _plan(client, project, env, name, config, path, triggers_from, keep_schedule)
             for name, (config, path) in _select(client, project, env, flags).items()
         ]
         for pool in sorted({p.config.work_pool for p in plans if p.config.work_pool}):
@@ -71,11 +82,16 @@ def deploy(
                 stored = server.read_deployment(client, flow_name, name)
             verb = "Updated" if plan.existing is not None else "Created"
             env = server.stored_env(stored)
+            changes = describe_changes(plan.existing, stored) if plan.existing else []
             echo(
                 f"{verb} {plan.full_name!r}{f' for env {env!r}' if env else ''} "
                 f"({server.describe_schedules(stored)}{_describe_triggers(plan.config)}), "
                 f"run by {server.runs_on(stored)}"
+                + (f"; changed: {', '.join(changes)}" if changes else "")
             )
+            note = replaced_schedule_note(plan.existing, stored) if plan.existing else None
+            if note and from_prefect_yml:
+                echo(note)
 
 
 def _describe_triggers(config: DeploymentConfig) -> str:
@@ -93,6 +109,7 @@ def _plan(
     config: DeploymentConfig,
     project_path: str | None,
     triggers_from: str | None = None,
+    keep_schedule: bool = False,
 ) -> _Plan:
     project.check_pipeline(name, config.pipeline)
     run_env = config.env or env
@@ -100,6 +117,11 @@ def _plan(
     full_name = f"{flow_name}/{deployment_name(name, run_env)}"
     existing = server.read_deployment(client, flow_name, deployment_name(name, run_env))
     server.check_identity(existing, run_env, full_name)
+    if keep_schedule and existing is not None:
+        kept = server.schedule_from_server(existing.schedules[0]) if existing.schedules else None
+        config = validate_deployment(
+            name, {**config.model_dump(exclude_unset=True, mode="json"), "schedule": kept}
+        )
     config = _keep_anchor(config, existing)
     deployment = project.deployment(
         name, config, default_env=env, project_path=project_path, triggers_from=triggers_from

@@ -252,7 +252,8 @@ class Project:
         }
         # Left out when empty: a run then reads conf/ as it is, and the form shows the schema's
         # defaults (the project's values when deployed).
-        parameters = {k: v for k, v in parameters.items() if v != {} or k == "env"}
+        if not parameters["params"]:
+            del parameters["params"]
         schedules = None
         if config.schedule is not None:
             schedules = [

@@ -109,12 +109,14 @@ def test_the_form_has_one_typed_field_per_parameter_and_the_server_enforces_it(d
     # Re-deploying an unchanged project changes nothing; a changed parameter file changes the form.
     assert "Unchanged" in ok(kedro(project, ui_server, "deploy", "--name", "form"))
     parameters = project / "conf" / "base" / "parameters.yml"
-    parameters.write_text(parameters.read_text() + "currency: EUR\n")
+    original = parameters.read_text()
+    parameters.write_text(original.replace("top_n: 3", "top_n: 4"))
     try:
         out = ok(kedro(project, ui_server, "deploy", "--name", "form"))
     finally:
-        parameters.write_text(parameters.read_text().replace("currency: EUR\n", ""))
+        parameters.write_text(original)
     assert "changed: parameter form" in out
+    assert "changed: parameter form" in ok(kedro(project, ui_server, "deploy", "--name", "form"))
 
 
 @pytest.mark.timeout(900)

@@ -294,6 +294,7 @@ class Project:
         self, config: DeploymentConfig, parameters: dict[str, Any]
     ) -> dict[str, Any]:
         """The deployment's parameter schema: the UI's *Custom run* form (see ``schema.py``)."""
+        from kedro.config import MissingConfigException
         from kedro.framework.project import pipelines, settings
 
         from kedro_prefect._upstream.kedro import typed_parameters
@@ -307,7 +308,7 @@ class Project:
         )
         try:
             conf_params = dict(loader["parameters"] or {})
-        except Exception:  # no parameter files
+        except MissingConfigException:  # no parameter files
             conf_params = {}
         conf = self.path / settings.CONF_SOURCE
         run_env = env or getattr(loader, "default_run_env", "") or ""

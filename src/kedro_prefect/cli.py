@@ -106,6 +106,12 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
     "--paused/--no-paused", default=None, help="Create or set the deployment paused (or not)."
 )
 @click.option(
+    "--keep-schedule",
+    is_flag=True,
+    default=False,
+    help="Keep the schedule each deployment has on the server (e.g. one set by flags).",
+)
+@click.option(
     "--on-dataset-saved",
     multiple=True,
     metavar="DATASET",
@@ -147,13 +153,16 @@ def serve(
 
     Runs the scheduled and triggered flow runs of the deployments on the server that have no work
     pool (of this --env), exactly as deployed: serving changes nothing on the server. Deploy or
-    change them with `kedro prefect deploy`. Stopping leaves the schedules active.
+    change them with `kedro prefect deploy`: serve picks up new deployments and drops deleted
+    ones while it runs. Stopping leaves the schedules active.
     """
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY
 
-    from kedro_prefect._upstream.prefect import serve_deployed
+    from kedro_prefect._upstream.prefect_deploy import serve_following
     from kedro_prefect.deploy import check_api_reachable, load_project
-    from kedro_prefect.deploy.server import describe_schedules, served_deployments
+    from kedro_prefect.deploy.deployments import env_label
+    from kedro_prefect.deploy.server import describe_schedules, servable, served_deployments
 
     with _clear_errors():
         check_api_reachable()
@@ -163,8 +172,20 @@ def serve(
             served = served_deployments(client, flow_name, env, names)
     for deployment in served:
         click.echo(f"Serving '{flow_name}/{deployment.name}' ({describe_schedules(deployment)})")
+    every = float(PREFECT_RUNNER_POLL_FREQUENCY.value())
+    if not served:
+        click.echo(
+            f"No deployment of {flow_name!r} for {env_label(env)} to serve yet: serving each "
+            f"one `kedro prefect deploy{f' --env {env}' if env else ''}` makes (checked every "
+            f"{every:g} s)."
+        )
     click.echo("Ctrl-C stops serving; the schedules stay active.")
-    serve_deployed([(d.id, d.name, flow_name) for d in served], limit)
+
+    def current() -> list[tuple[Any, str, str]]:
+        with get_client(sync_client=True) as client:
+            return [(d.id, d.name, flow_name) for d in servable(client, flow_name, env, names)]
+
+    serve_following(current, [(d.id, d.name, flow_name) for d in served], limit, every, click.echo)
 
 
 @prefect_commands.command(name="list")

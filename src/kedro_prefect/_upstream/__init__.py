@@ -6,6 +6,7 @@ this package, one per upstream:
 
 * :mod:`.prefect`: Prefect's task engine, client context, settings, result storage, logging;
 * :mod:`.prefect_server`: Prefect's API server app, as the ephemeral API process serves it;
+* :mod:`.prefect_deploy`: a deployment's parameter form, and serving what the server has;
 * :mod:`.prefect_dask`: prefect-dask's ``DaskTaskRunner`` and its futures;
 * :mod:`.kedro`: Kedro's hook manager and CLI helpers.
 
@@ -96,5 +97,5 @@ def version_at_least(distribution: str, *minimum: int) -> bool:
 
 def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
-    names = ("prefect", "prefect_server", "prefect_dask", "kedro")
+    names = ("prefect", "prefect_server", "prefect_deploy", "prefect_dask", "kedro")
     return {name: importlib.import_module(f"{__name__}.{name}").CONTRACTS for name in names}

@@ -29,6 +29,9 @@ Relies on:
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
+* ``kedro.validation.type_extractor.TypeExtractor`` (Kedro 1.3+): the Pydantic models and
+  dataclasses that nodes annotate ``params:`` inputs with; a deployment's parameter form takes
+  their schema (:func:`typed_parameters`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from kedro_prefect._upstream import Contract
+from kedro_prefect._upstream import Contract, version_at_least
 
 CONTRACTS = (
     Contract(
@@ -113,6 +116,11 @@ CONTRACTS = (
         "kedro.runner:AbstractRunner.__init__",
         "Kedro's is_async, kept on the runner as _is_async",
         check=lambda init: _keeps_is_async(),
+    ),
+    Contract(
+        "kedro.validation.type_extractor:TypeExtractor.extract_types_from_pipelines",
+        "typed parameters (Pydantic models, dataclasses) give their schema to the deploy form",
+        expected=lambda: version_at_least("kedro", 1, 3),
     ),
 )
 
@@ -325,3 +333,18 @@ def is_versioned(dataset: Any) -> bool:
 
     versioned = isinstance(dataset, AbstractVersionedDataset)
     return versioned and bool(getattr(dataset, "_version", None))
+
+
+def typed_parameters(pipeline: Any) -> dict[str, type]:
+    """``{parameter key: annotated type}`` of a pipeline's typed ``params:`` inputs (Kedro 1.3+).
+
+    Keys are Kedro's (``model_options`` or ``a.b``); empty where Kedro has no typed parameters.
+    """
+    try:
+        from kedro.validation.type_extractor import TypeExtractor
+    except ImportError:
+        return {}
+    try:
+        return dict(TypeExtractor({"deployed": pipeline}).extract_types_from_pipelines())
+    except Exception:  # a node's annotations that cannot be read: typed from values instead
+        return {}

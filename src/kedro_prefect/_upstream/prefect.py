@@ -22,7 +22,8 @@ Relies on, and buys:
   ``kedro run`` in the foreground (a synchronous flow run otherwise waits ~1 s at its end).
 * ``Runner.add_deployment`` asks the deployment it is given for its id with ``apply()`` (Prefect
   < 3.6: awaited) or ``aapply()`` and reads its ``name`` and ``storage``:
-  :func:`serve_deployed` hands it deployments that exist on the server already, so serving runs
+  ``kedro prefect serve`` (:mod:`.prefect_deploy`) hands it deployments that exist on the server
+  already (``_Deployed``), so serving runs
   them exactly as deployed instead of re-creating them (``prefect.serve`` re-applies what it gets).
 * ``upsert_global_concurrency_limit_by_name`` of the client: Prefect 3.6.10 to 3.6.12 send
   ``slot_decay_per_second: null`` (422 on create, 409 on update); there the limit is created or
@@ -376,21 +377,6 @@ class _Deployed:
 
     async def aapply(self, *args: Any, **kwargs: Any) -> Any:
         return self.id
-
-
-def serve_deployed(deployments: list[tuple[Any, str, str]], limit: int | None) -> None:
-    """Serve ``(id, name, flow name)`` deployments until Ctrl-C; nothing on the server changes.
-
-    Prefect's ``serve`` with ``pause_on_shutdown=False``: stopping leaves the schedules active.
-    """
-    from prefect import serve
-
-    serve(
-        *(_Deployed(*d) for d in deployments),  # type: ignore[arg-type]
-        pause_on_shutdown=False,
-        print_starting_message=False,
-        limit=limit,
-    )
 
 
 def upsert_global_concurrency_limit(client: Any, name: str, limit: int) -> None:

@@ -37,6 +37,7 @@ class _Plan:
     full_name: str
     existing: Any
     deployment: RunnerDeployment
+    on_this_machine: bool = True
 
 
 def deploy(
@@ -45,9 +46,21 @@ def deploy(
     """Create or update the deployments that ``prefect.yml`` or the flags describe."""
     from prefect.client.orchestration import get_client
 
+    from kedro_prefect.deploy.changes import describe_changes, replaced_schedule_note
+
+    flags = dict(flags)
+    keep_schedule = bool(flags.pop("keep_schedule", False))
+    described = [f for f in (*_SCHEDULE_FLAGS, "timezone", "anchor_date") if flags.get(f)]
+    if keep_schedule and described:
+        raise ProjectConfigError(
+            f"--keep-schedule keeps the server's schedule, --{described[0].replace('_', '-')} "
+            "sets a new one: give one of them"
+        )
+    from_prefect_yml = not any(v not in (None, "", [], {}, ()) for v in flags.values())
     with get_client(sync_client=True) as client:
+        triggers_from = "--on-dataset-saved" if flags.get("on_dataset_saved") else None
         plans = [
-            _plan(client, project, env, name, config, path)
+            _plan(client, project, env, name, config, path, triggers_from, keep_schedule)
             for name, (config, path) in _select(client, project, env, flags).items()
         ]
         for pool in sorted({p.config.work_pool for p in plans if p.config.work_pool}):
@@ -69,11 +82,16 @@ def deploy(
                 stored = server.read_deployment(client, flow_name, name)
             verb = "Updated" if plan.existing is not None else "Created"
             env = server.stored_env(stored)
+            changes = describe_changes(plan.existing, stored) if plan.existing else []
             echo(
                 f"{verb} {plan.full_name!r}{f' for env {env!r}' if env else ''} "
                 f"({server.describe_schedules(stored)}{_describe_triggers(plan.config)}), "
                 f"run by {server.runs_on(stored)}"
+                + (f"; changed: {', '.join(changes)}" if changes else "")
             )
+            note = replaced_schedule_note(plan.existing, stored) if plan.existing else None
+            if note and from_prefect_yml:
+                echo(note)
 
 
 def _describe_triggers(config: DeploymentConfig) -> str:
@@ -90,6 +108,8 @@ def _plan(
     name: str,
     config: DeploymentConfig,
     project_path: str | None,
+    triggers_from: str | None = None,
+    keep_schedule: bool = False,
 ) -> _Plan:
     project.check_pipeline(name, config.pipeline)
     run_env = config.env or env
@@ -97,8 +117,15 @@ def _plan(
     full_name = f"{flow_name}/{deployment_name(name, run_env)}"
     existing = server.read_deployment(client, flow_name, deployment_name(name, run_env))
     server.check_identity(existing, run_env, full_name)
+    if keep_schedule and existing is not None:
+        kept = server.schedule_from_server(existing.schedules[0]) if existing.schedules else None
+        config = validate_deployment(
+            name, {**config.model_dump(exclude_unset=True, mode="json"), "schedule": kept}
+        )
     config = _keep_anchor(config, existing)
-    deployment = project.deployment(name, config, default_env=env, project_path=project_path)
+    deployment = project.deployment(
+        name, config, default_env=env, project_path=project_path, triggers_from=triggers_from
+    )
     return _Plan(name, config, full_name, existing, deployment)
 
 
@@ -125,6 +152,9 @@ def _unchanged(plan: _Plan) -> bool:
     """
     if plan.config.on_dataset_saved:
         return False
+    from kedro_prefect._upstream.prefect_deploy import parameter_schema_of
+
+    project_on_machine = plan.on_this_machine
     old = server.server_fingerprint(plan.existing)
     d = plan.deployment
     config = plan.config
@@ -140,6 +170,7 @@ def _unchanged(plan: _Plan) -> bool:
         job_variables=config.job_variables or None,
         paused=config.paused,
         limit=config.concurrency_limit,
+        form=parameter_schema_of(d) if project_on_machine else old["form"],
     )
     for key, given in (
         ("work_queue", config.work_queue),
@@ -186,7 +217,38 @@ def _select(
     else:
         raw = {"env": env} if env else {}
     _apply_flags(raw, flags)
+    _check_schedule_flags(raw.get("schedule"), flags)
     return {name: (validate_deployment(name, raw), path)}
+
+
+#: How a cron looks, for an error about ``--cron``.
+_CRON_FIELDS = (
+    "a cron has five fields: minute hour day-of-month month day-of-week, "
+    'e.g. --cron "0 2 * * *" (02:00 every day) or --cron "30 6 * * 1-5" (06:30 on weekdays)'
+)
+
+
+def _check_schedule_flags(schedule: dict[str, Any] | None, flags: dict[str, Any]) -> None:
+    """A bad schedule flag is named as the flag (not as a prefect.yml key), cron with its form."""
+    from pydantic import ValidationError
+
+    from kedro_prefect.config import ScheduleConfig
+
+    named = [f for f in (*_SCHEDULE_FLAGS, "timezone", "anchor_date") if flags.get(f) is not None]
+    if not schedule or not named:
+        return
+    try:
+        ScheduleConfig.model_validate(schedule)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        if reason.startswith("bad ") and "': " in reason:  # "bad cron '...': why" -> why
+            reason = reason.split("': ", 1)[1]
+        field = error["loc"][0] if error["loc"] else None
+        flag = field if field in named else next((f for f in named if f in reason), named[0])
+        value = flags.get(flag, schedule.get(flag))
+        hint = f"; {_CRON_FIELDS}" if flag == "cron" else ""
+        raise ProjectConfigError(f"--{flag.replace('_', '-')} {value!r}: {reason}{hint}") from None
 
 
 def _apply_flags(raw: dict[str, Any], flags: dict[str, Any]) -> None:

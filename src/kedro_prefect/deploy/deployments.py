@@ -193,7 +193,11 @@ class Project:
             )
 
     def triggers(
-        self, name: str, config: DeploymentConfig, default_env: str | None = None
+        self,
+        name: str,
+        config: DeploymentConfig,
+        default_env: str | None = None,
+        where: str | None = None,
     ) -> list[Any]:
         """The deployment's ``on_dataset_saved`` triggers (checked: no self-trigger)."""
         if not config.on_dataset_saved:
@@ -207,6 +211,7 @@ class Project:
             config.pipeline,
             datasets,
             config.on_dataset_saved_all_within,
+            where,
         )
 
     def flow_name(self, config: DeploymentConfig) -> str:
@@ -224,12 +229,14 @@ class Project:
         default_env: str | None = None,
         flow_name: str | None = None,
         project_path: str | None = None,
+        triggers_from: str | None = None,
     ) -> RunnerDeployment:
         """The ``RunnerDeployment`` of prefect.yml's (or the flags') deployment ``name``.
 
         Its name on the server is :func:`deployment_name` (``name`` with the environment, if any)
         and an ``env:<env>`` tag shows the environment in the UI. ``project_path`` replaces this
-        project's path (a re-deploy keeps the path stored on the server).
+        project's path (a re-deploy keeps the path stored on the server). ``triggers_from``
+        names where ``on_dataset_saved`` came from in errors (e.g. ``--on-dataset-saved``).
         """
         from prefect.client.schemas.actions import DeploymentScheduleCreate
         from prefect.deployments.runner import EntrypointType
@@ -243,6 +250,10 @@ class Project:
             "params": config.parameters,
             "runner_options": config.runner,
         }
+        # Left out when empty: a run then reads conf/ as it is, and the form shows the schema's
+        # defaults (the project's values when deployed).
+        if not parameters["params"]:
+            del parameters["params"]
         schedules = None
         if config.schedule is not None:
             schedules = [
@@ -268,12 +279,56 @@ class Project:
             work_queue_name=config.work_queue,
             job_variables=config.job_variables or None,
             entrypoint_type=EntrypointType.MODULE_PATH,
-            triggers=self.triggers(name, config, default_env) or None,
+            triggers=self.triggers(name, config, default_env, triggers_from) or None,
         )
         # Without this, an empty schedule list would not clear a schedule removed from prefect.yml.
         if schedules is None:
             deployment.schedules = []
+        if self.on_this_machine:
+            from kedro_prefect._upstream.prefect_deploy import set_parameter_schema
+
+            set_parameter_schema(deployment, self.parameter_form(config, parameters))
         return deployment
+
+    def parameter_form(
+        self, config: DeploymentConfig, parameters: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The deployment's parameter schema: the UI's *Custom run* form (see ``schema.py``)."""
+        from kedro.config import MissingConfigException
+        from kedro.framework.project import pipelines, settings
+
+        from kedro_prefect._upstream.kedro import typed_parameters
+        from kedro_prefect.deploy import schema
+
+        env = parameters["env"]
+        loader = settings.CONFIG_LOADER_CLASS(
+            conf_source=str(self.path / settings.CONF_SOURCE),
+            env=env,
+            **settings.CONFIG_LOADER_ARGS,
+        )
+        try:
+            conf_params = dict(loader["parameters"] or {})
+        except MissingConfigException:  # no parameter files
+            conf_params = {}
+        conf = self.path / settings.CONF_SOURCE
+        run_env = env or getattr(loader, "default_run_env", "") or ""
+        dirs = [conf / (getattr(loader, "base_env", "") or "base")] + (
+            [conf / run_env] if run_env else []
+        )
+        pipeline = pipelines[config.pipeline]
+        typed = {k: v for k, v in typed_parameters(pipeline).items() if "." not in k}
+        return schema.parameter_schema(
+            project_path=parameters["project_path"],
+            pipeline=config.pipeline,
+            pipelines=list(pipelines),
+            env=env,
+            params=config.parameters,
+            runner_options=config.runner,
+            conf_params=conf_params,
+            used=schema.used_parameters(pipeline),
+            descriptions=schema.comment_descriptions(dirs),
+            typed=typed,
+        )
 
 
 #: Tag showing a deployment's Kedro environment in the UI (``env:prod``).

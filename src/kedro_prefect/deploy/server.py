@@ -136,9 +136,11 @@ def fingerprint(
     job_variables: dict[str, Any] | None,
     paused: bool | None,
     limit: int | None,
+    form: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a deployment is, in a form comparable between a new one and one on the server."""
     return {
+        "form": json.loads(json.dumps(form or {}, default=str, sort_keys=True)),
         "parameters": json.loads(json.dumps(parameters, default=str, sort_keys=True)),
         "tags": sorted(tags),
         "description": description,
@@ -165,6 +167,7 @@ def server_fingerprint(deployment: DeploymentResponse) -> dict[str, Any]:
         job_variables=dict(deployment.job_variables or {}) if pooled else None,
         paused=deployment.paused,
         limit=concurrency_limit(deployment),
+        form=deployment.parameter_openapi_schema,
     )
 
 
@@ -230,20 +233,30 @@ def _duration(value: timedelta) -> str:
     return " ".join(parts) or f"{value.total_seconds():g}s"
 
 
+def servable(
+    client: SyncPrefectClient, flow_name: str, env: str | None, names: tuple[str, ...] = ()
+) -> list[DeploymentResponse]:
+    """What ``kedro prefect serve`` serves right now: deployed, of ``env``, no work pool, and
+    (given ``names``) of those names. Serve reads it again as it runs, to follow the server."""
+    wanted = {n for name in names for n in (name, deployment_name(name, env))}
+    return [
+        d
+        for d in project_deployments(client, flow_name, env)
+        if not d.work_pool_name and (not names or d.name in wanted)
+    ]
+
+
 def served_deployments(
     client: SyncPrefectClient, flow_name: str, env: str | None, names: tuple[str, ...]
 ) -> list[DeploymentResponse]:
-    """The deployments ``kedro prefect serve`` serves: deployed, of ``env``, with no work pool."""
+    """The deployments ``kedro prefect serve`` starts with (checking the names it is given).
+
+    Without names, none is fine: serve waits for the first ``kedro prefect deploy``.
+    """
     of_env = project_deployments(client, flow_name, env)
     served = [d for d in of_env if not d.work_pool_name]
     flag_env = f" --env {env}" if env else ""
     if not names:
-        if not served:
-            raise DeployError(
-                f"no deployment of flow {flow_name!r} for {env_label(env)} to serve on the server "
-                f"(served ones have no work pool); deploy one first: "
-                f"`kedro prefect deploy{flag_env}`, then `kedro prefect list` shows it"
-            )
         return served
     chosen = []
     for name in names:

@@ -38,6 +38,29 @@ class SelfTriggerError(ProjectConfigError):
     """A deployment would be triggered by a dataset its own pipeline saves."""
 
 
+class InMemoryTriggerError(ProjectConfigError):
+    """A deployment would be triggered by a dataset kept in memory: its saves announce nothing."""
+
+
+def in_memory(name: str, config: Any) -> str | None:
+    """Why dataset ``name`` of this catalog entry keeps its data in memory (no event), or None.
+
+    ``config`` is its catalog entry (None: not in the catalog, which Kedro keeps in memory). The
+    dataset is built from its entry (Kedro datasets do no I/O until they load or save) and asked
+    :func:`~kedro_prefect._upstream.kedro.is_in_memory`, the package's one answer; an entry that
+    cannot be built here (a type that does not import, credentials) counts as persisted.
+    """
+    if not isinstance(config, dict):
+        return "has no catalog entry, so Kedro keeps it in memory"
+    from kedro.io import AbstractDataset
+
+    try:
+        dataset = AbstractDataset.from_config(name, dict(config))
+    except Exception:
+        return None
+    return f"is a {type(dataset).__name__}, kept in memory" if is_in_memory(dataset) else None
+
+
 def _first_related(role: str) -> str:
     """A Jinja template: the id (after ``prefect.<kind>.``) of the event's related ``role``."""
     return (
@@ -137,9 +160,16 @@ class ProjectDatasets:
 
     def saved_by(self, pipeline: str) -> set[str]:
         """The persisted datasets the pipeline saves (outputs that are not in memory)."""
-        return {name for name in self._pipelines[pipeline].all_outputs() if self._persisted(name)}
+        return {
+            name for name in self._pipelines[pipeline].all_outputs() if not self.in_memory(name)
+        }
 
-    def _persisted(self, name: str) -> bool:
+    def persisted(self) -> list[str]:
+        """The project's datasets whose saves emit an event (to suggest instead)."""
+        return [name for name in self.names if not self.in_memory(name)]
+
+    def in_memory(self, name: str) -> str | None:
+        """Why dataset ``name`` is kept in memory (see :func:`in_memory`), or None."""
         config = self._catalog.get(name)
         if config is None:
             patterns = {k: v for k, v in self._catalog.items() if "{" in k}
@@ -150,23 +180,7 @@ class ProjectDatasets:
                     config=patterns, default_runtime_patterns={}
                 ).match_dataset_pattern(name)
                 config = patterns.get(pattern) if pattern else None
-        if not isinstance(config, dict):
-            return False  # Kedro keeps datasets without a catalog entry in memory
-        return _persisted_entry(name, config)
-
-
-def _persisted_entry(name: str, config: dict[str, Any]) -> bool:
-    """Whether a catalog entry's dataset keeps its data anywhere but in memory: the dataset is
-    built from its entry (Kedro datasets do no I/O until they load or save) and asked
-    :func:`~kedro_prefect._upstream.kedro.is_in_memory`; an entry that cannot be built here
-    (a type that does not import, credentials) counts as persisted."""
-    from kedro.io import AbstractDataset
-
-    try:
-        dataset = AbstractDataset.from_config(name, dict(config))
-    except Exception:
-        return True
-    return not is_in_memory(dataset)
+        return in_memory(name, config)
 
 
 @functools.lru_cache(maxsize=8)
@@ -197,25 +211,39 @@ def deployment_triggers(
     pipeline: str,
     datasets: ProjectDatasets,
     all_within: timedelta | None = None,
+    where: str | None = None,
 ) -> list[Any]:
     """The triggers of a deployment, after checking its dataset names.
 
+    ``where`` names where the names came from in errors (default: prefect.yml's key).
+
     Raises:
         SelfTriggerError: The deployment's own pipeline saves a dataset it is triggered by.
+        InMemoryTriggerError: A dataset of this project is kept in memory (never announced).
     """
     if not names:
         return []
+    where = where or f"Invalid prefect.yml:\n  deployments.{deployment}.on_dataset_saved"
     package = datasets.package
     resolved = {n: resolve_dataset_name(n, package, datasets.names) for n in names}
     own = {n: dataset for n, (project, dataset) in resolved.items() if project == package}
     loops = sorted(n for n, dataset in own.items() if dataset in datasets.saved_by(pipeline))
     if loops:
         raise SelfTriggerError(
-            f"Invalid prefect.yml: deployments.{deployment}.on_dataset_saved: pipeline "
-            f"{pipeline!r} of this deployment saves {', '.join(repr(n) for n in loops)}, so each "
-            "run would trigger the next one forever. Trigger it on another dataset, or deploy "
-            "the part of the pipeline that consumes it as its own pipeline."
+            f"{where}: pipeline {pipeline!r} of this deployment saves "
+            f"{', '.join(repr(n) for n in loops)}, so each run would trigger the next one "
+            "forever. Trigger it on another dataset, or deploy the part of the pipeline that "
+            "consumes it as its own pipeline."
         )
+    for name, dataset in own.items():
+        why = datasets.in_memory(dataset) if dataset in datasets.names else None
+        if why:
+            persisted = ", ".join(datasets.persisted()[:6]) or "none"
+            raise InMemoryTriggerError(
+                f"{where}: {name!r} {why}: no run announces its saves and this trigger could "
+                f"never fire. Trigger on a dataset saved to storage (e.g. {persisted}), or give "
+                f"{name!r} a catalog entry that writes it."
+            )
     unknown = sorted(n for n, dataset in own.items() if dataset not in datasets.names)
     if unknown:
         logger.warning(

@@ -56,6 +56,17 @@ def _with_src(env: dict[str, str], src: str | None) -> dict[str, str]:
     return {**env, "PYTHONPATH": f"{src}{os.pathsep}{env['PYTHONPATH']}"}
 
 
+def _timed_again_on_failure(command: list[str], cwd: Path, env: dict[str, str]) -> Any:
+    """One sample; once more if the run failed (a SQLite-backed server on a loaded machine
+    answers 503 when a run starts while it still records the previous one's task runs)."""
+    try:
+        return timed(command, cwd, env)
+    except RuntimeError as exc:
+        print(f"sample failed, measured again: {str(exc)[-300:]}", file=sys.stderr, flush=True)
+        time.sleep(10)
+        return timed(command, cwd, env)
+
+
 def measure_exit(repeats: int, sizes: tuple[int, ...], baseline: str | None) -> dict[str, Any]:
     prefect = [*_kedro(), "--runner=kedro_prefect.PrefectRunner"]
     cases: dict[str, tuple[list[str], str | None]] = {
@@ -80,7 +91,7 @@ def measure_exit(repeats: int, sizes: tuple[int, ...], baseline: str | None) -> 
                 for n in sizes:
                     for case, (command, src) in cases.items():
                         run_env = {**_with_src(env, src), "BENCH_NODES": str(n)}
-                        sample = timed(command, project, run_env)
+                        sample = _timed_again_on_failure(command, project, run_env)
                         samples[str(n)][case].append(sample)
                 print(f"round {round_ + 1} done", file=sys.stderr, flush=True)
     medians = {

@@ -70,7 +70,7 @@ CONTRACTS = (
         check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self", "items"],
     ),
     Contract(
-        "prefect._internal.concurrency.services:_QueueServiceBase._at_exit",
+        "prefect._internal.concurrency.services:QueueService._at_exit",
         "Prefect's workers drain at thread shutdown, last registered first: later hooks run first",
     ),
     Contract(

@@ -163,7 +163,9 @@ def load_project(project_path: Path, env: str | None = None) -> Project:
     metadata = bootstrap_project(path)
     with KedroSession.create(project_path=path, env=env, save_on_close=False) as session:
         config_loader = session.load_context().config_loader
-    return Project(path, metadata.package_name, load_project_config(config_loader))
+    project = Project(path, metadata.package_name, load_project_config(config_loader))
+    project.config_loaders[env] = config_loader  # reused for the parameter form of that env
+    return project
 
 
 class Project:
@@ -181,6 +183,7 @@ class Project:
         self.package_name = package_name
         self.config = config
         self.on_this_machine = on_this_machine
+        self.config_loaders: dict[str | None, Any] = {}
 
     def check_pipeline(self, deployment: str, pipeline: str) -> None:
         from kedro.framework.project import pipelines
@@ -301,11 +304,12 @@ class Project:
         from kedro_prefect.deploy import schema
 
         env = parameters["env"]
-        loader = settings.CONFIG_LOADER_CLASS(
+        loader = self.config_loaders.get(env) or settings.CONFIG_LOADER_CLASS(
             conf_source=str(self.path / settings.CONF_SOURCE),
             env=env,
             **settings.CONFIG_LOADER_ARGS,
         )
+        self.config_loaders[env] = loader
         try:
             conf_params = dict(loader["parameters"] or {})
         except MissingConfigException:  # no parameter files

@@ -22,6 +22,7 @@ from kedro_prefect.api.settings import prefect_run_settings, run_client
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
 from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
+from kedro_prefect.execution.grouping import group_of_nodes, run_grouping
 from kedro_prefect.execution.local import LocalNodeExecution
 from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.execution.task_options import (
@@ -30,7 +31,7 @@ from kedro_prefect.execution.task_options import (
     timeout_error,
 )
 from kedro_prefect.execution.task_runners import build_task_runner, resolve_task_runner_class
-from kedro_prefect.execution.tasks import node_task
+from kedro_prefect.execution.tasks import group_task, node_task
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
 from kedro_prefect.observe.events import dataset_events_for_run
@@ -162,15 +163,22 @@ class PrefectRunner(AbstractRunner):
         self._task_options = resolve_task_options(
             pipeline, self._options.model_dump(), tasks_config
         )
+        self._grouping = None
+        if self._options.group_by != "none":
+            self._grouping, group_options = run_grouping(
+                pipeline, catalog, self._options.group_by, self._task_options, resource_tags
+            )
+            self._task_options.update(group_options)
         self._secrets = secrets = project_secrets(run_params_recorder.config_loader)
         self._cancellation = cancellation = Cancellation()
         outcome: dict[str, BaseException | None] = {"error": None}
+        groups = group_of_nodes(self._grouping)
 
         def body() -> None:
             with (
                 build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
                 observe_run(
-                    pipeline, runner, flow_name, run_id, catalog, cancellation
+                    pipeline, runner, flow_name, run_id, catalog, cancellation, groups
                 ) as self._observer,
             ):
                 self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
@@ -249,6 +257,14 @@ class PrefectRunner(AbstractRunner):
             task = node_task(node, task_fn, **self._task_options[node.name].prefect_kwargs())
             return skip.keyed_task(task, node) if skip else task
 
+        group_fn = getattr(execution, "group_fn", None)
+        group_fn = group_fn and protect_secrets(group_fn, self._secrets)
+
+        def group_task_of(unit: Any) -> Any:
+            return group_task(
+                unit.name, unit.nodes, group_fn, **self._task_options[unit.name].prefect_kwargs()
+            )
+
         outcome = run_nodes(
             pipeline,
             catalog,
@@ -258,6 +274,8 @@ class PrefectRunner(AbstractRunner):
             self._observer,
             self._cancellation,
             self._logger,
+            self._grouping,
+            group_task_of,
         )
         expect_recorded(outcome.final_states)
         failed = outcome.failed
@@ -267,7 +285,8 @@ class PrefectRunner(AbstractRunner):
                 self._logger.warning(skip.RESUME_HINT)
         if failed:
             if failed[1].name == "TimedOut":
-                raise timeout_error(failed[0], self._task_options.get(failed[0].name))
+                unit = self._grouping.group_of(failed[0]) if self._grouping else None
+                raise timeout_error(failed[0], self._task_options.get(unit or failed[0].name))
             failed[1].result(raise_on_failure=True)
             raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
         if self._cancellation.requested:
@@ -305,6 +324,13 @@ def _node_execution(
                 task_runner, pipeline, catalog, runner._is_async, run_id, events
             )
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id, events)
+
+
+def resource_tags(node: Any) -> set[str]:
+    """The Dask worker resource tags of ``node`` (``dask-GPU-1``); a group's nodes share them."""
+    from kedro_prefect.dask.resources import RESOURCE_TAG_PREFIX
+
+    return {tag for tag in node.tags if tag.startswith(RESOURCE_TAG_PREFIX)}
 
 
 def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:

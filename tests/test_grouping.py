@@ -57,8 +57,8 @@ def test_memory_groups_a_chain_in_memory_and_keeps_fan_out_branches_apart():
     # prepare feeds three nodes: grouping it with one would delay the other two.
     assert all(len(nodes) == 1 for nodes in _units(p.fan_out_fan_in(), "memory").values())
     assert _units(p.namespaced(), "memory") == {
-        "alpha.inc..alpha.dbl": ["alpha.inc", "alpha.dbl"],
-        "beta.inc..beta.dbl": ["beta.inc", "beta.dbl"],
+        "alpha.inc..dbl": ["alpha.inc", "alpha.dbl"],
+        "beta.inc..dbl": ["beta.inc", "beta.dbl"],
         "join": ["join"],
     }
 

@@ -20,6 +20,7 @@ from kedro_prefect.api.exit import collect_then_freeze_at_exit
 from kedro_prefect.api.health import configured_api_url, ensure_api_reachable
 from kedro_prefect.api.settings import prefect_run_settings, run_client
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
+from kedro_prefect.dask.resources import resource_tags
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
 from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
 from kedro_prefect.execution.grouping import group_of_nodes, run_grouping
@@ -324,13 +325,6 @@ def _node_execution(
                 task_runner, pipeline, catalog, runner._is_async, run_id, events
             )
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id, events)
-
-
-def resource_tags(node: Any) -> set[str]:
-    """The Dask worker resource tags of ``node`` (``dask-GPU-1``); a group's nodes share them."""
-    from kedro_prefect.dask.resources import RESOURCE_TAG_PREFIX
-
-    return {tag for tag in node.tags if tag.startswith(RESOURCE_TAG_PREFIX)}
 
 
 def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.config import DeploymentConfig, ProjectConfigError
 from kedro_prefect.deploy import server
+from kedro_prefect.deploy.check import check_deployment_grouping
 from kedro_prefect.deploy.deployments import (
     Project,
     check_work_pool,
@@ -92,6 +93,7 @@ def _plan(
     project_path: str | None,
 ) -> _Plan:
     project.check_pipeline(name, config.pipeline)
+    check_deployment_grouping(project, name, config, env)
     run_env = config.env or env
     flow_name = project.flow_name(config)
     full_name = f"{flow_name}/{deployment_name(name, run_env)}"

@@ -141,6 +141,10 @@ class ProjectDatasets:
         """The persisted datasets the pipeline saves (outputs that are not in memory)."""
         return {name for name in self._pipelines[pipeline].all_outputs() if self._persisted(name)}
 
+    def in_memory(self, name: str) -> bool:
+        """Whether Kedro keeps ``name`` in memory (a ``MemoryDataset`` or no catalog entry)."""
+        return not self._persisted(name)
+
     def _persisted(self, name: str) -> bool:
         config = self._catalog.get(name)
         if config is None:

@@ -148,7 +148,11 @@ def _by_memory(pipeline: Pipeline, in_memory: Callable[[str], bool]) -> Grouping
 
 
 def _chain_name(chain: list[Node]) -> str:
-    return f"{chain[0].name}..{chain[-1].name}"
+    """``first..last``; ``ns.first..last`` when both are in namespace ``ns``."""
+    first, last = chain[0].name, chain[-1].name
+    if chain[0].namespace and chain[0].namespace == chain[-1].namespace:
+        last = last.removeprefix(f"{chain[0].namespace}.")
+    return f"{first}..{last}"
 
 
 def _in_pipeline_order(units: list[Unit], order: dict[Node, int]) -> list[Unit]:

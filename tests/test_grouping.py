@@ -191,3 +191,27 @@ def test_group_refuses_a_timeout_on_some_nodes_only():
         NodeGroupingError, match=r"group 'alpha' .* timeout_seconds .*alpha\.dbl: None"
     ):
         group_task_options("alpha", nodes, resolved)
+
+
+# --- what a person sees of groups: node table, graph picture --------------------------------------
+
+
+def test_node_table_lists_every_node_with_its_group_and_the_picture_outlines_each_group():
+    from kedro_prefect.execution.grouping import group_of_nodes
+    from kedro_prefect.observe.artifacts import node_table
+    from kedro_prefect.observe.base import PipelineRun
+    from kedro_prefect.observe.graph import build_graph
+    from kedro_prefect.observe.graph_svg import render_svg
+
+    pipeline = p.branchless()
+    groups = group_of_nodes(group_nodes(pipeline, "memory"))
+    run = PipelineRun(pipeline, None, "demo", ["__default__"])
+    run.groups = groups
+    rows = node_table(run)
+    assert [(r["node"], r["group"]) for r in rows] == [(f"n{i}", "n1..n4") for i in range(1, 5)]
+    svg = render_svg(build_graph(pipeline, "demo", groups=groups))
+    assert svg.count('<g class="group">') == 1
+    assert "<title>group n1..n4: one task run</title>" in svg
+    ungrouped = PipelineRun(pipeline, None, "demo", ["__default__"])
+    assert "group" not in node_table(ungrouped)[0]
+    assert '<g class="group">' not in render_svg(build_graph(pipeline, "demo"))

@@ -1,0 +1,172 @@
+"""``group_by``: whole-process ``kedro run`` of a wide namespaced pipeline, grouped and not.
+
+A generated Kedro project whose pipeline is ``NAMESPACES`` namespaces of ``LENGTH`` chained
+no-op nodes (1,000 nodes by default, all data in memory). Each round runs, one after the other
+(rounds interleave the cases, so load on a shared machine hits them alike):
+
+* ``kedro run`` with SequentialRunner;
+* PrefectRunner with ``group_by=none`` (one task run per node), ``namespace`` (one per
+  namespace) and ``memory`` (one per in-memory chain), each a first run: the lingering
+  ephemeral API is stopped before, so Prefect's start-up is included;
+* PrefectRunner ``group_by=namespace`` back-to-back (reusing the lingering API).
+
+Wall time from launch to process exit, medians; the load average is printed with them.
+
+    python benchmarks/grouping.py --repeats 3            # markdown rows on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from user_felt import BIN, stop_lingering_api, timed
+
+PACKAGE = "grouping_demo"
+PROJECT_FILES = {
+    "pyproject.toml": f"""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "{PACKAGE}"
+        version = "0.1.0"
+
+        [tool.kedro]
+        package_name = "{PACKAGE}"
+        project_name = "grouping-demo"
+        kedro_init_version = "1.0.0"
+        source_dir = "src"
+        """,
+    "conf/base/catalog.yml": "{}\n",
+    "conf/local/.keep": "",
+    f"src/{PACKAGE}/__init__.py": "",
+    f"src/{PACKAGE}/settings.py": "",
+    f"src/{PACKAGE}/pipeline_registry.py": """
+        import os
+
+        from kedro.pipeline import Pipeline, node
+
+
+        def noop(x=None):
+            return 1
+
+
+        def payload(x=None):
+            return bytes(int(os.environ.get("BENCH_PAYLOAD", "0")))
+
+
+        def register_pipelines():
+            namespaces = int(os.environ.get("BENCH_NAMESPACES", "100"))
+            length = int(os.environ.get("BENCH_LENGTH", "10"))
+            fn = payload if os.environ.get("BENCH_PAYLOAD") else noop
+            chain = [node(fn, None, "d0", name="n0")]
+            chain += [node(fn, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, length)]
+            total = Pipeline([])
+            for k in range(namespaces):
+                total += Pipeline(chain, namespace=f"ns{k}")
+            return {"__default__": total}
+        """,
+}
+
+MARKER = "Pipeline execution completed"
+CASES = {
+    "SequentialRunner": [],
+    "group_by=none": ["--runner=kedro_prefect.PrefectRunner", "--runner-params=group_by=none"],
+    "group_by=namespace": [
+        "--runner=kedro_prefect.PrefectRunner",
+        "--runner-params=group_by=namespace",
+    ],
+    "group_by=memory": ["--runner=kedro_prefect.PrefectRunner", "--runner-params=group_by=memory"],
+    "group_by=namespace, back-to-back": [
+        "--runner=kedro_prefect.PrefectRunner",
+        "--runner-params=group_by=namespace",
+    ],
+}
+
+
+def write_project(root: Path) -> Path:
+    for name, text in PROJECT_FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+def measure(repeats: int, namespaces: int, length: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kp-grouping-") as tmp:
+        project = write_project(Path(tmp) / PACKAGE)
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PYTHONPATH": str(project / "src"),
+            "BENCH_NAMESPACES": str(namespaces),
+            "BENCH_LENGTH": str(length),
+            "KEDRO_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+        }
+        env.pop("KEDRO_PREFECT_API_IDLE_SECONDS", None)
+        env.pop("PREFECT_API_URL", None)
+        kedro = [str(BIN / "kedro"), "run"]
+        warm = {**env, "BENCH_NAMESPACES": "1", "BENCH_LENGTH": "1"}
+        timed(kedro, project, warm)  # bytecode caches, the database's migrations
+        timed([*kedro, *CASES["group_by=namespace"]], project, warm)
+        samples: dict[str, list[float]] = {case: [] for case in CASES}
+        for round_ in range(repeats):
+            for case, args in CASES.items():
+                if args and "back-to-back" not in case:
+                    stop_lingering_api(env, project)
+                samples[case].append(timed([*kedro, *args], project, env)["wall"])
+            print(f"round {round_ + 1}: done", file=sys.stderr, flush=True)
+        stop_lingering_api(env, project)
+    return {
+        "nodes": namespaces * length,
+        "namespaces": namespaces,
+        "length": length,
+        "repeats": repeats,
+        "medians": {case: statistics.median(values) for case, values in samples.items()},
+        "samples": samples,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def report(data: dict[str, Any]) -> list[str]:
+    base = data["medians"]["SequentialRunner"]
+    lines = [
+        f"{data['nodes']} nodes ({data['namespaces']} namespaces x {data['length']} chained "
+        f"no-op nodes), whole `kedro run` wall, median of {data['repeats']}; load average at "
+        f"the end {data['load_average']}.\n",
+        "| case | wall | vs SequentialRunner |",
+        "| --- | ---: | ---: |",
+    ]
+    for case, wall in data["medians"].items():
+        lines.append(f"| {case} | {wall:.2f} s | {wall - base:+.2f} s |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument("--length", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    data = measure(args.repeats, args.namespaces, args.length)
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2))
+    print("\n".join(report(data)))
+
+
+if __name__ == "__main__":
+    main()

@@ -155,17 +155,62 @@ def report(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: The heading of this benchmark's section in docs/benchmarks.md.
+HEADING = "## Grouping nodes (`group_by`)"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def section(data: dict[str, Any]) -> str:
+    command = (
+        f"python benchmarks/grouping.py --repeats {data['repeats']} --write-doc"
+        if (data["namespaces"], data["length"]) == (100, 10)
+        else f"python benchmarks/grouping.py --repeats {data['repeats']} "
+        f"--namespaces {data['namespaces']} --length {data['length']} --write-doc"
+    )
+    return "\n".join(
+        [
+            f"{HEADING}\n",
+            "Whole-process `kedro run` of a generated project, launch to exit, with Prefect's "
+            "start-up (first runs: the lingering ephemeral API is stopped before each). See "
+            "[grouping](grouping.md).\n",
+            *report(data),
+            "",
+            f"```bash\n{command}\n```\n",
+        ]
+    )
+
+
+def splice(text: str, new: str) -> str:
+    """``text`` (docs/benchmarks.md) with this section replaced, or put before "At a glance"."""
+    start = text.find(HEADING)
+    if start == -1:
+        at = text.find("## At a glance")
+        at = len(text) if at == -1 else at
+        return text[:at] + new + "\n" + text[at:]
+    end = text.find("\n## ", start + len(HEADING))
+    return text[:start] + new + (text[end + 1 :] if end != -1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--length", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--write-doc", action="store_true", help="put the rows into docs/benchmarks.md"
+    )
+    parser.add_argument("--from-json", type=Path, help="report these results, measure nothing")
     args = parser.parse_args()
-    data = measure(args.repeats, args.namespaces, args.length)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        data = measure(args.repeats, args.namespaces, args.length)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))
     print("\n".join(report(data)))
+    if args.write_doc:
+        DOC.write_text(splice(DOC.read_text(), section(data)))
 
 
 if __name__ == "__main__":

@@ -50,3 +50,39 @@ def test_check_and_run_refuse_a_group_whose_nodes_have_conflicting_timeouts(exam
     assert run.returncode != 0
     assert "group 'regions'" in run.stdout + run.stderr
     assert not (example_project / "data/08_reporting/region_report.csv").exists()
+
+
+def test_deploy_refuses_a_deployment_whose_grouping_cannot_run(example_project, prefect_server):
+    import uuid
+
+    import yaml
+
+    flow_name = f"grouped-{uuid.uuid4().hex[:8]}"
+    (example_project / "conf/base/prefect.yml").write_text(
+        yaml.safe_dump(
+            {
+                "runner": {"flow_name": flow_name},
+                "tasks": {"rules": [{"node": "regions.east.select", "retry_delay_seconds": 5}]},
+                "deployments": {
+                    "plain": {},
+                    "grouped": {"runner": {"group_by": "namespace"}},
+                },
+            }
+        )
+    )
+    result = run_kedro(example_project, "prefect", "deploy", env=prefect_server.env, timeout=180)
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1
+    assert "deployment 'grouped': group 'regions'" in error[0]
+    assert "retry_delay_seconds" in error[0]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        flows = FlowFilter(name=FlowFilterName(any_=[flow_name]))
+        assert client.read_deployments(flow_filter=flows) == []  # nothing half-deployed

@@ -215,11 +215,6 @@ class RunnerOptions(BaseModel):
                 f"group_by={self.group_by} cannot be combined with skip_unchanged yet (nodes "
                 "are skipped one by one); set group_by=none or skip_unchanged=false"
             )
-        if self.group_by != "none" and self.task_runner == "dask":
-            raise ValueError(
-                f"group_by={self.group_by} runs on the thread task runner only for now; "
-                "set group_by=none with task_runner=dask"
-            )
         if self.task_runner == "dask" and self.max_workers is not None:
             raise ValueError(
                 "max_workers applies to the thread task runner; with task_runner=dask use "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect._upstream.kedro import memory_copy_mode, single_process
+from kedro_prefect.dask.groups import run_group_on_worker
 from kedro_prefect.dask.resources import node_resources
 from kedro_prefect.dask.worker import (
     plugin_class,
@@ -138,10 +139,15 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             else:
                 self._datasets[name] = dataset
         self._producer = {out: node for node in pipeline.nodes for out in node.outputs}
+        self._readers: dict[str, list[Node]] = defaultdict(list)
+        for node in pipeline.nodes:
+            for name in node.inputs:
+                self._readers[name].append(node)
         self._free_outputs = pipeline.outputs() & set(self._memory)
         # How many consumers of a node's in-memory outputs have not finished yet.
         self._pending_consumers: dict[Node, int] = defaultdict(int)
         self._upstream: dict[Node, set[Node]] = {}
+        self._group_of: dict[Node, tuple[Node, ...]] = {}  # group_by: each grouped node's group
         for node in pipeline.nodes:
             producers = {
                 self._producer[name]
@@ -165,6 +171,47 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         return {
             "parameters": self._parameters(node, futures),
             "wait_for": [futures[producer] for producer in producers],
+        }
+
+    group_fn = staticmethod(run_group_on_worker)
+
+    def submit_group_arguments(
+        self, nodes: tuple[Node, ...], producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
+    ) -> dict[str, Any]:
+        """:meth:`submit_arguments` for a group (``group_by``): one task for its nodes, whose
+        result holds only the in-memory outputs read outside the group or returned by the run."""
+        import cloudpickle
+
+        inside = set(nodes)
+        for node in nodes:
+            self._group_of[node] = nodes
+        used = list(dict.fromkeys(name for n in nodes for name in (*n.inputs, *n.outputs)))
+        given = {
+            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
+            for name in used
+            if name in self._memory and name not in self._producer
+        }
+        leaving = sorted(
+            name
+            for n in nodes
+            for name in n.outputs
+            if name in self._memory
+            and (name in self._free_outputs or any(c not in inside for c in self._readers[name]))
+        )
+        datasets = {name: self._datasets[name] for name in used if name in self._datasets}
+        outside = {p for n in nodes for p in self._upstream[n] if p not in inside}
+        wait_for = {id(futures[p]): futures[p] for p in producers}
+        return {
+            "parameters": {
+                "payload": cloudpickle.dumps((tuple(nodes), datasets, given, leaving)),
+                "upstream": {p.name: futures[p] for p in outside},
+                "memory": {name: self._memory[name] for name in used if name in self._memory},
+                "is_async": self._is_async,
+                "run_id": self._run_id,
+                "events": self._events,
+                "project": self._project,
+            },
+            "wait_for": list(wait_for.values()),
         }
 
     def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
@@ -226,11 +273,18 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             for name in free:
                 self._catalog.save(name, outputs[name])
         if not self._pending_consumers.get(node):
-            futures[node].release()
+            self._release(node, futures)
         for producer in self._upstream[node]:
             self._pending_consumers[producer] -= 1
             if not self._pending_consumers[producer]:
-                futures[producer].release()
+                self._release(producer, futures)
+
+    def _release(self, node: Node, futures: dict[Node, Any]) -> None:
+        """Release ``node``'s task result, unless it is a group's and another node of the group
+        still has a consumer waiting."""
+        group = self._group_of.get(node, ())
+        if not any(self._pending_consumers.get(other) for other in group):
+            futures[node].release()
 
 
 def _start_client(task_runner: Any) -> Any:

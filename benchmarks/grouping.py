@@ -13,6 +13,13 @@ no-op nodes (1,000 nodes by default, all data in memory). Each round runs, one a
 Wall time from launch to process exit, medians; the load average is printed with them.
 
     python benchmarks/grouping.py --repeats 3            # markdown rows on stdout
+    python benchmarks/grouping.py --dask-only            # bytes moved between Dask workers
+
+On Dask (``--dask``, ``--dask-only``): a local cluster of 2 worker processes (1 thread each),
+started by this script; ``kedro run`` with ``task_runner=dask,address=...`` of 8 namespaces of
+5 chained nodes each passing 1 MB in memory (the last node's output is tiny), ``group_by=none``
+vs ``namespace``: bytes the workers sent (to each other and to the driver), summed over the
+workers before and after each run.
 """
 
 from __future__ import annotations
@@ -70,7 +77,8 @@ PROJECT_FILES = {
             length = int(os.environ.get("BENCH_LENGTH", "10"))
             fn = payload if os.environ.get("BENCH_PAYLOAD") else noop
             chain = [node(fn, None, "d0", name="n0")]
-            chain += [node(fn, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, length)]
+            chain += [node(fn, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, length - 1)]
+            chain += [node(noop, f"d{length - 2}", f"d{length - 1}", name=f"n{length - 1}")]
             total = Pipeline([])
             for k in range(namespaces):
                 total += Pipeline(chain, namespace=f"ns{k}")
@@ -141,6 +149,80 @@ def measure(repeats: int, namespaces: int, length: int) -> dict[str, Any]:
     }
 
 
+def _worker_bytes_sent(dask_worker: Any) -> int:
+    return int(getattr(dask_worker, "transfer_outgoing_bytes_total", 0))
+
+
+def measure_dask(
+    repeats: int, namespaces: int = 8, length: int = 5, payload: int = 1_000_000
+) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    cases = ("none", "namespace")
+    with (
+        tempfile.TemporaryDirectory(prefix="kp-grouping-dask-") as tmp,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        project = write_project(Path(tmp) / PACKAGE)
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PYTHONPATH": str(project / "src"),
+            "BENCH_NAMESPACES": str(namespaces),
+            "BENCH_LENGTH": str(length),
+            "BENCH_PAYLOAD": str(payload),
+            "KEDRO_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+        }
+        env.pop("PREFECT_API_URL", None)
+        samples: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
+        for _ in range(repeats):
+            for case in cases:
+                before = sum(client.run(_worker_bytes_sent).values())
+                command = [
+                    str(BIN / "kedro"),
+                    "run",
+                    "--runner=kedro_prefect.PrefectRunner",
+                    f"--runner-params=task_runner=dask,address={cluster.scheduler_address},"
+                    f"group_by={case}",
+                ]
+                wall = timed(command, project, env)["wall"]
+                sent = sum(client.run(_worker_bytes_sent).values()) - before
+                samples[case].append({"wall": wall, "bytes": sent})
+        stop_lingering_api(env, project)
+    return {
+        "namespaces": namespaces,
+        "length": length,
+        "payload": payload,
+        "repeats": repeats,
+        "medians": {
+            case: {k: statistics.median(s[k] for s in runs) for k in ("wall", "bytes")}
+            for case, runs in samples.items()
+        },
+        "samples": samples,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def report_dask(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"On Dask: {data['namespaces']} namespaces x {data['length']} chained nodes passing "
+        f"{data['payload'] / 1e6:g} MB in memory, a local cluster of 2 worker processes; bytes "
+        f"the workers sent (to each other and to the driver) during the run, median of "
+        f"{data['repeats']}; load average at the end {data['load_average']}.\n",
+        "| group_by | bytes sent by workers | wall |",
+        "| --- | ---: | ---: |",
+    ]
+    for case, median in data["medians"].items():
+        lines.append(f"| {case} | {median['bytes'] / 1e6:.1f} MB | {median['wall']:.2f} s |")
+    return lines
+
+
 def report(data: dict[str, Any]) -> list[str]:
     base = data["medians"]["SequentialRunner"]
     lines = [
@@ -173,8 +255,9 @@ def section(data: dict[str, Any]) -> str:
             "Whole-process `kedro run` of a generated project, launch to exit, with Prefect's "
             "start-up (first runs: the lingering ephemeral API is stopped before each). See "
             "[grouping](grouping.md).\n",
-            *report(data),
+            *(report(data) if "medians" in data else []),
             "",
+            *((*report_dask(data["dask"]), "") if "dask" in data else ()),
             f"```bash\n{command}\n```\n",
         ]
     )
@@ -201,14 +284,23 @@ def main() -> None:
         "--write-doc", action="store_true", help="put the rows into docs/benchmarks.md"
     )
     parser.add_argument("--from-json", type=Path, help="report these results, measure nothing")
+    parser.add_argument("--dask", action="store_true", help="also measure bytes moved on Dask")
+    parser.add_argument("--dask-only", action="store_true", help="only the Dask measurement")
     args = parser.parse_args()
     if args.from_json:
         data = json.loads(args.from_json.read_text())
+    elif args.dask_only:
+        data = {"repeats": args.repeats, "namespaces": 100, "length": 10}
     else:
         data = measure(args.repeats, args.namespaces, args.length)
+    if args.dask or args.dask_only:
+        data["dask"] = measure_dask(args.repeats)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))
-    print("\n".join(report(data)))
+    if "medians" in data:
+        print("\n".join(report(data)))
+    if "dask" in data:
+        print("\n".join(report_dask(data["dask"])))
     if args.write_doc:
         DOC.write_text(splice(DOC.read_text(), section(data)))
 

@@ -16,10 +16,11 @@ Wall time from launch to process exit, medians; the load average is printed with
     python benchmarks/grouping.py --dask-only            # bytes moved between Dask workers
 
 On Dask (``--dask``, ``--dask-only``): a local cluster of 2 worker processes (1 thread each),
-started by this script; ``kedro run`` with ``task_runner=dask,address=...`` of 8 namespaces of
-5 chained nodes each passing 1 MB in memory (the last node's output is tiny), ``group_by=none``
-vs ``namespace``: bytes the workers sent (to each other and to the driver), summed over the
-workers before and after each run.
+started by this script; ``kedro run`` with ``task_runner=dask,address=...`` of 8 namespaces, each
+a source node feeding two chains of 5 nodes passing 1 MB in memory (each node sleeps 0.2 s, so
+that Dask spreads them over the workers), joined by a last node (whose output is tiny),
+``group_by=none`` vs ``namespace``: bytes the workers sent (to each other and to the driver),
+summed over the workers before and after each run.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ PROJECT_FILES = {
     f"src/{PACKAGE}/settings.py": "",
     f"src/{PACKAGE}/pipeline_registry.py": """
         import os
+        import time
 
         from kedro.pipeline import Pipeline, node
 
@@ -69,16 +71,28 @@ PROJECT_FILES = {
 
 
         def payload(x=None):
+            time.sleep(float(os.environ.get("BENCH_SLEEP", "0")))
             return bytes(int(os.environ.get("BENCH_PAYLOAD", "0")))
+
+
+        def join(*parts):
+            return 1
 
 
         def register_pipelines():
             namespaces = int(os.environ.get("BENCH_NAMESPACES", "100"))
             length = int(os.environ.get("BENCH_LENGTH", "10"))
-            fn = payload if os.environ.get("BENCH_PAYLOAD") else noop
-            chain = [node(fn, None, "d0", name="n0")]
-            chain += [node(fn, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, length - 1)]
-            chain += [node(noop, f"d{length - 2}", f"d{length - 1}", name=f"n{length - 1}")]
+            if os.environ.get("BENCH_PAYLOAD"):  # two in-memory chains from a source, joined
+                chain = [node(payload, None, "d0", name="n0")]
+                for b in ("a", "b"):
+                    chain += [
+                        node(payload, f"{b}{i - 1}" if i else "d0", f"{b}{i}", name=f"{b}{i}")
+                        for i in range(length)
+                    ]
+                chain += [node(join, [f"a{length - 1}", f"b{length - 1}"], "out", name="join")]
+            else:
+                chain = [node(noop, None, "d0", name="n0")]
+                chain += [node(noop, f"d{i - 1}", f"d{i}", name=f"n{i}") for i in range(1, length)]
             total = Pipeline([])
             for k in range(namespaces):
                 total += Pipeline(chain, namespace=f"ns{k}")
@@ -149,8 +163,34 @@ def measure(repeats: int, namespaces: int, length: int) -> dict[str, Any]:
     }
 
 
+def _size_node_data() -> None:
+    """Let Dask size a node's task result by its contents (it counts bytes moved by size).
+
+    A node task's Dask result is a Prefect ``State`` holding a ``NodeData``; Dask sizes both as
+    the small objects holding the data, and a worker's count of bytes sent would stay near zero
+    however much data moves.
+    """
+    from dask.sizeof import sizeof
+    from prefect.client.schemas.objects import State
+
+    from kedro_prefect.execution.outputs import NodeData
+
+    @sizeof.register(NodeData)
+    def _(value: NodeData) -> int:
+        return sum(sizeof(item) for item in value.data.values())
+
+    @sizeof.register(State)
+    def _(state: State) -> int:
+        data = getattr(state, "data", None)
+        return 1000 + sizeof(getattr(data, "result", data))
+
+
 def _worker_bytes_sent(dask_worker: Any) -> int:
     return int(getattr(dask_worker, "transfer_outgoing_bytes_total", 0))
+
+
+def _worker_transfers(dask_worker: Any) -> int:
+    return int(getattr(dask_worker, "transfer_outgoing_count_total", 0))
 
 
 def measure_dask(
@@ -176,14 +216,17 @@ def measure_dask(
             "BENCH_NAMESPACES": str(namespaces),
             "BENCH_LENGTH": str(length),
             "BENCH_PAYLOAD": str(payload),
+            "BENCH_SLEEP": "0.2",
             "KEDRO_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "1",
         }
         env.pop("PREFECT_API_URL", None)
         samples: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
+        client.run(_size_node_data)
         for _ in range(repeats):
             for case in cases:
                 before = sum(client.run(_worker_bytes_sent).values())
+                transfers = sum(client.run(_worker_transfers).values())
                 command = [
                     str(BIN / "kedro"),
                     "run",
@@ -193,7 +236,8 @@ def measure_dask(
                 ]
                 wall = timed(command, project, env)["wall"]
                 sent = sum(client.run(_worker_bytes_sent).values()) - before
-                samples[case].append({"wall": wall, "bytes": sent})
+                transfers = sum(client.run(_worker_transfers).values()) - transfers
+                samples[case].append({"wall": wall, "bytes": sent, "transfers": transfers})
         stop_lingering_api(env, project)
     return {
         "namespaces": namespaces,
@@ -201,7 +245,7 @@ def measure_dask(
         "payload": payload,
         "repeats": repeats,
         "medians": {
-            case: {k: statistics.median(s[k] for s in runs) for k in ("wall", "bytes")}
+            case: {k: statistics.median(s[k] for s in runs) for k in ("wall", "bytes", "transfers")}
             for case, runs in samples.items()
         },
         "samples": samples,
@@ -211,15 +255,19 @@ def measure_dask(
 
 def report_dask(data: dict[str, Any]) -> list[str]:
     lines = [
-        f"On Dask: {data['namespaces']} namespaces x {data['length']} chained nodes passing "
-        f"{data['payload'] / 1e6:g} MB in memory, a local cluster of 2 worker processes; bytes "
+        f"On Dask: {data['namespaces']} namespaces, each a source node feeding two chains of "
+        f"{data['length']} nodes passing {data['payload'] / 1e6:g} MB in memory (each sleeps "
+        "0.2 s), joined by a last node; a local cluster of 2 worker processes; bytes "
         f"the workers sent (to each other and to the driver) during the run, median of "
         f"{data['repeats']}; load average at the end {data['load_average']}.\n",
-        "| group_by | bytes sent by workers | wall |",
-        "| --- | ---: | ---: |",
+        "| group_by | bytes sent by workers | transfers | wall |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for case, median in data["medians"].items():
-        lines.append(f"| {case} | {median['bytes'] / 1e6:.1f} MB | {median['wall']:.2f} s |")
+        lines.append(
+            f"| {case} | {median['bytes'] / 1e6:.1f} MB | {median['transfers']:.0f} "
+            f"| {median['wall']:.2f} s |"
+        )
     return lines
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from kedro_prefect.cache.hits import is_skipped
 from kedro_prefect.execution.grouping import Unit
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def run_nodes(
             observer.on_node_finished(node, future if state.is_completed() else _Done(future))
             outcome.done.add(node)
             execution.node_completed(node, futures)
-            if state.name == "Cached":  # skip_unchanged: a cache hit (kedro_prefect.cache)
+            if is_skipped(state):  # skip_unchanged: a cache hit
                 logger.info("Skipped node: %s (unchanged since its last successful run)", node.name)
             else:
                 logger.info("Completed node: %s", node.name)

@@ -1,118 +1,46 @@
-"""The driver side of ``task_runner=dask``: checks before the first node, task parameters, and
-what happens when a node completes.
+"""The driver side of ``task_runner=dask``: the cluster started before the first node (one clear
+error), the project registered on every worker, Dask resources, and the workers' records of the
+task runs collected at the end.
 
-In-memory datasets travel as task results: consumers receive their producers' Dask futures as
-task parameters, so Dask moves the data worker to worker and the driver never loads it. Only the
-pipeline's free in-memory outputs are fetched to the driver, because ``run()`` returns them.
+In-memory datasets travel as task results (:mod:`kedro_prefect.workers.transfer`): consumers
+receive their producers' Dask futures as task parameters, so Dask moves the data worker to
+worker and the driver never loads it. Only the pipeline's free in-memory outputs are fetched to
+the driver, because ``run()`` returns them.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect._upstream.kedro import memory_copy_mode, single_process
-from kedro_prefect.dask.groups import run_group_on_worker
 from kedro_prefect.dask.resources import node_resources
-from kedro_prefect.dask.worker import (
-    plugin_class,
-    run_node_on_worker,
-    take_worker_records,
-)
+from kedro_prefect.dask.worker import plugin_class, take_worker_records
 from kedro_prefect.errors import DaskClusterError, DaskDatasetError
+from kedro_prefect.workers.bootstrap import project_log_levels, run_node_on_worker, run_project
+from kedro_prefect.workers.groups import run_group_on_worker
+from kedro_prefect.workers.transfer import TransferNodeExecution, validate_datasets
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
-    from prefect.futures import PrefectFuture
+
+    from kedro_prefect.execution.protocol import SavedEvents
 
 logger = logging.getLogger(__name__)
 
 
-def _is_in_memory(dataset: Any) -> bool:
-    from kedro.io import MemoryDataset
-
-    return dataset is None or isinstance(dataset, MemoryDataset)
-
-
-def validate_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
-    """Refuse datasets that cannot be used across processes, naming each one and why.
-
-    In-memory datasets (``MemoryDataset`` and datasets not in the catalog) are fine: their data
-    travels as task results. Every other dataset is pickled to the workers that load or save it.
-
-    Raises:
-        DaskDatasetError: Some dataset has ``_SINGLE_PROCESS = True`` or cannot be pickled.
-    """
-    import cloudpickle
-
-    problems = []
-    for name in sorted(pipeline.datasets()):
-        dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-        if _is_in_memory(dataset):
-            continue
-        kind = type(dataset).__name__
-        if single_process(dataset):
-            problems.append(f"{name} ({kind}): _SINGLE_PROCESS = True (one process only)")
-            continue
-        try:
-            cloudpickle.dumps(dataset)
-        except Exception as exc:
-            problems.append(f"{name} ({kind}): cannot be pickled to the workers: {exc}")
-    if problems:
-        raise DaskDatasetError(
-            "These datasets cannot be used with task_runner=dask (nodes run in other "
-            "processes); no node has run:\n  " + "\n  ".join(problems)
-        )
-
-
-def run_project() -> tuple[str | None, str | None]:
-    """Package name and source dir of the project being run, from the session's context.
-
-    Kedro's process-wide ``PACKAGE_NAME`` is the fallback (``configure_project`` in a notebook,
-    or a runner used outside a session): it names whichever project was configured last.
-    """
-    from kedro.framework.project import PACKAGE_NAME
-
-    from kedro_prefect._upstream.kedro import context_package_name
-    from kedro_prefect.hooks import run_params_recorder
-
-    package_name = context_package_name(run_params_recorder.context) or PACKAGE_NAME
-    source_dir = None
-    module = sys.modules.get(package_name or "")
-    if module is not None and getattr(module, "__file__", None):
-        source_dir = str(Path(module.__file__).resolve().parents[1])
-    return package_name, source_dir
-
-
 def _project_bootstrap(package_name: str | None, source_dir: str | None) -> Any:
-    from kedro.framework.project import LOGGING
-
-    levels: dict[str, Any] = {}
-    config = getattr(LOGGING, "data", None) or {}
-    for name, logger_config in (config.get("loggers") or {}).items():
-        if "level" in (logger_config or {}):
-            levels[name] = logger_config["level"]
-    if "level" in (config.get("root") or {}):
-        levels[""] = config["root"]["level"]
-    for name in ("kedro", "kedro_prefect", package_name):
-        if name and name not in levels:
-            levels[name] = logging.getLogger(name).getEffectiveLevel()
+    levels = project_log_levels(package_name)
     return plugin_class()(package_name, source_dir, levels)
 
 
-class DaskNodeExecution:  # implements execution.protocol.NodeExecution
-    """How the runner runs nodes on Dask: task body, task parameters, completion handling.
-
-    In-memory datasets travel as task results (producer future -> consumer parameter). The
-    driver's catalog only receives the pipeline's free in-memory outputs.
+class DaskNodeExecution(TransferNodeExecution):  # implements execution.protocol.NodeExecution
+    """How the runner runs nodes on Dask: in-memory datasets travel as task results (producer
+    future -> consumer parameter), worker to worker; Dask forgets them once no consumer needs
+    them. The driver's catalog only receives the pipeline's free in-memory outputs.
     """
-
-    task_fn = staticmethod(run_node_on_worker)
 
     def __init__(
         self,
@@ -121,127 +49,28 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         catalog: CatalogProtocol,
         is_async: bool,
         run_id: str | None,
-        events: Any = None,
+        events: SavedEvents | None = None,
     ):
         for node in pipeline.nodes:
             node_resources(set(node.tags))
-        validate_datasets(pipeline, catalog)
-        self._catalog = catalog
-        self._is_async = is_async
-        self._run_id = run_id
-        self._events = events
-        self._memory: dict[str, Any] = {}
-        self._datasets: dict[str, Any] = {}
-        for name in pipeline.datasets():
-            dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-            if _is_in_memory(dataset):
-                self._memory[name] = memory_copy_mode(dataset)
-            else:
-                self._datasets[name] = dataset
-        self._producer = {out: node for node in pipeline.nodes for out in node.outputs}
-        self._readers: dict[str, list[Node]] = defaultdict(list)
-        for node in pipeline.nodes:
-            for name in node.inputs:
-                self._readers[name].append(node)
-        self._free_outputs = pipeline.outputs() & set(self._memory)
-        # How many consumers of a node's in-memory outputs have not finished yet.
-        self._pending_consumers: dict[Node, int] = defaultdict(int)
-        self._upstream: dict[Node, set[Node]] = {}
-        self._group_of: dict[Node, tuple[Node, ...]] = {}  # group_by: each grouped node's group
-        for node in pipeline.nodes:
-            producers = {
-                self._producer[name]
-                for name in node.inputs
-                if name in self._memory and name in self._producer
-            }
-            self._upstream[node] = producers
-            for producer in producers:
-                self._pending_consumers[producer] += 1
+        validate_datasets(pipeline, catalog, "dask", DaskDatasetError)
+        project = run_project()
+        super().__init__(
+            run_node_on_worker,
+            pipeline,
+            catalog,
+            is_async,
+            run_id,
+            events,
+            project,
+            release=_release,
+            group_fn=run_group_on_worker,
+        )
         self._client = client = _start_client(task_runner)
         _log_dashboard(client)
         _link_performance_report(task_runner.performance_report_path)
-        self._project = run_project()
-        plugin = _project_bootstrap(*self._project)
+        plugin = _project_bootstrap(*project)
         client.register_plugin(plugin, name=plugin.name)
-
-    def submit_arguments(
-        self, node: Node, producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
-    ) -> dict[str, Any]:
-        """Task parameters (the producers' in-memory outputs as Dask futures) and ``wait_for``."""
-        return {
-            "parameters": self._parameters(node, futures),
-            "wait_for": [futures[producer] for producer in producers],
-        }
-
-    group_fn = staticmethod(run_group_on_worker)
-
-    def submit_group_arguments(
-        self, nodes: tuple[Node, ...], producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
-    ) -> dict[str, Any]:
-        """:meth:`submit_arguments` for a group (``group_by``): one task for its nodes, whose
-        result holds only the in-memory outputs read outside the group or returned by the run."""
-        import cloudpickle
-
-        inside = set(nodes)
-        for node in nodes:
-            self._group_of[node] = nodes
-        used = list(dict.fromkeys(name for n in nodes for name in (*n.inputs, *n.outputs)))
-        given = {
-            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
-            for name in used
-            if name in self._memory and name not in self._producer
-        }
-        leaving = sorted(
-            name
-            for n in nodes
-            for name in n.outputs
-            if name in self._memory
-            and (name in self._free_outputs or any(c not in inside for c in self._readers[name]))
-        )
-        datasets = {name: self._datasets[name] for name in used if name in self._datasets}
-        outside = {p for n in nodes for p in self._upstream[n] if p not in inside}
-        wait_for = {id(futures[p]): futures[p] for p in producers}
-        return {
-            "parameters": {
-                "payload": cloudpickle.dumps((tuple(nodes), datasets, given, leaving)),
-                "upstream": {p.name: futures[p] for p in outside},
-                "memory": {name: self._memory[name] for name in used if name in self._memory},
-                "is_async": self._is_async,
-                "run_id": self._run_id,
-                "events": self._events,
-                "project": self._project,
-            },
-            "wait_for": list(wait_for.values()),
-        }
-
-    def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
-        import cloudpickle
-
-        # Loaded here without Kedro's "Loading data from ..." line: the node's Task on the
-        # worker loads it again from a MemoryDataset, and logs it, as SequentialRunner would.
-        given = {
-            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
-            for name in node.inputs
-            if name in self._memory and name not in self._producer
-        }
-        datasets = {
-            name: self._datasets[name]
-            for name in (*node.inputs, *node.outputs)
-            if name in self._datasets
-        }
-        return {
-            "payload": cloudpickle.dumps((node, datasets, given)),
-            "upstream": {p.name: futures[p] for p in self._upstream[node]},
-            "memory": {
-                name: self._memory[name]
-                for name in (*node.inputs, *node.outputs)
-                if name in self._memory
-            },
-            "is_async": self._is_async,
-            "run_id": self._run_id,
-            "events": self._events,
-            "project": self._project,
-        }
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:
         """Collect the workers' records of this run's task runs (attempts, start, duration).
@@ -261,30 +90,10 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         for records in by_worker.values():
             add_task_run_records(records)
 
-    def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
-        """Save free in-memory outputs in the driver catalog; let Dask drop data no one needs.
 
-        A node's in-memory outputs stay on the worker until its last consumer has finished
-        (the Dask counterpart of Kedro releasing a ``MemoryDataset``).
-        """
-        free = [name for name in node.outputs if name in self._free_outputs]
-        if free:
-            outputs = futures[node].result().data
-            for name in free:
-                self._catalog.save(name, outputs[name])
-        if not self._pending_consumers.get(node):
-            self._release(node, futures)
-        for producer in self._upstream[node]:
-            self._pending_consumers[producer] -= 1
-            if not self._pending_consumers[producer]:
-                self._release(producer, futures)
-
-    def _release(self, node: Node, futures: dict[Node, Any]) -> None:
-        """Release ``node``'s task result, unless it is a group's and another node of the group
-        still has a consumer waiting."""
-        group = self._group_of.get(node, ())
-        if not any(self._pending_consumers.get(other) for other in group):
-            futures[node].release()
+def _release(future: Any) -> None:
+    """Let Dask forget a node's in-memory outputs (``KedroDaskFuture.release``)."""
+    future.release()
 
 
 def _start_client(task_runner: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Node tasks in the runner's process (the thread task runner): the catalog is shared.
+"""Node tasks in the runner's process (the thread backend): the catalog is shared.
 
 Each node runs through ``kedro.runner.Task``, exactly the way Kedro's own runners run it.
 """
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from pluggy import PluginManager
 
-    from kedro_prefect.observe.events import DatasetEvents
+    from kedro_prefect.execution.protocol import SavedEvents
 
 
 def run_node(
@@ -25,7 +25,7 @@ def run_node(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
-    events: DatasetEvents | None = None,
+    events: SavedEvents | None = None,
 ) -> None:
     """Execute ``node`` through ``kedro.runner.Task``.
 
@@ -54,7 +54,7 @@ def run_group(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
-    events: DatasetEvents | None = None,
+    events: SavedEvents | None = None,
 ) -> None:
     """Execute a group's ``nodes`` one after the other (dependency order), each as :func:`run_node`.
 
@@ -89,6 +89,7 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
     """Node tasks in the runner's process (thread task runner): the catalog is shared."""
 
     task_fn = staticmethod(run_node)
+    shares_catalog = True
 
     def __init__(
         self,
@@ -96,7 +97,7 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
         hook_manager: PluginManager,
         is_async: bool,
         run_id: str | None,
-        events: DatasetEvents | None = None,
+        events: SavedEvents | None = None,
     ):
         self._parameters = {
             "catalog": catalog,

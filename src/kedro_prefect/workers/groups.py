@@ -1,23 +1,24 @@
-"""A group of nodes (``group_by``) on a Dask worker: one task, its in-memory data kept inside.
+"""A group of nodes (``group_by``) in a worker process: one task, its in-memory data kept inside.
 
-The group's nodes run one after the other in one worker process, through the same node
-execution as a single node (:func:`kedro_prefect.execution.local.run_node`). The in-memory
-datasets produced and consumed inside the group live in that process's catalog only: they are
-never pickled, never a task result, never moved by Dask. The task's result holds only the
-in-memory outputs that leave the group (read by a node outside it, or returned by the run).
+The group's nodes run one after the other in one worker process (a Dask worker, or a process of
+the ``process`` backend), through the same node execution as a single node
+(:func:`kedro_prefect.execution.local.run_node`). The in-memory datasets produced and consumed
+inside the group live in that process's catalog only: they are never pickled, never a task
+result, never moved between processes. The task's result holds only the in-memory outputs that
+leave the group (read by a node outside it, or returned by the run).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kedro_prefect.dask.worker import (
+from kedro_prefect.execution.outputs import NodeData
+from kedro_prefect.workers.bootstrap import (
     _add_source_dir,
     _check_project_source,
     _ensure_worker_logging,
     worker_hook_manager,
 )
-from kedro_prefect.execution.outputs import NodeData
 
 
 def run_group_on_worker(
@@ -29,7 +30,7 @@ def run_group_on_worker(
     events: Any = None,
     project: tuple[str | None, str | None] = (None, None),
 ) -> NodeData:
-    """The body of a group's task on a Dask worker; returns the in-memory outputs leaving it.
+    """The body of a group's task in a worker process; returns the in-memory outputs leaving it.
 
     Args:
         payload: ``cloudpickle`` of ``(nodes, datasets, given, leaving)``: the group's nodes in
@@ -38,7 +39,7 @@ def run_group_on_worker(
         upstream: Producer node name (outside the group) -> its task's in-memory outputs.
         memory: Copy mode (or ``None``) of each in-memory dataset the group's nodes use.
         is_async, run_id, events, project: as for
-            :func:`~kedro_prefect.dask.worker.run_node_on_worker`.
+            :func:`~kedro_prefect.workers.bootstrap.run_node_on_worker`.
     """
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset

@@ -163,3 +163,23 @@ def test_a_grouping_with_a_cycle_is_refused_before_any_node_runs():
 def test_bad_group_by_options_fail_with_one_specific_line(options, expected):
     with pytest.raises(PrefectRunnerConfigError, match=expected):
         PrefectRunner(**options)
+
+
+@pytest.mark.parametrize("group_by", ["namespace", "memory"])
+def test_grouped_on_worker_processes_matches_sequential_and_keeps_group_data_inside(group_by):
+    """task_runner=process: a group is one task in a worker process; results come back through
+    the driver pickled, so an unpicklable object inside the group would fail the run."""
+    seq_out, _, _, _ = _run(SequentialRunner(), p.namespaced())
+    out, _, _, _ = _run(PrefectRunner(task_runner="process", group_by=group_by), p.namespaced())
+    assert out == seq_out
+    pipeline = Pipeline(
+        [
+            node(wrap, "source", "wrapped", name="wrap"),
+            node(unwrap, "wrapped", "out", name="unwrap"),
+        ]
+    )
+    pipeline = Pipeline(pipeline, namespace="ns", inputs={"source"}, outputs={"out"})
+    outputs = PrefectRunner(task_runner="process", group_by=group_by).run(
+        pipeline, DataCatalog({"source": MemoryDataset(4)})
+    )
+    assert outputs["out"].load() == 40

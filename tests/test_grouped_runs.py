@@ -183,3 +183,23 @@ def test_grouped_on_worker_processes_matches_sequential_and_keeps_group_data_ins
         pipeline, DataCatalog({"source": MemoryDataset(4)})
     )
     assert outputs["out"].load() == 40
+
+
+def sleep_long(x):
+    time.sleep(6)
+    return x
+
+
+def test_a_group_times_out_after_the_sum_of_its_nodes_timeouts():
+    from kedro_prefect.errors import NodeTimeoutError
+
+    pipeline = Pipeline(
+        [
+            node(p.add_one, "source", "a", name="quick", namespace="ns"),
+            node(sleep_long, "a", "b", name="slow", namespace="ns"),
+        ]
+    )
+    with pytest.raises(NodeTimeoutError, match=r"timeout_seconds=2\.0 \(group 'ns'"):
+        PrefectRunner(group_by="namespace", timeout_seconds=1).run(
+            pipeline, DataCatalog({"source": MemoryDataset(1)})
+        )

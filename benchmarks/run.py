@@ -745,6 +745,13 @@ def render(data: dict[str, Any], command: str) -> None:
     if "## 6. " in old:  # measured by server_costs.py, standalone: kept as it is
         kept = old[old.find("## 6. ") : old.find("## At a glance")]
         text = text.replace("## At a glance", kept + "## At a glance", 1)
+    if old:  # benchmarks/grouping.py's section, measured on its own: kept
+        import grouping
+
+        start = old.find(grouping.HEADING)
+        if start != -1:
+            end = old.find("\n## ", start + len(grouping.HEADING))
+            text = grouping.splice(text, old[start : end + 1 if end != -1 else None])
     DOC.write_text(text)
     write_ratio_plot(_ratios(data), IMG)
     for name, plot in plots.items():

@@ -188,6 +188,36 @@ def serve(
     serve_following(current, [(d.id, d.name, flow_name) for d in served], limit, every, click.echo)
 
 
+@prefect_commands.command()
+@_env_option
+@click.option("--pipeline", "-p", default="__default__", help="Pipeline to check.")
+@click.option(
+    "--group-by",
+    type=click.Choice(["none", "namespace", "memory"]),
+    default=None,
+    help="Grouping to check (default: prefect.yml runner: group_by, else none).",
+)
+@click.pass_obj
+def check(metadata: ProjectMetadata, env: str | None, pipeline: str, group_by: str | None) -> None:
+    """Check how a run groups the pipeline's nodes into task runs (runner option group_by).
+
+    Prints the groups, their nodes and the datasets passed between task runs; a grouping that
+    cannot run (a cycle between groups, mixed Dask resources) fails with one line naming them.
+    """
+    from kedro_prefect.deploy import load_project
+    from kedro_prefect.deploy.check import checked_grouping, describe_grouping
+
+    with _clear_errors():
+        project = load_project(Path(metadata.project_path), env)
+        options = dict(project.config.runner)
+        if group_by is not None:
+            options["group_by"] = group_by
+        group_by = options.setdefault("group_by", "none")
+        checked, grouping = checked_grouping(project, pipeline, options, env)
+    for line in describe_grouping(checked, grouping, group_by):
+        click.echo(line)
+
+
 @prefect_commands.command(name="list")
 @click.option("--env", "-e", default=None, help="Only the deployments of this Kedro environment.")
 @click.pass_obj

@@ -73,6 +73,11 @@ class DaskDatasetError(WorkerDatasetError):
     """A dataset of the pipeline cannot be used across processes on Dask."""
 
 
+class NodeGroupingError(PrefectRunnerConfigError):
+    """``group_by`` makes groups that cannot run (a cycle between groups, mixed Dask resources,
+    a group option conflict); raised before any node runs, naming the group and its nodes."""
+
+
 class CacheStorageError(KedroPrefectError, ValueError):
     """``skip_unchanged``: the cache location (``prefect.yml`` ``cache:``) cannot be used."""
 

@@ -23,15 +23,17 @@ from kedro_prefect.api.settings import (
 )
 from kedro_prefect.backends import choose_backend
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
+from kedro_prefect.dask.resources import resource_tags
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
 from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
+from kedro_prefect.execution.grouping import group_of_nodes, run_grouping
 from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.execution.task_options import (
     apply_concurrency_limits,
     resolve_task_options,
     timeout_error,
 )
-from kedro_prefect.execution.tasks import node_task
+from kedro_prefect.execution.tasks import group_task, node_task
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
 from kedro_prefect.observe.events import dataset_events_for_run
@@ -163,16 +165,23 @@ class PrefectRunner(AbstractRunner):
         self._task_options = resolve_task_options(
             pipeline, self._options.model_dump(), tasks_config
         )
+        self._grouping = None
+        if self._options.group_by != "none":
+            self._grouping, group_options = run_grouping(
+                pipeline, catalog, self._options.group_by, self._task_options, resource_tags
+            )
+            self._task_options.update(group_options)
         self._secrets = secrets = project_secrets(run_params_recorder.config_loader)
         self._cancellation = cancellation = Cancellation()
         outcome: dict[str, BaseException | None] = {"error": None}
+        groups = group_of_nodes(self._grouping)
 
         def body() -> None:
             with self._backend.task_runner(pipeline) as runner:
                 execution = self._node_execution(pipeline, catalog, hook_manager, run_id, runner)
                 worker_label = self._backend.worker_label(runner)
                 with observe_run(
-                    pipeline, worker_label, flow_name, run_id, catalog, cancellation
+                    pipeline, worker_label, flow_name, run_id, catalog, cancellation, groups
                 ) as self._observer:
                     self._run_nodes(pipeline, catalog, run_id, runner, execution)
 
@@ -260,6 +269,14 @@ class PrefectRunner(AbstractRunner):
             task = node_task(node, task_fn, **self._task_options[node.name].prefect_kwargs())
             return skip.keyed_task(task, node) if skip else task
 
+        group_fn = getattr(execution, "group_fn", None)
+        group_fn = group_fn and protect_secrets(group_fn, self._secrets)
+
+        def group_task_of(unit: Any) -> Any:
+            return group_task(
+                unit.name, unit.nodes, group_fn, **self._task_options[unit.name].prefect_kwargs()
+            )
+
         outcome = run_nodes(
             pipeline,
             catalog,
@@ -269,6 +286,8 @@ class PrefectRunner(AbstractRunner):
             self._observer,
             self._cancellation,
             self._logger,
+            self._grouping,
+            group_task_of,
         )
         expect_recorded(outcome.final_states)
         failed = outcome.failed
@@ -278,7 +297,8 @@ class PrefectRunner(AbstractRunner):
                 self._logger.warning(skip.RESUME_HINT)
         if failed:
             if failed[1].name == "TimedOut":
-                raise timeout_error(failed[0], self._task_options.get(failed[0].name))
+                unit = self._grouping.group_of(failed[0]) if self._grouping else None
+                raise timeout_error(failed[0], self._task_options.get(unit or failed[0].name))
             failed[1].result(raise_on_failure=True)
             raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
         if self._cancellation.requested:

@@ -18,6 +18,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.cache.hits import is_skipped
+from kedro_prefect.execution.grouping import Unit
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.cancellation import Cancellation
+    from kedro_prefect.execution.grouping import Grouping
     from kedro_prefect.execution.protocol import NodeExecution
     from kedro_prefect.observe.base import RunObserver
 
@@ -52,62 +54,94 @@ def run_nodes(
     observer: RunObserver,
     cancellation: Cancellation,
     logger: logging.Logger,
+    grouping: Grouping | None = None,
+    group_task_of: Callable[[Unit], Task] | None = None,
 ) -> Outcome:
-    """Run every node of ``pipeline``; return how they ended (nothing raised for a node)."""
+    """Run every node of ``pipeline``; return how they ended (nothing raised for a node).
+
+    With ``grouping`` (``group_by``), each group is submitted as one task
+    (``group_task_of(unit)``, parameters from ``execution.submit_group_arguments``), once every
+    node outside the group that produces its inputs is done; a single node as before.
+    """
     parents = pipeline.node_dependencies
-    children: dict[Node, list[Node]] = {node: [] for node in pipeline.nodes}
-    for node, node_parents in parents.items():
-        for parent in node_parents:
-            children[parent].append(node)
-    waiting_on = {node: len(node_parents) for node, node_parents in parents.items()}
+    units = grouping.units if grouping else [Unit(node.name, (node,)) for node in pipeline.nodes]
+    unit_of = {node: unit for unit in units for node in unit.nodes}
+    producers = {
+        unit: {p for n in unit.nodes for p in parents[n] if unit_of[p] is not unit}
+        for unit in units
+    }
+    children: dict[Unit, set[Unit]] = {unit: set() for unit in units}
+    for unit, unit_producers in producers.items():
+        for producer in unit_producers:
+            children[unit_of[producer]].add(unit)
+    waiting_on = {unit: len({unit_of[p] for p in producers[unit]}) for unit in units}
     load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
     # Kedro's AbstractRunner._release_datasets recomputes these for every node (O(nodes)).
     free_inputs, free_outputs = frozenset(pipeline.inputs()), frozenset(pipeline.outputs())
 
     futures: dict[Node, PrefectFuture[Any]] = {}
-    finished: queue.SimpleQueue[Node | None] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[Unit | None] = queue.SimpleQueue()
     outcome = Outcome()
 
-    def submit(node: Node) -> None:
-        future = task_runner.submit(
-            task_of(node), **execution.submit_arguments(node, parents[node], futures)
-        )
-        futures[node] = future
-        observer.on_node_submitted(node, future)
-        future.add_done_callback(lambda _, node=node: finished.put(node))
+    def submit(unit: Unit) -> None:
+        if unit.is_group:
+            task = group_task_of(unit)  # type: ignore[misc]
+            arguments = execution.submit_group_arguments(  # type: ignore[attr-defined]
+                unit.nodes, producers[unit], futures
+            )
+        else:
+            node = unit.nodes[0]
+            task, arguments = (
+                task_of(node),
+                execution.submit_arguments(node, parents[node], futures),
+            )
+        future = task_runner.submit(task, **arguments)
+        for node in unit.nodes:
+            futures[node] = future
+            observer.on_node_submitted(node, future)
+        future.add_done_callback(lambda _, unit=unit: finished.put(unit))
 
     cancellation.on_request(lambda: finished.put(None))  # wake the loop up
     in_flight = 0
-    for node in pipeline.nodes:
-        if not waiting_on[node]:
-            submit(node)
+    for unit in units:
+        if not waiting_on[unit]:
+            submit(unit)
             in_flight += 1
 
     total = len(pipeline.nodes)
     while in_flight:
-        node = finished.get()
-        if node is None:  # cancellation requested: submit nothing more
+        unit = finished.get()
+        if unit is None:  # cancellation requested: submit nothing more
             continue
         in_flight -= 1
-        future = futures[node]
+        future = futures[unit.nodes[0]]
         future.wait()  # already done: this only records the final state on the future
         state = future.state
         outcome.final_states[future.task_run_id] = state.type
-        observer.on_node_finished(node, future)
+        completed = list(unit.nodes)
         if not state.is_completed():
-            outcome.failed = outcome.failed or (node, state)
+            failed = _failed_node(unit, state)
+            completed = completed[: unit.nodes.index(failed)]
+            outcome.failed = outcome.failed or (failed, state)
+        for node in completed:
+            observer.on_node_finished(node, future if state.is_completed() else _Done(future))
+            outcome.done.add(node)
+            execution.node_completed(node, futures)
+            if is_skipped(state):  # skip_unchanged: a cache hit
+                logger.info("Skipped node: %s (unchanged since its last successful run)", node.name)
+            else:
+                logger.info("Completed node: %s", node.name)
+            logger.info("Completed %d out of %d tasks", len(outcome.done), total)
+            release_datasets(node, catalog, load_counts, free_inputs, free_outputs)
+        if not state.is_completed():
+            rest = unit.nodes[len(completed) :]
+            observer.on_node_finished(rest[0], future)
+            for node in rest[1:]:
+                observer.on_node_not_run(node)
             continue
-        outcome.done.add(node)
-        execution.node_completed(node, futures)
-        if is_skipped(state):  # skip_unchanged: a cache hit
-            logger.info("Skipped node: %s (unchanged since its last successful run)", node.name)
-        else:
-            logger.info("Completed node: %s", node.name)
-        logger.info("Completed %d out of %d tasks", len(outcome.done), total)
-        release_datasets(node, catalog, load_counts, free_inputs, free_outputs)
         if outcome.failed or cancellation.requested:
             continue
-        for child in children[node]:
+        for child in children[unit]:
             waiting_on[child] -= 1
             if not waiting_on[child]:
                 submit(child)
@@ -115,6 +149,32 @@ def run_nodes(
 
     execution.nodes_finished(futures)
     return outcome
+
+
+def _failed_node(unit: Unit, state: Any) -> Node:
+    """The node of ``unit`` that failed: the one its exception names, else its first node."""
+    if len(unit.nodes) == 1:
+        return unit.nodes[0]
+    from kedro_prefect.execution.local import failed_node
+
+    try:
+        name = failed_node(state.result(raise_on_failure=False))
+    except Exception:  # a crashed or timed-out state without the node's exception
+        name = None
+    return next((node for node in unit.nodes if node.name == name), unit.nodes[0])
+
+
+class _Done:
+    """A group's future seen by a node that completed before another node of the group failed."""
+
+    def __init__(self, future: Any):
+        from prefect.states import Completed
+
+        self._future = future
+        self.state = Completed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._future, name)
 
 
 def release_datasets(

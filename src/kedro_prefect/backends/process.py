@@ -80,6 +80,7 @@ class ProcessBackend:  # implements execution.protocol.Backend
             project,
             release=_drop_outputs,
             extra_parameters={"log_levels": project_log_levels(project[0])},
+            group_fn=run_group_in_process,
         )
 
     def worker_label(self, task_runner: TaskRunner[Any]) -> str | None:
@@ -141,3 +142,24 @@ def run_node_in_process(
             bootstrap_worker(project[0], project[1], log_levels or {})
             _set_up.add(project)
     return run_node_on_worker(payload, upstream, memory, is_async, run_id, events, project)
+
+
+def run_group_in_process(
+    payload: bytes,
+    upstream: dict[str, NodeData],
+    memory: dict[str, Any],
+    is_async: bool,
+    run_id: str | None,
+    events: SavedEvents | None = None,
+    project: tuple[str | None, str | None] = (None, None),
+    log_levels: dict[str, Any] | None = None,
+) -> NodeData:
+    """The body of a group's task (``group_by``) in a worker process: set the process up, then
+    :func:`~kedro_prefect.workers.groups.run_group_on_worker`."""
+    from kedro_prefect.workers.groups import run_group_on_worker
+
+    with _set_up_lock:
+        if project not in _set_up:
+            bootstrap_worker(project[0], project[1], log_levels or {})
+            _set_up.add(project)
+    return run_group_on_worker(payload, upstream, memory, is_async, run_id, events, project)

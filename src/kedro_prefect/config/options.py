@@ -7,7 +7,7 @@ session loads the catalog or runs any node.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -94,6 +94,14 @@ class RunnerOptions(BaseModel):
             "Skip nodes whose code, parameters and input data did not change since their last "
             "successful run and whose outputs exist; in-memory outputs come back from Prefect's "
             "cache. See docs/skip-unchanged.md."
+        ),
+    )
+    group_by: Literal["none", "namespace", "memory"] = Field(
+        default="none",
+        description=(
+            "Run groups of nodes as one Prefect task run each: `none` (one task run per node), "
+            "`namespace` (one per top-level namespace) or `memory` (one per chain of nodes "
+            "linked by in-memory datasets). See docs/grouping.md."
         ),
     )
     n_workers: PositiveInt | None = Field(
@@ -205,6 +213,11 @@ class RunnerOptions(BaseModel):
         for name in ("cluster_kwargs", "client_kwargs"):
             if "asynchronous" in (getattr(self, name) or {}):
                 raise ValueError(f"{name} cannot set 'asynchronous' (Prefect manages it)")
+        if self.group_by != "none" and self.skip_unchanged:
+            raise ValueError(
+                f"group_by={self.group_by} cannot be combined with skip_unchanged yet (nodes "
+                "are skipped one by one); set group_by=none or skip_unchanged=false"
+            )
         if self.task_runner == "dask" and self.max_workers is not None:
             raise ValueError(
                 "max_workers applies to task_runner=thread and process; with task_runner=dask use "

@@ -18,6 +18,7 @@ from kedro_prefect.dask.resources import node_resources
 from kedro_prefect.dask.worker import plugin_class, take_worker_records
 from kedro_prefect.errors import DaskClusterError, DaskDatasetError
 from kedro_prefect.workers.bootstrap import project_log_levels, run_node_on_worker, run_project
+from kedro_prefect.workers.groups import run_group_on_worker
 from kedro_prefect.workers.transfer import TransferNodeExecution, validate_datasets
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class DaskNodeExecution(TransferNodeExecution):  # implements execution.protocol
             events,
             project,
             release=_release,
+            group_fn=run_group_on_worker,
         )
         self._client = client = _start_client(task_runner)
         _log_dashboard(client)

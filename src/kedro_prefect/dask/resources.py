@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kedro_prefect.errors import PrefectRunnerConfigError
 
 #: Node tags ``dask-<RESOURCE>-<amount>`` ask for Dask worker resources, e.g. ``dask-GPU-1``.
 #: (Kedro tags may only hold letters, digits, ``-``, ``_`` and ``.``.)
 RESOURCE_TAG_PREFIX = "dask-"
+
+
+def resource_tags(node: Any) -> set[str]:
+    """The ``dask-`` resource tags of ``node``: the nodes of a group (``group_by``) share them."""
+    return {tag for tag in node.tags if tag.startswith(RESOURCE_TAG_PREFIX)}
 
 
 def node_resources(tags: set[str] | frozenset[str]) -> dict[str, float]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.config import DeploymentConfig, ProjectConfigError
 from kedro_prefect.deploy import server
+from kedro_prefect.deploy.check import check_deployment_grouping
 from kedro_prefect.deploy.deployments import (
     Project,
     check_work_pool,
@@ -112,6 +113,7 @@ def _plan(
     keep_schedule: bool = False,
 ) -> _Plan:
     project.check_pipeline(name, config.pipeline)
+    check_deployment_grouping(project, name, config, env)
     run_env = config.env or env
     flow_name = project.flow_name(config)
     full_name = f"{flow_name}/{deployment_name(name, run_env)}"

@@ -5,6 +5,7 @@ Each node runs through ``kedro.runner.Task``, exactly the way Kedro's own runner
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from kedro.runner import Task as KedroTask
@@ -46,6 +47,44 @@ def run_node(
         events.emit_saved(node, catalog)
 
 
+def run_group(
+    nodes: tuple[Node, ...],
+    catalog: CatalogProtocol,
+    hook_manager: PluginManager,
+    is_async: bool,
+    run_id: str | None,
+    upstream: tuple[str, ...] = (),
+    events: SavedEvents | None = None,
+) -> None:
+    """Execute a group's ``nodes`` one after the other (dependency order), each as :func:`run_node`.
+
+    The data passed between them stays in ``catalog`` (this process): nothing is pickled or
+    returned. The exception of a failing node propagates unchanged, marked with the node's name
+    (:func:`failed_node`); the nodes after it do not run.
+    """
+    for node in nodes:
+        try:
+            run_node(node, catalog, hook_manager, is_async, run_id, events=events)
+        except Exception as exc:
+            mark_failed_node(exc, node.name)
+            raise
+
+
+#: The attribute naming, on the exception of a group's task run, the node that raised it.
+FAILED_NODE_ATTRIBUTE = "kedro_prefect_node"
+
+
+def mark_failed_node(exc: BaseException, name: str) -> None:
+    """Note on ``exc`` which node of a group raised it (kept when the exception is pickled)."""
+    with contextlib.suppress(AttributeError, TypeError):  # an exception class with __slots__
+        setattr(exc, FAILED_NODE_ATTRIBUTE, name)
+
+
+def failed_node(exc: Any) -> str | None:
+    """The node of a group that raised ``exc`` (:func:`mark_failed_node`), if known."""
+    return getattr(exc, FAILED_NODE_ATTRIBUTE, None)
+
+
 class LocalNodeExecution:  # implements execution.protocol.NodeExecution
     """Node tasks in the runner's process (thread task runner): the catalog is shared."""
 
@@ -83,6 +122,25 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
         return {
             "parameters": {
                 "node": node,
+                **self._parameters,
+                "upstream": tuple(sorted(p.name for p in producers)),
+            },
+            "dependencies": {
+                "upstream": {TaskRunResult(id=futures[p].task_run_id) for p in producers}
+            },
+        }
+
+    group_fn = staticmethod(run_group)
+
+    def submit_group_arguments(
+        self, nodes: tuple[Node, ...], producers: set[Node], futures: dict[Node, Any]
+    ) -> dict[str, Any]:
+        """:meth:`submit_arguments` for a group of nodes run as one task (``group_by``)."""
+        from prefect.client.schemas.objects import TaskRunResult
+
+        return {
+            "parameters": {
+                "nodes": nodes,
                 **self._parameters,
                 "upstream": tuple(sorted(p.name for p in producers)),
             },

@@ -81,6 +81,53 @@ def resolve_task_options(
     return resolved
 
 
+def group_task_options(
+    group: str, nodes: list[Node], resolved: dict[str, NodeTaskOptions]
+) -> NodeTaskOptions:
+    """The task options of a group of nodes run as one task run (``group_by``).
+
+    ``retries``: the most any node of the group has (a retry runs the group again from its first
+    node); ``timeout_seconds``: the sum of its nodes' timeouts, when every node has one;
+    ``retry_delay_seconds`` and ``retry_jitter_factor``: the value its nodes share; tags: all of
+    its nodes' tags (concurrency limits apply to the group).
+
+    Raises:
+        NodeGroupingError: Nodes of the group have different delays or jitter, or some have a
+            timeout and others none.
+    """
+    from kedro_prefect.errors import NodeGroupingError
+
+    options = [resolved[node.name] for node in nodes]
+    result = NodeTaskOptions(tags=set().union(*(o.tags for o in options)))
+    retries = [o.options.get("retries") for o in options if o.options.get("retries") is not None]
+    result.options["retries"] = max(retries) if retries else None
+    for name in ("retry_delay_seconds", "retry_jitter_factor"):
+        values = {repr(o.options.get(name)): o.options.get(name) for o in options}
+        if len(values) > 1:
+            raise NodeGroupingError(_conflict(group, name, nodes, options))
+        result.options[name] = next(iter(values.values()))
+    timeouts = [o.options.get("timeout_seconds") for o in options]
+    if any(t is None for t in timeouts) and any(t is not None for t in timeouts):
+        raise NodeGroupingError(_conflict(group, "timeout_seconds", nodes, options))
+    result.options["timeout_seconds"] = None if None in timeouts else float(sum(timeouts))
+    for name in SCALAR_OPTIONS:
+        origins = {o.origins[name] for o in options if name in o.origins}
+        if origins:
+            result.origins[name] = f"group {group!r}: " + "; ".join(sorted(origins))
+    return result
+
+
+def _conflict(group: str, name: str, nodes: list[Node], options: list[NodeTaskOptions]) -> str:
+    described = ", ".join(
+        f"{n.name}: {o.options.get(name)}" for n, o in zip(nodes, options, strict=True)
+    )
+    return (
+        f"group {group!r} runs as one task run but its nodes have different {name} "
+        f"({described}); give them the same value (prefect.yml tasks: rules) or set "
+        "group_by=none. No node has run."
+    )
+
+
 def apply_concurrency_limits(config: TasksConfig) -> frozenset[str]:
     """Create or update the tag concurrency limits of ``tasks.concurrency_limits``.
 

@@ -45,6 +45,21 @@ def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
     return task
 
 
+def group_task(name: str, nodes: tuple[Node, ...], fn: Any, **task_options: Any) -> Task:
+    """The Prefect task that runs a group of nodes (``group_by``): named after the group, with
+    the tags of all its nodes."""
+    extra_tags = task_options.pop("tags", ())
+    key = tuple(sorted(task_options.items()))
+    try:
+        task = copy.copy(_task_template(fn, key))
+    except TypeError:  # an unhashable option value: build this task from scratch
+        task = _task_template.__wrapped__(fn, key)
+    task.name = name
+    task.task_run_name = name
+    task.tags = set().union(*(node_tags(node) for node in nodes)) | set(extra_tags)
+    return task
+
+
 @functools.lru_cache(maxsize=64)
 def _task_template(fn: Any, task_options: tuple[tuple[str, Any], ...]) -> Task:
     from prefect import task

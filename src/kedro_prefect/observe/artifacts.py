@@ -105,14 +105,20 @@ def table_key(run: PipelineRun) -> str:
 
 
 def node_table(run: PipelineRun) -> list[dict[str, Any]]:
-    """One row per node, in the pipeline's topological order; columns node, state, duration,
-    attempts, start, worker."""
+    """One row per node, in the pipeline's topological order; columns node,
+    (group,) state, duration, attempts, start, worker.
+
+    With ``group_by``, a ``group`` column names each node's group (empty for a node run alone);
+    attempts, start and duration of a grouped node are those of its group's task run.
+    """
     rows = []
     for record in run.nodes.values():
         seconds = record.seconds
+        group = {"group": run.groups.get(record.node.name, "")} if run.groups else {}
         rows.append(
             {
                 "node": record.node.name,
+                **group,
                 "state": record.state_name,
                 # before the long start time: in view without scrolling the table sideways
                 "duration": f"{seconds:.3f} s" if seconds is not None else "",
@@ -148,7 +154,7 @@ def graph_markdown(run: PipelineRun, final: bool = False) -> str:
 
     title = "+".join(run.pipeline_names or ["__default__"])
     states = node_states(run) if final else None
-    graph = build_graph(run.pipeline, title, states, run.persisted_datasets)
+    graph = build_graph(run.pipeline, title, states, run.persisted_datasets, groups=run.groups)
     persisted = len(run.persisted_datasets & set(pipeline_datasets(run.pipeline)))
     heading = f"# Kedro pipeline `{title}`"
     if final:

@@ -99,6 +99,8 @@ class PipelineRun:
     ended_at: float | None = None
     error: BaseException | None = None
     nodes: dict[str, NodeRun] = field(default_factory=dict)
+    #: The group (``group_by``) of each node run as part of one; nodes run alone are absent.
+    groups: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.nodes = {node.name: NodeRun(node) for node in self.pipeline.nodes}
@@ -134,6 +136,10 @@ class RunObserver(Protocol):
 
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
         """``node``'s task run reached a final state (``future.state``)."""
+
+    def on_node_not_run(self, node: Node) -> None:
+        """``node`` was submitted within a group (``group_by``) and did not run: a node of the
+        group before it failed."""
 
     def on_run_end(self, run: PipelineRun) -> None:
         """The run is over (``run.error`` is the exception if it failed)."""

@@ -114,6 +114,8 @@ class Graph:
     node_count: int
     dataset_count: int
     final: bool  # the run is over: states are final
+    #: ``group_by``: group name -> ids of the drawn node items run in that group's task run.
+    units: dict[str, list[str]] = field(default_factory=dict)
 
     def states_present(self) -> list[str]:
         """State keys of the drawn nodes, in the legend's order."""
@@ -129,10 +131,13 @@ def build_graph(
     states: dict[str, tuple[str, float | None]] | None = None,
     persisted: set[str] | None = None,
     max_nodes: int = MAX_DRAWN_NODES,
+    groups: dict[str, str] | None = None,
 ) -> Graph:
-    """The graph of ``pipeline``; ``states`` maps node names to (state key, seconds)."""
+    """The graph of ``pipeline``; ``states`` maps node names to (state key, seconds);
+    ``groups`` maps the nodes run as part of a group (``group_by``) to its name."""
     states = states or {}
     persisted = persisted or set()
+    node_groups = groups or {}
     datasets = pipeline_datasets(pipeline)
     node_ns = {n.name: n.namespace or "" for n in pipeline.nodes}
     namespaces = sorted({p for ns in node_ns.values() for p in _prefixes(ns)})
@@ -198,7 +203,20 @@ def build_graph(
         node_count=len(pipeline.nodes),
         dataset_count=len(datasets),
         final=bool(states),
+        units=_unit_items(pipeline, node_groups, where),
     )
+
+
+def _unit_items(
+    pipeline: Pipeline, groups: dict[str, str], where: dict[str, str]
+) -> dict[str, list[str]]:
+    """Group name -> the node items drawn for it (nodes in a collapsed namespace are not)."""
+    units: dict[str, list[str]] = defaultdict(list)
+    for each in pipeline.nodes:
+        group = groups.get(each.name)
+        if group and where[each.name].startswith("n"):
+            units[group].append(where[each.name])
+    return dict(units)
 
 
 def _collapse(node_namespaces: list[str], namespaces: list[str], max_nodes: int) -> list[str]:

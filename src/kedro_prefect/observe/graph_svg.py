@@ -59,6 +59,7 @@ def render_svg(graph: Graph) -> str:
             f'<text class="ns" x="{x + 8:.1f}" y="{y + 15:.1f}">'
             f"{escape(group.rpartition('.')[2])}</text></g>"
         )
+    out += group_outlines(graph, boxes)
     for a, b in graph.edges:
         out.append(_edge(boxes[a], boxes[b], horizontal))
     for item in graph.items.values():
@@ -160,4 +161,23 @@ def _legend(graph: Graph) -> list[str]:
             f"{escape(label)}</text></g>"
         )
     out.append("</g>")
+    return out
+
+
+def group_outlines(graph: Graph, boxes: dict[str, tuple[float, float, float, float]]) -> list[str]:
+    """A dashed outline around the nodes of each group (``group_by``): one Prefect task run."""
+    out = []
+    for name, ids in graph.units.items():
+        if not ids:
+            continue
+        left = min(boxes[i][0] for i in ids) - 5
+        top = min(boxes[i][1] for i in ids) - 5
+        right = max(boxes[i][0] + boxes[i][2] for i in ids) + 5
+        bottom = max(boxes[i][1] + boxes[i][3] for i in ids) + 5
+        out.append(
+            f'<g class="group"><title>group {escape(name)}: one task run</title>'
+            f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
+            f'height="{bottom - top:.1f}" rx="10" fill="none" stroke="#5c7cfa" '
+            'stroke-width="1.5" stroke-dasharray="6 4"/></g>'
+        )
     return out

@@ -90,6 +90,13 @@ class TerminalProgress(RunObserver):
             self._progress.advance(self._task)
             self._update()
 
+    def on_node_not_run(self, node: Node) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            self._running.pop(node.name, None)
+            self._update()
+
     def _update(self) -> None:
         names = list(self._running)
         text = ""

@@ -62,6 +62,9 @@ class RunRecorder(RunObserver):
         self._take_engine_record(record, future.task_run_id)
         record.worker = record.worker or self.run.worker_label
 
+    def on_node_not_run(self, node: Node) -> None:
+        self.run.nodes[node.name].future = None
+
     def _take_engine_record(self, record: NodeRun, task_run_id: Any) -> None:
         from kedro_prefect.execution.records import ended_task_run
 
@@ -110,6 +113,9 @@ class _Observers(RunObserver):
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
         self._each("on_node_finished", node, future)
 
+    def on_node_not_run(self, node: Node) -> None:
+        self._each("on_node_not_run", node)
+
     def on_run_end(self, run: PipelineRun) -> None:
         self._each("on_run_end", run)
 
@@ -122,13 +128,15 @@ def observe_run(
     run_id: str | None,
     catalog: Any = None,
     cancellation: Cancellation | None = None,
+    groups: dict[str, str] | None = None,
 ) -> Iterator[RunObserver]:
     """The observers of one run: records, Prefect artifacts and terminal progress.
 
     Enter inside the flow function, after the task runner has started; ``worker_label`` names
     where nodes ran when their task run's record does not say. ``catalog`` tells
     persisted datasets from in-memory ones in the graph artifact. With ``cancellation``, a
-    second Ctrl-C closes the progress bar and learns which task runs it abandons.
+    second Ctrl-C closes the progress bar and learns which task runs it abandons. ``groups``
+    names the group of each node run as part of one (``group_by``).
     """
     from kedro_prefect._upstream.kedro import run_pipeline_names
     from kedro_prefect.execution.records import recording_task_runs
@@ -138,6 +146,7 @@ def observe_run(
 
     names = run_pipeline_names(run_params_recorder.get(run_id)) or ["__default__"]
     run = PipelineRun(pipeline, worker_label, flow_name, list(names))
+    run.groups = dict(groups or {})
     with _warn_on_error("reading the catalog's dataset types"):
         run.persisted_datasets = _persisted(pipeline, catalog)
     with recording_task_runs() as records:

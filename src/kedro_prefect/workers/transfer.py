@@ -86,8 +86,11 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         project: tuple[str | None, str | None],
         release: Callable[[PrefectFuture[Any]], None] | None = None,
         extra_parameters: dict[str, Any] | None = None,
+        group_fn: Callable[..., Any] | None = None,
     ):
         self.task_fn = task_fn
+        #: The body of a group's task (``group_by``), taking :meth:`submit_group_arguments`.
+        self.group_fn = group_fn
         self._catalog = catalog
         self._is_async = is_async
         self._run_id = run_id
@@ -104,6 +107,11 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
             else:
                 self._datasets[name] = dataset
         self._producer = {out: node for node in pipeline.nodes for out in node.outputs}
+        self._readers: dict[str, list[Node]] = defaultdict(list)
+        for node in pipeline.nodes:
+            for name in node.inputs:
+                self._readers[name].append(node)
+        self._group_of: dict[Node, tuple[Node, ...]] = {}  # group_by: each grouped node's group
         self._free_outputs = pipeline.outputs() & set(self._memory)
         # How many consumers of a node's in-memory outputs have not finished yet.
         self._pending_consumers: dict[Node, int] = defaultdict(int)
@@ -125,6 +133,47 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         return {
             "parameters": self._parameters(node, futures),
             "wait_for": [futures[producer] for producer in producers],
+        }
+
+    def submit_group_arguments(
+        self, nodes: tuple[Node, ...], producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
+    ) -> dict[str, Any]:
+        """:meth:`submit_arguments` for a group (``group_by``): one task for its nodes
+        (:func:`~kedro_prefect.workers.groups.run_group_on_worker`), whose result holds only the
+        in-memory outputs read outside the group or returned by the run."""
+        import cloudpickle
+
+        inside = set(nodes)
+        for node in nodes:
+            self._group_of[node] = nodes
+        used = list(dict.fromkeys(name for n in nodes for name in (*n.inputs, *n.outputs)))
+        given = {
+            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
+            for name in used
+            if name in self._memory and name not in self._producer
+        }
+        leaving = sorted(
+            name
+            for n in nodes
+            for name in n.outputs
+            if name in self._memory
+            and (name in self._free_outputs or any(c not in inside for c in self._readers[name]))
+        )
+        datasets = {name: self._datasets[name] for name in used if name in self._datasets}
+        outside = {p for n in nodes for p in self._upstream[n] if p not in inside}
+        wait_for = {id(futures[p]): futures[p] for p in producers}
+        return {
+            "parameters": {
+                "payload": cloudpickle.dumps((tuple(nodes), datasets, given, leaving)),
+                "upstream": {p.name: futures[p] for p in outside},
+                "memory": {name: self._memory[name] for name in used if name in self._memory},
+                "is_async": self._is_async,
+                "run_id": self._run_id,
+                "events": self._events,
+                "project": self._project,
+                **self._extra_parameters,
+            },
+            "wait_for": list(wait_for.values()),
         }
 
     def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
@@ -170,11 +219,18 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         if self._release is None:
             return
         if not self._pending_consumers.get(node):
-            self._release(futures[node])
+            self._release_outputs(node, futures)
         for producer in self._upstream[node]:
             self._pending_consumers[producer] -= 1
             if not self._pending_consumers[producer]:
-                self._release(futures[producer])
+                self._release_outputs(producer, futures)
+
+    def _release_outputs(self, node: Node, futures: dict[Node, Any]) -> None:
+        """Release ``node``'s task result, unless it is a group's and another node of the group
+        still has a consumer waiting."""
+        group = self._group_of.get(node, ())
+        if self._release is not None and not any(self._pending_consumers.get(n) for n in group):
+            self._release(futures[node])
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:
         """Nothing to collect (a backend whose workers keep records overrides this)."""

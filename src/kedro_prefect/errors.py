@@ -101,7 +101,7 @@ class RunCancelledError(KedroPrefectError):
             + ". Outputs of completed nodes are saved; see the resume hint above."
         )
         self.signum = signum
-        self.exit_code = 128 + signum
+        self.exit_code = 128 + signum  # type: ignore[misc]  # click: a ClassVar, set per signal here
 
 
 class RunStoppedError(KedroPrefectError):
@@ -115,7 +115,7 @@ class RunStoppedError(KedroPrefectError):
             "completed nodes are saved."
         )
         self.signum = signum
-        self.exit_code = 128 + signum
+        self.exit_code = 128 + signum  # type: ignore[misc]  # click: a ClassVar, set per signal here
 
 
 # --- deployments ---------------------------------------------------------------------------------

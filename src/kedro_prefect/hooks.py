@@ -41,7 +41,7 @@ class RunParamsRecorder:
         self._forget(run_params)
 
     def _forget(self, run_params: dict[str, Any]) -> None:
-        self._by_run_id.pop(run_params_run_id(run_params), None)
+        self._by_run_id.pop(run_params_run_id(run_params) or "", None)
         self.context = None
 
     def get(self, run_id: str | None) -> dict[str, Any]:

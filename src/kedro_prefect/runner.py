@@ -193,17 +193,18 @@ class PrefectRunner(AbstractRunner):
                     body()
             return
 
-        pipeline_flow = flow(
-            _pipeline_flow,
-            name=flow_name,
-            flow_run_name=flow_run_name,
-            persist_result=False,
-            validate_parameters=False,
-            log_prints=False,
+        flow_options: dict[str, Any] = {
+            "name": flow_name,
+            "flow_run_name": flow_run_name,
+            "persist_result": False,
+            "validate_parameters": False,
+            "log_prints": False,
             **local_result_storage(),  # nothing is persisted: no read of the server's default
-        )
-        if configured_api_url():
-            ensure_api_reachable(configured_api_url())
+        }
+        pipeline_flow = flow(_pipeline_flow, **flow_options)
+        api_url = configured_api_url()
+        if api_url:
+            ensure_api_reachable(api_url)
 
         def flow_body() -> Any:
             state, outcome["error"] = run_flow_body(body, cancellation, secrets)
@@ -301,10 +302,9 @@ class PrefectRunner(AbstractRunner):
                 raise timeout_error(failed[0], self._task_options.get(unit or failed[0].name))
             failed[1].result(raise_on_failure=True)
             raise RuntimeError(f"Node {failed[0].name} ended {failed[1].name}")
-        if self._cancellation.requested:
-            raise RunCancelledError(
-                self._cancellation.signum, completed=len(outcome.done), total=len(pipeline.nodes)
-            )
+        signum = self._cancellation.signum
+        if signum is not None:  # cancellation requested
+            raise RunCancelledError(signum, completed=len(outcome.done), total=len(pipeline.nodes))
 
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""

@@ -9,13 +9,14 @@ waits for the nodes already running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kedro_prefect.cache.hits import is_skipped
 from kedro_prefect.execution.grouping import Unit
@@ -99,7 +100,7 @@ def run_nodes(
         for node in unit.nodes:
             futures[node] = future
             observer.on_node_submitted(node, future)
-        future.add_done_callback(lambda _, unit=unit: finished.put(unit))
+        future.add_done_callback(functools.partial(_put_unit, finished, unit))
 
     cancellation.on_request(lambda: finished.put(None))  # wake the loop up
     in_flight = 0
@@ -110,9 +111,10 @@ def run_nodes(
 
     total = len(pipeline.nodes)
     while in_flight:
-        unit = finished.get()
-        if unit is None:  # cancellation requested: submit nothing more
+        done = finished.get()
+        if done is None:  # cancellation requested: submit nothing more
             continue
+        unit = done
         in_flight -= 1
         future = futures[unit.nodes[0]]
         future.wait()  # already done: this only records the final state on the future
@@ -124,7 +126,8 @@ def run_nodes(
             completed = completed[: unit.nodes.index(failed)]
             outcome.failed = outcome.failed or (failed, state)
         for node in completed:
-            observer.on_node_finished(node, future if state.is_completed() else _Done(future))
+            seen = future if state.is_completed() else cast("PrefectFuture[Any]", _Done(future))
+            observer.on_node_finished(node, seen)
             outcome.done.add(node)
             execution.node_completed(node, futures)
             if is_skipped(state):  # skip_unchanged: a cache hit
@@ -171,10 +174,15 @@ class _Done:
         from prefect.states import Completed
 
         self._future = future
-        self.state = Completed()
+        self.state: Any = Completed()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._future, name)
+
+
+def _put_unit(finished: queue.SimpleQueue[Unit | None], unit: Unit, _future: Any) -> None:
+    """A unit's future is done: hand the unit to the scheduling loop."""
+    finished.put(unit)
 
 
 def release_datasets(

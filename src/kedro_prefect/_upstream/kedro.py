@@ -37,9 +37,12 @@ Relies on:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kedro_prefect._upstream import Contract, version_at_least
+
+if TYPE_CHECKING:
+    from kedro.io import AbstractDataset
 
 CONTRACTS = (
     Contract(
@@ -236,6 +239,15 @@ def memory_copy_mode(dataset: Any) -> str | None:
 def single_process(dataset: Any) -> bool:
     """Whether a dataset says it only works in one process (Kedro's ``_SINGLE_PROCESS``)."""
     return bool(getattr(dataset, "_SINGLE_PROCESS", False))
+
+
+def pipeline_dataset(catalog: Any, name: str) -> AbstractDataset[Any, Any]:
+    """The catalog's dataset ``name`` as Kedro's runners get it: made from the catalog's
+    patterns, or a ``MemoryDataset`` from the runtime pattern when nothing declares it."""
+    dataset = catalog.get(name, fallback_to_runtime_pattern=True)
+    if dataset is None:  # the runtime pattern matches every name: not with Kedro's catalogs
+        raise KeyError(f"Dataset {name!r} not found in the catalog")
+    return dataset
 
 
 def is_in_memory(dataset: Any) -> bool:

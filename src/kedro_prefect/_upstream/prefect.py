@@ -54,7 +54,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from kedro_prefect._upstream import Contract, version_at_least
 
@@ -360,7 +360,7 @@ def _registers_by_apply() -> bool:
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         runner = Runner(name="kedro-prefect-contract-probe")
         add = getattr(runner, "aadd_deployment", None) or runner.add_deployment
-        got = add(_Deployed(deployment_id, "probe", "probe-flow"))  # < 3.6: sync-compatible
+        got = add(cast(Any, _Deployed(deployment_id, "probe", "probe-flow")))  # < 3.6: sync
         if inspect.isawaitable(got):
             got = asyncio.run(got)  # type: ignore[arg-type]
     return bool(got == deployment_id)
@@ -418,7 +418,7 @@ def process_pool_in_run_context(cls: type) -> type:
 
 
 @functools.cache
-def _in_run_context(cls: type) -> type:
+def _in_run_context(cls: Any) -> type:
     import contextvars
 
     def __enter__(self: Any) -> Any:
@@ -428,8 +428,8 @@ def _in_run_context(cls: type) -> type:
     def _forward_subprocess_messages(self: Any) -> None:
         context = getattr(self, "_kedro_prefect_context", None)
         if context is None:
-            return cls._forward_subprocess_messages(self)  # type: ignore[no-any-return]
-        return context.run(cls._forward_subprocess_messages, self)  # type: ignore[no-any-return]
+            return cls._forward_subprocess_messages(self)
+        return context.run(cls._forward_subprocess_messages, self)
 
     return type(
         cls.__name__,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from kedro_prefect._upstream import Contract
 
@@ -95,7 +95,7 @@ def serve_following(
 
     async def add(item: tuple[Any, str, str]) -> None:
         adding = getattr(runner, "aadd_deployment", None) or runner.add_deployment
-        result = adding(_Deployed(*item))
+        result = adding(cast(Any, _Deployed(*item)))  # what add_deployment reads of one
         if inspect.isawaitable(result):
             await result
 

@@ -145,7 +145,8 @@ def _run_routers_first() -> None:
     first = tuple(getattr(getattr(api, name, None), "router", None) for name in RUN_ROUTERS)
     if not isinstance(routers, tuple) or not all(router in routers for router in first):
         return  # another Prefect version: leave its order as it is
-    server.API_ROUTERS = first + tuple(router for router in routers if router not in first)
+    # the routers found above, in another order (typed as a tuple of exactly those routers)
+    server.API_ROUTERS = first + tuple(r for r in routers if r not in first)  # type: ignore[assignment]
 
 
 def fastapi_copies_routes_on_include() -> bool:

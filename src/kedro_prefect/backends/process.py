@@ -51,7 +51,7 @@ class ProcessBackend:  # implements execution.protocol.Backend
 
         cls = process_pool_in_run_context(self._cls or ProcessPoolTaskRunner)
         ceiling = self._options.max_workers or os.cpu_count() or 1
-        runner = cls(max_workers=max(1, min(side_by_side(pipeline), ceiling)))  # type: ignore[call-arg]
+        runner = cls(max_workers=max(1, min(side_by_side(pipeline), ceiling)))
         return _reporting_to_the_run_api(runner)
 
     def node_execution(

@@ -134,7 +134,7 @@ def _block_storage(slug: str) -> CacheStorage:
 
     try:
         storage = Block.load(slug)
-        if inspect.isawaitable(storage):
+        if inspect.iscoroutine(storage):
             from prefect.utilities.asyncutils import run_coro_as_sync
 
             storage = run_coro_as_sync(storage)
@@ -162,7 +162,7 @@ def _block_storage(slug: str) -> CacheStorage:
 def _call(block: Any, method: str, *args: Any) -> Any:
     """A storage block method, called synchronously (some blocks only have async ones)."""
     result = getattr(block, method)(*args)
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result):
         from prefect.utilities.asyncutils import run_coro_as_sync
 
         result = run_coro_as_sync(result)

@@ -108,15 +108,17 @@ class ScheduleConfig(BaseModel):
             RRuleSchedule,
         )
 
-        tz = {"timezone": self.timezone} if self.timezone else {}
+        tz: dict[str, Any] = {"timezone": self.timezone} if self.timezone else {}
         try:
             if self.cron is not None:
-                day_or = {} if self.day_or is None else {"day_or": self.day_or}
+                day_or: dict[str, Any] = {} if self.day_or is None else {"day_or": self.day_or}
                 return CronSchedule(cron=self.cron, **tz, **day_or)
             if self.interval is not None:
-                anchor = {} if self.anchor_date is None else {"anchor_date": self.anchor_date}
+                anchor: dict[str, Any] = (
+                    {} if self.anchor_date is None else {"anchor_date": self.anchor_date}
+                )
                 return IntervalSchedule(interval=self.interval, **tz, **anchor)
-            return RRuleSchedule(rrule=self.rrule, **tz)
+            return RRuleSchedule(rrule=self.rrule or "", **tz)  # the one of the three given
         except ValidationError as exc:
             kind = next(k for k in ("cron", "interval", "rrule") if getattr(self, k) is not None)
             reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())

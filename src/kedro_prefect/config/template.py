@@ -127,7 +127,8 @@ def project_facts(package: str, project_path: Any) -> tuple[list[str], dict[str,
 
         from kedro_prefect.config.project import read_config
 
-        with KedroSession.create(project_path=project_path, save_on_close=False) as session:
+        session = KedroSession.create(project_path=project_path, save_on_close=False)
+        with session:
             parameters = dict(read_config(session.load_context().config_loader, "parameters"))
     except Exception:
         parameters = {}

@@ -321,7 +321,7 @@ def _stored_triggers(client: SyncPrefectClient, deployment_id: Any) -> str:
         parts = getattr(trigger, "triggers", None) or [trigger]
         names = []
         for part in parts:
-            match = getattr(part, "match", None)
+            match: Any = getattr(part, "match", None)
             spec = match.model_dump() if hasattr(match, "model_dump") else dict(match or {})
             ids = spec.get("prefect.resource.id")
             for resource_id in [ids] if isinstance(ids, str) else ids or []:

@@ -47,7 +47,7 @@ def checked_grouping(
         )
     pipeline = pipelines[pipeline_name]
     datasets = project_datasets(project.path, project.package_name, env)
-    grouping = group_nodes(pipeline, options.group_by, datasets.in_memory)
+    grouping = group_nodes(pipeline, options.group_by, lambda n: bool(datasets.in_memory(n)))
     check_units(pipeline, grouping, resource_tags)
     resolved = resolve_task_options(pipeline, options.model_dump(), project.config.tasks)
     for unit in grouping.units:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kedro_prefect.config import (
     DeploymentConfig,
@@ -161,7 +161,8 @@ def load_project(project_path: Path, env: str | None = None) -> Project:
 
     path = project_path.resolve()
     metadata = bootstrap_project(path)
-    with KedroSession.create(project_path=path, env=env, save_on_close=False) as session:
+    session = KedroSession.create(project_path=path, env=env, save_on_close=False)
+    with session:
         config_loader = session.load_context().config_loader
     project = Project(path, metadata.package_name, load_project_config(config_loader))
     project.config_loaders[env] = config_loader  # reused for the parameter form of that env
@@ -284,6 +285,7 @@ class Project:
             entrypoint_type=EntrypointType.MODULE_PATH,
             triggers=self.triggers(name, config, default_env, triggers_from) or None,
         )
+        deployment = cast("RunnerDeployment", deployment)  # called outside an event loop: sync
         # Without this, an empty schedule list would not clear a schedule removed from prefect.yml.
         if schedules is None:
             deployment.schedules = []

@@ -82,7 +82,8 @@ def _kedro_pipeline(
     runner = PrefectRunner(**(runner_options or {}))
     with contextlib.chdir(path):
         bootstrap_project(path)
-        with KedroSession.create(project_path=path, env=env, runtime_params=params) as session:
+        session = KedroSession.create(project_path=path, env=env, runtime_params=params)
+        with session:
             session.run(runner=runner, **session_run_pipeline(pipeline))
 
 

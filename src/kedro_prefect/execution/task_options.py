@@ -99,7 +99,7 @@ def group_task_options(
 
     options = [resolved[node.name] for node in nodes]
     result = NodeTaskOptions(tags=set().union(*(o.tags for o in options)))
-    retries = [o.options.get("retries") for o in options if o.options.get("retries") is not None]
+    retries = [r for o in options if (r := o.options.get("retries")) is not None]
     result.options["retries"] = max(retries) if retries else None
     for name in ("retry_delay_seconds", "retry_jitter_factor"):
         values = {repr(o.options.get(name)): o.options.get(name) for o in options}
@@ -109,7 +109,8 @@ def group_task_options(
     timeouts = [o.options.get("timeout_seconds") for o in options]
     if any(t is None for t in timeouts) and any(t is not None for t in timeouts):
         raise NodeGroupingError(_conflict(group, "timeout_seconds", nodes, options))
-    result.options["timeout_seconds"] = None if None in timeouts else float(sum(timeouts))
+    given = [t for t in timeouts if t is not None]
+    result.options["timeout_seconds"] = float(sum(given)) if len(given) == len(timeouts) else None
     for name in SCALAR_OPTIONS:
         origins = {o.origins[name] for o in options if name in o.origins}
         if origins:

@@ -65,9 +65,8 @@ def _task_template(fn: Any, task_options: tuple[tuple[str, Any], ...]) -> Task:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(
-        _NotingTaskRun(fn), cache_policy=NO_CACHE, persist_result=False, **dict(task_options)
-    )
+    options: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+    return task(_NotingTaskRun(fn), **options, **dict(task_options))
 
 
 class _NotingTaskRun:

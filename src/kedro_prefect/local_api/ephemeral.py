@@ -135,7 +135,7 @@ class EphemeralAPI:
     @property
     def pid(self) -> int | None:
         """Process id of the server process, if one was launched or reused."""
-        if self._mode is Mode.ADOPTED:
+        if self._adopted is not None:  # Mode.ADOPTED
             return self._adopted.pid
         return self._process.pid if self._process is not None else None
 
@@ -146,7 +146,7 @@ class EphemeralAPI:
 
     @property
     def running(self) -> bool:
-        if self._mode is Mode.ADOPTED:
+        if self._adopted is not None:  # Mode.ADOPTED
             return pid_alive(self._adopted.pid)
         return self._process is not None and self._process.poll() is None
 
@@ -299,7 +299,7 @@ class EphemeralAPI:
             with suppress(Exception):  # exiting anyway: never mask the exit status
                 self._wait_until_recorded()
             with suppress(Exception):  # and the log lines left to the server as files
-                wait_for_pending(self.state_dir(), self.pid, most=SETTLE_SECONDS)
+                wait_for_pending(self.state_dir(), self.pid or 0, most=SETTLE_SECONDS)
         self.stop()
 
     def _leave_at_exit(self) -> None:

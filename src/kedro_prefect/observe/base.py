@@ -130,19 +130,24 @@ class RunObserver(Protocol):
 
     def on_run_start(self, run: PipelineRun) -> None:
         """The flow run has started; no node has been submitted yet."""
+        return None
 
     def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
         """``node`` was handed to the task runner."""
+        return None
 
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
         """``node``'s task run reached a final state (``future.state``)."""
+        return None
 
     def on_node_not_run(self, node: Node) -> None:
         """``node`` was submitted within a group (``group_by``) and did not run: a node of the
         group before it failed."""
+        return None
 
     def on_run_end(self, run: PipelineRun) -> None:
         """The run is over (``run.error`` is the exception if it failed)."""
+        return None
 
 
 class _NullObserver(RunObserver):

@@ -193,12 +193,12 @@ def build_graph(
             if drawn_as[name] != node_id:
                 edges[(node_id, drawn_as[name])] = None
     drawn = {item.group for item in items.values()}
-    groups = sorted({p for g in drawn for p in _prefixes(g)})
+    boxes = sorted({p for g in drawn for p in _prefixes(g)})
     return Graph(
         title=title,
         items=items,
         edges=list(edges),
-        groups=groups,
+        groups=boxes,
         collapsed=collapsed,
         node_count=len(pipeline.nodes),
         dataset_count=len(datasets),

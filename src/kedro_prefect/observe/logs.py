@@ -9,6 +9,7 @@ The project's ``logging.yml`` stays untouched.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,7 +109,7 @@ def news_on_terminal(record: logging.LogRecord) -> bool:
 class _TerminalGate(logging.Handler):
     """Hands a run logger's record to the terminal handlers above it if it is news there."""
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if news_on_terminal(record):
             logging.getLogger("prefect").callHandlers(record)
         return True
@@ -130,18 +131,18 @@ def gate_run_lines() -> Callable[[], None]:
         gate, propagate = _TerminalGate(), logger.propagate
         logger.addHandler(gate)
         logger.propagate = False
-        undo.append(
-            lambda lg=logger, g=gate, p=propagate: (
-                lg.removeHandler(g),
-                setattr(lg, "propagate", p),
-            )
-        )
+        undo.append(functools.partial(_ungate, logger, gate, propagate))
 
     def restore() -> None:
         for step in reversed(undo):
             step()
 
     return restore
+
+
+def _ungate(logger: logging.Logger, gate: logging.Handler, propagate: bool) -> None:
+    logger.removeHandler(gate)
+    logger.propagate = propagate
 
 
 @contextmanager
@@ -189,7 +190,7 @@ def quiet_terminal(dask: bool = False) -> Iterator[None]:
 #: Warnings about the local cluster the run starts and stops itself, by logger: the port of its
 #: dashboard (the "Dask dashboard:" line gives the one in use), and workers killed when the
 #: cluster closes after the last node.
-DASK_NOISE = {
+DASK_NOISE: dict[str, tuple[str, ...]] = {
     "py.warnings": ("is already in use", "Hosting the HTTP server on port"),
     "distributed.nanny": ("still alive after", "was killed by signal"),
 }

@@ -83,7 +83,7 @@ class TerminalProgress(RunObserver):
             self._update()
 
     def on_node_finished(self, node: Node, future: PrefectFuture[Any]) -> None:
-        if self._progress is None:
+        if self._progress is None or self._task is None:
             return
         with self._lock:
             self._running.pop(node.name, None)
@@ -98,6 +98,8 @@ class TerminalProgress(RunObserver):
             self._update()
 
     def _update(self) -> None:
+        if self._progress is None or self._task is None:
+            return
         names = list(self._running)
         text = ""
         if names:
@@ -170,7 +172,7 @@ def summary(run: PipelineRun) -> Any:
 
     timed = sorted(  # skipped nodes did not run: their time is Prefect's cache look-up
         (r for r in records if r.seconds is not None and r.state is not None and not r.skipped),
-        key=lambda r: r.seconds,
+        key=lambda r: r.seconds or 0.0,
         reverse=True,
     )
     if timed:

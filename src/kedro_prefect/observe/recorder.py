@@ -311,7 +311,11 @@ def _read_task_runs(run: PipelineRun) -> None:
     interrupted = run.error is not None and not isinstance(run.error, Exception)
     started = time.monotonic()
     deadline = started + (0 if interrupted else API_SETTLE_SECONDS)
-    final_states = {task_run_id: record.state.type for task_run_id, record in by_id.items()}
+    final_states = {
+        task_run_id: record.state.type
+        for task_run_id, record in by_id.items()
+        if record.state is not None  # as selected above
+    }
     with get_client(sync_client=True) as client:
         settled = read_recorded_task_runs(client, final_states, deadline)
     logger.debug(

@@ -35,7 +35,7 @@ def run_project() -> tuple[str | None, str | None]:
     package_name = context_package_name(run_params_recorder.context) or PACKAGE_NAME
     source_dir = None
     module = sys.modules.get(package_name or "")
-    if module is not None and getattr(module, "__file__", None):
+    if module is not None and module.__file__:
         source_dir = str(Path(module.__file__).resolve().parents[1])
     return package_name, source_dir
 

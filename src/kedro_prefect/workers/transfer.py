@@ -15,7 +15,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect._upstream.kedro import is_in_memory, memory_copy_mode, single_process
+from kedro_prefect._upstream.kedro import (
+    is_in_memory,
+    memory_copy_mode,
+    pipeline_dataset,
+    single_process,
+)
 from kedro_prefect.errors import KedroPrefectError, WorkerDatasetError
 
 if TYPE_CHECKING:
@@ -148,7 +153,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
             self._group_of[node] = nodes
         used = list(dict.fromkeys(name for n in nodes for name in (*n.inputs, *n.outputs)))
         given = {
-            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
+            name: pipeline_dataset(self._catalog, name).load()
             for name in used
             if name in self._memory and name not in self._producer
         }
@@ -182,7 +187,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         # Loaded here without Kedro's "Loading data from ..." line: the node's Task on the
         # worker loads it again from a MemoryDataset, and logs it, as SequentialRunner would.
         given = {
-            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
+            name: pipeline_dataset(self._catalog, name).load()
             for name in node.inputs
             if name in self._memory and name not in self._producer
         }

@@ -31,6 +31,7 @@ from kedro_prefect.execution.task_options import (
 )
 from kedro_prefect.execution.task_runners import build_task_runner, resolve_task_runner_class
 from kedro_prefect.execution.tasks import node_task
+from kedro_prefect.execution.versions import RunVersions
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
 from kedro_prefect.observe.events import dataset_events_for_run
@@ -232,8 +233,9 @@ class PrefectRunner(AbstractRunner):
                 run_params_recorder.config_loader,
                 run_id,
             )
+        versions = RunVersions(catalog)  # what each node loads and saves, one owner
         execution = _node_execution(
-            task_runner, pipeline, catalog, hook_manager, self, run_id, events
+            task_runner, pipeline, catalog, hook_manager, self, run_id, events, versions
         )
         skip = None
         if self._options.skip_unchanged:
@@ -241,7 +243,13 @@ class PrefectRunner(AbstractRunner):
 
             cache_config = self._project_config.cache
             skip, execution = start_skipping(
-                pipeline, catalog, execution, cache_config, self._secrets, _package_name()
+                pipeline,
+                catalog,
+                execution,
+                cache_config,
+                self._secrets,
+                _package_name(),
+                versions,
             )
         task_fn = protect_secrets(execution.task_fn, self._secrets)
 
@@ -293,6 +301,7 @@ def _node_execution(
     runner: PrefectRunner,
     run_id: str | None,
     events: DatasetEvents | None = None,
+    versions: RunVersions | None = None,
 ) -> NodeExecution:
     """How node tasks get their parameters: a shared catalog (threads), or data via Dask."""
     if "prefect_dask" in sys.modules:
@@ -302,7 +311,7 @@ def _node_execution(
             from kedro_prefect.dask.driver import DaskNodeExecution
 
             return DaskNodeExecution(
-                task_runner, pipeline, catalog, runner._is_async, run_id, events
+                task_runner, pipeline, catalog, runner._is_async, run_id, events, versions
             )
     return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id, events)
 

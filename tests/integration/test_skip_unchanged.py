@@ -228,6 +228,27 @@ def test_dask_skips_unchanged_nodes_and_ships_cached_outputs(project, session_ru
     assert ran(session_run(params={"factor": 3}, **dask)) == set()
 
 
+def test_dask_nodes_load_the_version_saved_in_this_run(project, session_run):
+    """A versioned dataset (`report`) written again on a worker: the node reading it (`final`)
+    loads the new version, not the one the driver's object cached when it checked whether
+    `report` existed before `report` ran; the next, unchanged run skips every node (the
+    version fingerprinted is the one loaded)."""
+    catalog = project / "conf" / "base" / "catalog.yml"
+    catalog.write_text(
+        catalog.read_text().replace(
+            "filepath: data/report.txt", "filepath: data/report.txt\n  versioned: true"
+        )
+    )
+    dask = {"task_runner": "dask", "n_workers": 1, "threads_per_worker": 2}
+    assert ran(session_run(**dask)) == ALL
+    assert (project / "data" / "final.txt").read_text() == "2,4,6 stamp!"
+
+    assert ran(session_run(params={"factor": 3}, **dask)) == {"scale", "report", "final"}
+    assert (project / "data" / "final.txt").read_text() == "3,6,9 stamp!"  # as Sequential
+    assert len(list((project / "data" / "report.txt").iterdir())) == 2
+    assert ran(session_run(params={"factor": 3}, **dask)) == set()
+
+
 def test_bad_skip_unchanged_value_is_one_clear_error():
     with pytest.raises(PrefectRunnerConfigError, match="skip_unchanged='maybe'"):
         PrefectRunner(skip_unchanged="maybe")

@@ -26,6 +26,11 @@ Relies on:
 * ``_filepath``, ``_fs`` and ``_protocol`` of file datasets (kedro-datasets' convention) and
   ``AbstractVersionedDataset._get_load_path``: ``skip_unchanged`` fingerprints the file a dataset
   reads (the exact version for a versioned one) instead of loading its data.
+* ``AbstractVersionedDataset._version`` (the ``Version(load, save)`` the catalog gave it) and
+  ``_copy``: a node on another process gets a copy of a versioned dataset with the versions
+  resolved for this run pinned, never the load version the driver's object cached earlier
+  (an ``exists()`` before the producer saved a new version); ``release()`` drops that cache
+  (Kedro 1.0-1.7 clear it there), so the version resolved is the latest one now.
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
@@ -97,6 +102,15 @@ CONTRACTS = (
     Contract(
         "kedro.io.core:AbstractVersionedDataset._get_load_path",
         "skip_unchanged: the file a versioned dataset loads",
+    ),
+    Contract(
+        "kedro.io.core:AbstractVersionedDataset._copy",
+        "a versioned dataset shipped to a worker with this run's versions pinned",
+    ),
+    Contract(
+        "kedro.io.core:AbstractVersionedDataset._release",
+        "release() drops the load version a versioned dataset cached (resolved afresh)",
+        check=lambda fn: "version_cache" in __import__("inspect").getsource(fn),
     ),
     Contract(
         "kedro.io.core:get_filepath_str",
@@ -274,3 +288,28 @@ def is_versioned(dataset: Any) -> bool:
 
     versioned = isinstance(dataset, AbstractVersionedDataset)
     return versioned and bool(getattr(dataset, "_version", None))
+
+
+def configured_versions(dataset: Any) -> tuple[str | None, str | None]:
+    """The ``(load, save)`` versions the catalog gave a versioned dataset (``None``: not pinned:
+    the latest version loads, a new timestamp saves)."""
+    version = getattr(dataset, "_version", None)
+    return getattr(version, "load", None), getattr(version, "save", None)
+
+
+def latest_load_version(dataset: Any) -> str | None:
+    """The version a versioned dataset loads now, read from its storage (not from a version it
+    cached earlier); ``None`` when it has none yet. The dataset then holds that version."""
+    dataset.release()  # Kedro clears the dataset's version cache there
+    try:
+        return dataset.resolve_load_version()
+    except Exception:  # VersionNotFoundError, or storage errors: the load will say it
+        return None
+
+
+def with_versions(dataset: Any, load: str | None, save: str | None) -> Any:
+    """A copy of a versioned dataset loading ``load`` and saving ``save`` (what
+    ``DataCatalog.get(name, version=...)`` returns), whatever versions the original cached."""
+    from kedro.io.core import Version
+
+    return dataset._copy(_version=Version(load, save))

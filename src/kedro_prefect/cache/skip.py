@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from kedro_prefect.cache.storage import CacheStorage
     from kedro_prefect.execution.protocol import NodeExecution
+    from kedro_prefect.execution.versions import RunVersions
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +111,15 @@ class SkipUnchanged:
         secrets: frozenset[str],
         project: str | None,
         expiration: timedelta | None = None,
+        versions: RunVersions | None = None,
     ):
         from kedro_prefect.execution.redaction import redact
+        from kedro_prefect.execution.versions import RunVersions
 
         self._catalog = catalog
+        # The version each versioned input is loaded at in this run (shared with the Dask
+        # driver, which ships it to the workers): the one fingerprinted is the one loaded.
+        self._versions = versions or RunVersions(catalog)
         self._storage = storage
         self._project = project or "kedro"
         self._expiration = expiration
@@ -150,7 +156,7 @@ class SkipUnchanged:
             produced = self.fingerprints.get(producer.name)
             return digest("produced-by", producer.name, produced) if produced else None
         if name not in self._data:
-            dataset = self._catalog.get(name, fallback_to_runtime_pattern=True)
+            dataset = self._versions.for_node(name, loads=True)
             self._data[name], _ = dataset_fingerprint(dataset, self._memo, self._mask)
         return self._data[name]
 
@@ -305,6 +311,7 @@ def start_skipping(
     cache_config: Any,
     secrets: frozenset[str],
     project: str | None,
+    versions: RunVersions | None = None,
 ) -> tuple[SkipUnchanged, SkippingExecution]:
     """The run's :class:`SkipUnchanged` and the execution wrapped by it.
 
@@ -322,5 +329,6 @@ def start_skipping(
         secrets,
         project,
         timedelta(seconds=expiration) if expiration else None,
+        versions,
     )
     return skip, SkippingExecution(execution, skip)

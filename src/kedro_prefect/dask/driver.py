@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from prefect.futures import PrefectFuture
 
+    from kedro_prefect.execution.versions import RunVersions
+
 logger = logging.getLogger(__name__)
 
 
@@ -121,7 +123,10 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         is_async: bool,
         run_id: str | None,
         events: Any = None,
+        versions: RunVersions | None = None,
     ):
+        from kedro_prefect.execution.versions import RunVersions
+
         for node in pipeline.nodes:
             node_resources(set(node.tags))
         validate_datasets(pipeline, catalog)
@@ -129,6 +134,9 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         self._is_async = is_async
         self._run_id = run_id
         self._events = events
+        # Versioned datasets go to the workers as copies with this run's versions pinned,
+        # never with a load version the driver's object cached earlier.
+        self._versions = versions or RunVersions(catalog)
         self._memory: dict[str, Any] = {}
         self._datasets: dict[str, Any] = {}
         for name in pipeline.datasets():
@@ -178,7 +186,7 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             if name in self._memory and name not in self._producer
         }
         datasets = {
-            name: self._datasets[name]
+            name: self._versions.for_node(name, loads=name in node.inputs)
             for name in (*node.inputs, *node.outputs)
             if name in self._datasets
         }

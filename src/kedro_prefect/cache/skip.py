@@ -24,12 +24,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect.cache.fingerprint import (
-    RULES_VERSION,
-    code_fingerprint,
-    dataset_fingerprint,
-    digest,
-)
+from kedro_prefect.cache.code import CodeFingerprints
+from kedro_prefect.cache.fingerprint import RULES_VERSION, dataset_fingerprint, digest
 from kedro_prefect.execution.local import run_node
 from kedro_prefect.execution.outputs import NodeData
 
@@ -131,6 +127,7 @@ class SkipUnchanged:
             if in_memory(catalog.get(name, fallback_to_runtime_pattern=True))
         }
         self._memo = _StorageMemo(storage)
+        self._code = CodeFingerprints(project)
         self._data: dict[str, str | None] = {}  # dataset fingerprints taken in this run
         self.fingerprints: dict[str, str | None] = {}  # by node name
         self.candidates: set[str] = set()
@@ -148,7 +145,7 @@ class SkipUnchanged:
                 logger.debug("Node %s: input %s cannot be fingerprinted", node.name, name)
                 return None
             parts[name] = part
-        return digest(RULES_VERSION, self._project, code_fingerprint(node), parts)
+        return digest(RULES_VERSION, self._project, self._code.node(node), parts)
 
     def _input_fingerprint(self, name: str) -> str | None:
         producer = self._producer.get(name)

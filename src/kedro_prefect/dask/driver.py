@@ -9,19 +9,15 @@ pipeline's free in-memory outputs are fetched to the driver, because ``run()`` r
 from __future__ import annotations
 
 import logging
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect._upstream.kedro import memory_copy_mode, single_process
 from kedro_prefect.dask.resources import node_resources
-from kedro_prefect.dask.worker import (
-    plugin_class,
-    run_node_on_worker,
-    take_worker_records,
-)
+from kedro_prefect.dask.worker import plugin_class, take_worker_records
 from kedro_prefect.errors import DaskClusterError, DaskDatasetError
+from kedro_prefect.workers.bootstrap import project_log_levels, run_node_on_worker, run_project
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -71,38 +67,8 @@ def validate_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         )
 
 
-def run_project() -> tuple[str | None, str | None]:
-    """Package name and source dir of the project being run, from the session's context.
-
-    Kedro's process-wide ``PACKAGE_NAME`` is the fallback (``configure_project`` in a notebook,
-    or a runner used outside a session): it names whichever project was configured last.
-    """
-    from kedro.framework.project import PACKAGE_NAME
-
-    from kedro_prefect._upstream.kedro import context_package_name
-    from kedro_prefect.hooks import run_params_recorder
-
-    package_name = context_package_name(run_params_recorder.context) or PACKAGE_NAME
-    source_dir = None
-    module = sys.modules.get(package_name or "")
-    if module is not None and getattr(module, "__file__", None):
-        source_dir = str(Path(module.__file__).resolve().parents[1])
-    return package_name, source_dir
-
-
 def _project_bootstrap(package_name: str | None, source_dir: str | None) -> Any:
-    from kedro.framework.project import LOGGING
-
-    levels: dict[str, Any] = {}
-    config = getattr(LOGGING, "data", None) or {}
-    for name, logger_config in (config.get("loggers") or {}).items():
-        if "level" in (logger_config or {}):
-            levels[name] = logger_config["level"]
-    if "level" in (config.get("root") or {}):
-        levels[""] = config["root"]["level"]
-    for name in ("kedro", "kedro_prefect", package_name):
-        if name and name not in levels:
-            levels[name] = logging.getLogger(name).getEffectiveLevel()
+    levels = project_log_levels(package_name)
     return plugin_class()(package_name, source_dir, levels)
 
 

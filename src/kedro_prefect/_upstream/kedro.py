@@ -31,6 +31,10 @@ Relies on:
   resolved for this run pinned, never the load version the driver's object cached earlier
   (an ``exists()`` before the producer saved a new version); ``release()`` drops that cache
   (Kedro 1.0-1.7 clear it there), so the version resolved is the latest one now.
+* ``KedroContext._get_catalog(save_version=, load_versions=)``: what the session calls to create
+  the run's catalog, firing ``after_catalog_created``; a worker creates the run's context
+  (``settings.CONTEXT_CLASS`` and ``CONFIG_LOADER_CLASS``, as ``KedroSession.load_context``) and
+  catalog the same way, so that the project's hooks there hold the run's state.
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
@@ -65,6 +69,13 @@ CONTRACTS = (
         "kedro.framework.context:KedroContext",
         "_package_name: the package of the session's project",
         check=lambda cls: "_package_name" in {a.name for a in __import__("attrs").fields(cls)},
+    ),
+    Contract(
+        "kedro.framework.context:KedroContext._get_catalog",
+        "a worker creates the run's catalog as the session does (after_catalog_created)",
+        check=lambda fn: (
+            {"save_version", "load_versions"} <= set(__import__("inspect").signature(fn).parameters)
+        ),
     ),
     Contract(
         "kedro.framework.hooks.manager:_NullPluginManager",
@@ -313,3 +324,39 @@ def with_versions(dataset: Any, load: str | None, save: str | None) -> Any:
     from kedro.io.core import Version
 
     return dataset._copy(_version=Version(load, save))
+
+
+def create_run_context(
+    package_name: str | None,
+    project_path: str,
+    conf_source: str | None,
+    env: str | None,
+    runtime_params: dict[str, Any],
+    hook_manager: Any,
+) -> Any:
+    """The project's ``KedroContext`` for a run, as ``KedroSession.load_context`` creates it
+    (the project's ``CONTEXT_CLASS`` and ``CONFIG_LOADER_CLASS``), without firing a hook."""
+    from pathlib import Path
+
+    settings = project_settings(package_name)
+    config_loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=conf_source or str(Path(project_path) / settings.CONF_SOURCE),
+        env=env,
+        runtime_params=runtime_params,
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    return settings.CONTEXT_CLASS(
+        package_name=package_name,
+        project_path=Path(project_path),
+        config_loader=config_loader,
+        env=env,
+        runtime_params=runtime_params,
+        hook_manager=hook_manager,
+    )
+
+
+def create_run_catalog(
+    context: Any, save_version: str | None, load_versions: dict[str, str]
+) -> Any:
+    """The run's catalog, as ``KedroSession.run`` creates it (fires ``after_catalog_created``)."""
+    return context._get_catalog(save_version=save_version, load_versions=load_versions)

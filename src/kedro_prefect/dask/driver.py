@@ -18,6 +18,7 @@ from kedro_prefect.dask.resources import node_resources
 from kedro_prefect.dask.worker import plugin_class, take_worker_records
 from kedro_prefect.errors import DaskClusterError, DaskDatasetError
 from kedro_prefect.workers.bootstrap import project_log_levels, run_node_on_worker, run_project
+from kedro_prefect.workers.session import run_session
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -129,6 +130,8 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         _log_dashboard(client)
         _link_performance_report(task_runner.performance_report_path)
         self._project = run_project()
+        # The run's session, for the project's hooks on the workers (workers.session).
+        self._session = run_session(run_id, self._project[0])
         plugin = _project_bootstrap(*self._project)
         client.register_plugin(plugin, name=plugin.name)
 
@@ -168,6 +171,7 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
             "run_id": self._run_id,
             "events": self._events,
             "project": self._project,
+            "session": self._session,
         }
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:

@@ -133,5 +133,3 @@ def plugin_class() -> type:
             bootstrap_worker(self.package_name, self.source_dir, self.log_levels)
 
     return KedroProjectPlugin
-
-

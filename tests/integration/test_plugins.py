@@ -143,3 +143,18 @@ def test_kedro_mlflow_makes_one_run_per_kedro_run_on_threads_and_dask(mlflow_pro
     dask = PrefectRunner(task_runner="dask", n_workers=1, threads_per_worker=2)
     assert content(kedro_run(mlflow_project, dask, caplog)) == expected
     assert {run.info.status for run in mlflow_runs(mlflow_project)} == {"FINISHED"}
+
+
+def test_a_worker_that_cannot_reach_the_mlflow_run_fails_the_node_clearly(tmp_path, monkeypatch):
+    """A tracking store the worker does not have (a local path on another machine): the node
+    fails naming the run and the store, instead of logging to a new run on the worker."""
+    from kedro_prefect.errors import WorkerRunStateError
+    from kedro_prefect.workers.session import RunSession, node_in_run
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = (tmp_path / "not-on-this-worker").as_uri()
+    session = RunSession("r", PACKAGE, str(tmp_path), None, None, mlflow_run=(store, "a" * 32))
+    with pytest.raises(WorkerRunStateError, match=r"cannot reach the MLflow run a{32} .*not-on"):
+        with node_in_run(session):
+            pytest.fail("the node must not run")
+    assert not list(tmp_path.rglob("params"))  # no MLflow run was made here

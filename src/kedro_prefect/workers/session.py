@@ -23,10 +23,12 @@ datasets log goes to the run of the ``kedro run``, as with threads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,10 +160,27 @@ class _SessionHooks:
 def node_in_run(session: RunSession | None) -> Any:
     """A context manager around one node on a worker: the driver's MLflow run active in this
     thread while it runs (nothing when the driver has none)."""
-    import contextlib
-
     if session is None or session.mlflow_run is None:
         return contextlib.nullcontext()
     from kedro_prefect._upstream.mlflow import run_active_in_thread
 
-    return run_active_in_thread(*session.mlflow_run)
+    return _mlflow_run_here(run_active_in_thread, *session.mlflow_run)
+
+
+@contextlib.contextmanager
+def _mlflow_run_here(activate: Any, tracking_uri: str, run_id: str) -> Iterator[None]:
+    """``activate(tracking_uri, run_id)`` around the node; an unreachable run is one clear
+    error (the node fails), never a new MLflow run on the worker."""
+    from kedro_prefect.errors import WorkerRunStateError
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(activate(tracking_uri, run_id))
+        except Exception as exc:
+            raise WorkerRunStateError(
+                f"This worker cannot reach the MLflow run {run_id} of the kedro run at "
+                f"{tracking_uri} ({type(exc).__name__}: {exc}). Track to an MLflow server, or "
+                "to a directory the workers share at the same path (mlflow.yml "
+                "server.mlflow_tracking_uri)."
+            ) from exc
+        yield

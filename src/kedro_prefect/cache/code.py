@@ -37,6 +37,7 @@ class CodeFingerprints:
     def __init__(self, package: str | None):
         self._package = package
         self._texts: dict[int, tuple[Any, Any]] = {}  # id -> (object, text); keeps it alive
+        self._checked: set[str] = set()  # files whose line cache was checked this run
 
     def node(self, node: Any) -> str:
         """The node's code: function (and the project code it reaches), name, inputs, outputs."""
@@ -71,7 +72,7 @@ class CodeFingerprints:
             f"{getattr(target, '__qualname__', type(target).__qualname__)}"
         )
         try:
-            text: Any = [name, inspect.getsource(target)]
+            text: Any = [name, self._source(target)]
         except (OSError, TypeError):
             call = type(target).__call__ if not hasattr(target, "__code__") else None
             code = getattr(target, "__code__", None) or getattr(call, "__code__", None)
@@ -81,6 +82,26 @@ class CodeFingerprints:
                 text = [name, code.co_code.hex(), repr(code.co_consts), list(code.co_names)]
         self._texts[id(target)] = (target, text)
         return text
+
+    def _source(self, target: Any) -> str:
+        """The source lines of a function, from Python's line cache (checked once per file and
+        run, so an edit is seen); anything else through ``inspect.getsource``."""
+        code = getattr(target, "__code__", None)
+        if isinstance(code, types.CodeType):
+            import linecache
+
+            filename = code.co_filename
+            if filename not in self._checked:
+                self._checked.add(filename)
+                linecache.checkcache(filename)
+            lines = linecache.getlines(filename)
+            last = max(
+                (line for c in _code_objects(code) for *_, line in c.co_lines() if line),
+                default=0,
+            )
+            if lines and last >= code.co_firstlineno:
+                return "".join(lines[code.co_firstlineno - 1 : last])
+        return inspect.getsource(target)
 
     # --- what a function reaches --------------------------------------------------------------
 
@@ -175,15 +196,22 @@ class CodeFingerprints:
             out.append((f"{owner_module}.{name}", value))
 
 
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
+    """``code`` and every code object nested in it (functions, lambdas, comprehensions)."""
+    found, stack = [], [code]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return found
+
+
 def _code_names(code: types.CodeType) -> set[str]:
     """Every global, attribute and free-variable name read by ``code`` and its nested code."""
     names: set[str] = set()
-    stack = [code]
-    while stack:
-        current = stack.pop()
+    for current in _code_objects(code):
         names.update(current.co_names)
         names.update(current.co_freevars)
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
     return names
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the example project (examples/sales_demo) with the installed kedro-prefect, in a copy:
-# once on threads and once on a local Dask cluster of 2 workers, each with a fresh PREFECT_HOME
+# on threads, on a pool of 2 worker processes and on a local Dask cluster of 2 workers, each with
+# a fresh PREFECT_HOME
 # (so each starts its own ephemeral API), and checks the reports were written. Prints the wall
 # time of each run. Used by `tox -e oldest` / `tox -e newest`.
 #
@@ -16,12 +17,16 @@ cd "$work/sales_demo"
 rm -rf logs data/02_intermediate/* data/03_primary/* data/08_reporting/*
 mkdir -p conf/dask
 printf 'runner:\n  task_runner: dask\n  n_workers: 2\n' > conf/dask/prefect.yml
+mkdir -p conf/process
+printf 'runner:\n  task_runner: process\n  max_workers: 2\n' > conf/process/prefect.yml
 
 if python -c 'import sys, kedro; sys.exit(tuple(map(int, kedro.__version__.split(".")[:2])) < (1, 6))'
 then
     dask_args=(--runner-params=task_runner=dask,n_workers=2)
+    process_args=(--runner-params=task_runner=process,max_workers=2)
 else
     dask_args=(--env dask)
+    process_args=(--env process)
 fi
 python -c 'import importlib.metadata as m; print("example with", ", ".join(
     f"{p} {m.version(p)}" for p in ("kedro", "prefect", "prefect-dask", "distributed", "fastapi")))'
@@ -46,4 +51,9 @@ run() {  # name, kedro run arguments...
 }
 
 run threads
+run process "${process_args[@]}"
+if grep -q "Starting temporary server" "$work/process.log"; then
+    echo "example (process): a worker process started a temporary Prefect server"
+    exit 1
+fi
 run dask "${dask_args[@]}"

@@ -1,4 +1,4 @@
-"""CPU-bound wide pipeline: PrefectRunner on Dask vs Kedro's Sequential, Thread, Parallel runners.
+"""CPU-bound wide pipeline: PrefectRunner on Dask and on processes vs Kedro's runners.
 
 Each node does pure-Python arithmetic (it holds the GIL, so threads cannot run two at once);
 ``--nodes`` such nodes are independent and a last node sums their results. Every runner runs the
@@ -7,6 +7,8 @@ and the speed-up over SequentialRunner (best of ``--repeat`` interleaved rounds)
 on Dask is measured twice: on a cluster that is already running (``address=``) and with the
 LocalCluster it starts itself (start-up included), and on the running cluster once more with
 kedro-prefect's placement switched off (Dask places every node, as before it had one).
+PrefectRunner with ``task_runner=process`` (Prefect's process pool, started by each run: start-up
+included) needs no Dask.
 
     python benchmarks/dask_cpu.py                 # defaults: 8 nodes of 48M loops (~2.5 s each)
     python benchmarks/dask_cpu.py --loops 12000000  # shorter nodes: fixed costs weigh more
@@ -138,6 +140,14 @@ def main() -> None:
             record("ThreadRunner", *timed(ThreadRunner(max_workers=cores), args.nodes, args.loops))
             record(
                 "ParallelRunner", *timed(ParallelRunner(max_workers=cores), args.nodes, args.loops)
+            )
+            record(
+                "PrefectRunner process (pool started by the run)",
+                *timed(
+                    PrefectRunner(task_runner="process", max_workers=cores),
+                    args.nodes,
+                    args.loops,
+                ),
             )
             record("PrefectRunner dask (running cluster)", *timed(running, args.nodes, args.loops))
             dask_placement(False)

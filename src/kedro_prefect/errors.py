@@ -59,8 +59,13 @@ class DaskClusterError(PrefectRunnerConfigError):
     node runs, naming the option and the value."""
 
 
-class DaskDatasetError(KedroPrefectError, ValueError):
-    """A dataset of the pipeline cannot be used across processes; raised before any node runs."""
+class WorkerDatasetError(KedroPrefectError, ValueError):
+    """A dataset of the pipeline cannot be used across processes (``task_runner=process`` or
+    ``dask``); raised before any node runs."""
+
+
+class DaskDatasetError(WorkerDatasetError):
+    """A dataset of the pipeline cannot be used across processes on Dask."""
 
 
 class CacheStorageError(KedroPrefectError, ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -19,19 +18,17 @@ from kedro_prefect.api.ephemeral import expect_recorded, start_ephemeral_api_ear
 from kedro_prefect.api.exit import collect_then_freeze_at_exit
 from kedro_prefect.api.health import configured_api_url, ensure_api_reachable
 from kedro_prefect.api.settings import prefect_run_settings, run_client
+from kedro_prefect.backends import choose_backend
 from kedro_prefect.config import RunnerOptions, load_project_config, parse_runner_options
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
 from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
-from kedro_prefect.execution.local import LocalNodeExecution
 from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.execution.task_options import (
     apply_concurrency_limits,
     resolve_task_options,
     timeout_error,
 )
-from kedro_prefect.execution.task_runners import build_task_runner, resolve_task_runner_class
 from kedro_prefect.execution.tasks import node_task
-from kedro_prefect.execution.versions import RunVersions
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
 from kedro_prefect.observe.events import dataset_events_for_run
@@ -52,7 +49,6 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.protocol import NodeExecution
-    from kedro_prefect.observe.events import DatasetEvents
 
 
 #: What Kedro's ``SequentialRunner`` logs when a run loads and saves data synchronously (word for
@@ -95,7 +91,7 @@ class PrefectRunner(AbstractRunner):
             PrefectRunnerConfigError: An option is unknown or its value is invalid.
         """
         self._options = parse_runner_options({"is_async": is_async, **options})
-        self._task_runner_class = resolve_task_runner_class(self._options)
+        self._backend = choose_backend(self._options)
         super().__init__(is_async=self._options.is_async)
         collect_then_freeze_at_exit()  # before anything else registers an exit handler
         # `kedro run` builds the runner before the session: start the API while it loads.
@@ -128,7 +124,7 @@ class PrefectRunner(AbstractRunner):
             return
         given = self._options.model_dump(include=self._options.model_fields_set)
         self._options = parse_runner_options({**project.runner, **given})
-        self._task_runner_class = resolve_task_runner_class(self._options)
+        self._backend = choose_backend(self._options)
 
     def _get_executor(self, max_workers: int) -> Executor | None:
         """Unused: Prefect's task runner plays the executor's part."""
@@ -168,13 +164,13 @@ class PrefectRunner(AbstractRunner):
         outcome: dict[str, BaseException | None] = {"error": None}
 
         def body() -> None:
-            with (
-                build_task_runner(self._task_runner_class, self._options, pipeline) as runner,
-                observe_run(
-                    pipeline, runner, flow_name, run_id, catalog, cancellation
-                ) as self._observer,
-            ):
-                self._run_nodes(pipeline, catalog, hook_manager, run_id, runner)
+            with self._backend.task_runner(pipeline) as runner:
+                execution = self._node_execution(pipeline, catalog, hook_manager, run_id, runner)
+                worker_label = self._backend.worker_label(runner)
+                with observe_run(
+                    pipeline, worker_label, flow_name, run_id, catalog, cancellation
+                ) as self._observer:
+                    self._run_nodes(pipeline, catalog, run_id, runner, execution)
 
         if _in_flow_run():
             # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
@@ -207,7 +203,7 @@ class PrefectRunner(AbstractRunner):
                 run_client(api_url),
                 node_logs_to_prefect(_package_name()),
                 redacted_logs(secrets),
-                quiet_terminal(dask=self._options.task_runner == "dask"),
+                quiet_terminal(dask=self._backend.quiet_dask_logs),
             ):
                 with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
                     pipeline_flow(return_state=True)
@@ -216,15 +212,15 @@ class PrefectRunner(AbstractRunner):
         if outcome["error"] is not None:
             raise outcome["error"]
 
-    def _run_nodes(
+    def _node_execution(
         self,
         pipeline: Pipeline,
         catalog: CatalogProtocol,
         hook_manager: PluginManager,
         run_id: str | None,
         task_runner: TaskRunner,
-    ) -> None:
-        """Run the nodes (:func:`kedro_prefect.scheduling.run_nodes`); raise the first failure."""
+    ) -> NodeExecution:
+        """The backend's node execution, before any node runs (a Dask cluster starts here)."""
         events = None
         if self._options.dataset_events:
             events = dataset_events_for_run(
@@ -233,10 +229,19 @@ class PrefectRunner(AbstractRunner):
                 run_params_recorder.config_loader,
                 run_id,
             )
-        versions = RunVersions(catalog)  # what each node loads and saves, one owner
-        execution = _node_execution(
-            task_runner, pipeline, catalog, hook_manager, self, run_id, events, versions
+        return self._backend.node_execution(
+            task_runner, pipeline, catalog, hook_manager, self._is_async, run_id, events
         )
+
+    def _run_nodes(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        run_id: str | None,
+        task_runner: TaskRunner,
+        execution: NodeExecution,
+    ) -> None:
+        """Run the nodes (:func:`kedro_prefect.scheduling.run_nodes`); raise the first failure."""
         skip = None
         if self._options.skip_unchanged:
             from kedro_prefect.cache.skip import start_skipping
@@ -249,7 +254,7 @@ class PrefectRunner(AbstractRunner):
                 cache_config,
                 self._secrets,
                 _package_name(),
-                versions,
+                execution.versions,  # the versions its workers load: the ones fingerprinted
             )
         task_fn = protect_secrets(execution.task_fn, self._secrets)
 
@@ -291,29 +296,6 @@ class PrefectRunner(AbstractRunner):
         if run_id:
             run_name += f"-{run_id}"
         return self._options.flow_name or project, run_name
-
-
-def _node_execution(
-    task_runner: TaskRunner,
-    pipeline: Pipeline,
-    catalog: CatalogProtocol,
-    hook_manager: PluginManager,
-    runner: PrefectRunner,
-    run_id: str | None,
-    events: DatasetEvents | None = None,
-    versions: RunVersions | None = None,
-) -> NodeExecution:
-    """How node tasks get their parameters: a shared catalog (threads), or data via Dask."""
-    if "prefect_dask" in sys.modules:
-        from kedro_prefect.dask.task_runner import is_dask_runner
-
-        if is_dask_runner(task_runner):
-            from kedro_prefect.dask.driver import DaskNodeExecution
-
-            return DaskNodeExecution(
-                task_runner, pipeline, catalog, runner._is_async, run_id, events, versions
-            )
-    return LocalNodeExecution(catalog, hook_manager, runner._is_async, run_id, events)
 
 
 def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from kedro_prefect.cache.hits import is_skipped
+
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
@@ -97,7 +99,7 @@ def run_nodes(
             continue
         outcome.done.add(node)
         execution.node_completed(node, futures)
-        if state.name == "Cached":  # skip_unchanged: a cache hit (kedro_prefect.cache)
+        if is_skipped(state):  # skip_unchanged: a cache hit
             logger.info("Skipped node: %s (unchanged since its last successful run)", node.name)
         else:
             logger.info("Completed node: %s", node.name)

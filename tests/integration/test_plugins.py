@@ -2,8 +2,8 @@
 
 Configured as its users do (``mlflow.yml``; the metric a ``MlflowMetricDataset``; parameters
 logged by its hooks). Each ``kedro run`` must make exactly one MLflow run, finished, holding the
-run's parameters and metric, the same as under ``SequentialRunner``, on threads and on Dask,
-with no warning from the plugin and no run left behind on the workers.
+run's parameters and metric, the same as under ``SequentialRunner``, on threads, process and
+Dask, with no warning from the plugin and no run left behind on the workers.
 
 Needs the ``plugins`` extra (``tox -e plugins``): an installed Kedro plugin's hooks join every
 Kedro run of its environment, so kedro-mlflow is not in the ``test`` extra.
@@ -132,7 +132,7 @@ def content(run) -> dict:
     }
 
 
-def test_kedro_mlflow_makes_one_run_per_kedro_run_on_threads_and_dask(mlflow_project, caplog):
+def test_kedro_mlflow_makes_one_run_per_kedro_run_on_every_backend(mlflow_project, caplog):
     from kedro.runner import SequentialRunner
 
     expected = content(kedro_run(mlflow_project, SequentialRunner(), caplog))
@@ -140,6 +140,8 @@ def test_kedro_mlflow_makes_one_run_per_kedro_run_on_threads_and_dask(mlflow_pro
     assert expected["metrics"] == {"score": 6.5}
 
     assert content(kedro_run(mlflow_project, PrefectRunner(), caplog)) == expected
+    process = PrefectRunner(task_runner="process", max_workers=2)
+    assert content(kedro_run(mlflow_project, process, caplog)) == expected
     dask = PrefectRunner(task_runner="dask", n_workers=1, threads_per_worker=2)
     assert content(kedro_run(mlflow_project, dask, caplog)) == expected
     assert {run.info.status for run in mlflow_runs(mlflow_project)} == {"FINISHED"}

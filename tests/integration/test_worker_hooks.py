@@ -1,11 +1,12 @@
 """Which Kedro hook fires where: docs/dask.md's table, checked against real runs.
 
 The project (``tests/hooks_project.py``) records every hook with the process it fired in. One
-run each with ``SequentialRunner``, PrefectRunner on threads and on a local Dask cluster of two
-worker processes; the observed places and counts must read exactly as the table's cells. On
-Dask, each worker process that ran nodes also has the run's context (the run's parameters) and
-catalog (the run's save version), and a kedro-viz-style hook keeping the catalog from
-``after_catalog_created`` finds it there (no "Unable to create statistics" warning).
+run each with ``SequentialRunner``, PrefectRunner on threads, on two worker processes
+(``task_runner=process``) and on a local Dask cluster of two worker processes; the observed
+places and counts must read exactly as the table's cells. On process and Dask, each worker
+process that ran nodes also has the run's context (the run's parameters) and catalog (the run's
+save version), and a kedro-viz-style hook keeping the catalog from ``after_catalog_created``
+finds it there (no "Unable to create statistics" warning).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from tests.hooks_project import NODES, take_hook_lines, write_project
 pytestmark = pytest.mark.integration
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "dask.md"
-COLUMNS = {"SequentialRunner": "sequential", "threads": "threads", "Dask": "dask"}
+COLUMNS = {
+    "SequentialRunner": "sequential",
+    "threads": "threads",
+    "process": "process",
+    "Dask": "dask",
+}
 
 
 def documented_table() -> dict[str, dict[str, str]]:
@@ -91,6 +97,9 @@ def test_hooks_fire_where_the_docs_table_says(session_run):
     reference = Counter(hook for hook, _, _ in runs["sequential"])
     assert reference["before_node_run"] == len(NODES)
     runs["threads"] = session_run(PrefectRunner(), {"factor": 3})
+    runs["process"] = session_run(
+        PrefectRunner(task_runner="process", max_workers=2), {"factor": 3}
+    )
     runs["dask"] = session_run(
         PrefectRunner(task_runner="dask", n_workers=2, threads_per_worker=1), {"factor": 3}
     )
@@ -100,12 +109,13 @@ def test_hooks_fire_where_the_docs_table_says(session_run):
         assert "stats_failed" not in seen, (backend, lines)  # the kedro-viz-style hook
         assert seen == {hook: table[hook][backend] for hook in seen}, backend
 
-    dask = runs["dask"]
-    driver_save = {d for h, p, d in dask if h == "after_catalog_created" and p == os.getpid()}
-    workers = {p for h, p, _ in dask if h == "before_node_run"}
-    assert workers and os.getpid() not in workers
-    for hook, _, detail in dask:
-        if hook == "after_context_created":
-            assert detail == "3"  # the run's runtime parameters, on the workers too
-        if hook == "after_catalog_created":
-            assert {detail} == driver_save  # the run's save version
+    for backend in ("process", "dask"):
+        lines = runs[backend]
+        driver_save = {d for h, p, d in lines if h == "after_catalog_created" and p == os.getpid()}
+        workers = {p for h, p, _ in lines if h == "before_node_run"}
+        assert workers and os.getpid() not in workers
+        for hook, _, detail in lines:
+            if hook == "after_context_created":
+                assert detail == "3"  # the run's runtime parameters, on the workers too
+            if hook == "after_catalog_created":
+                assert {detail} == driver_save  # the run's save version

@@ -45,23 +45,65 @@ UPSTREAMS = ("prefect", "kedro", "dask", "distributed", "prefect_dask", "fastapi
 
 
 def _private_upstream_uses(path: pathlib.Path) -> list[str]:
-    """Imports of private upstream names, of ``prefect.server``, and ``_private`` attributes
-    read from an upstream module object, in one source file."""
+    """Private upstream names used in one source file, as far as the source shows them.
+
+    Caught: imports of a private module or name of an upstream (``from prefect._internal import
+    x``, ``from kedro.io import _private``), imports of ``prefect.server``, and a ``_private``
+    attribute (not a ``__dunder__``) read from a name the file imported from an upstream,
+    directly or down an attribute chain (``prefect._x``, ``kedro.framework.project._y``,
+    ``DaskTaskRunner._optimize_futures``, ``getattr(prefect, "_x")``, ``TaskRunner._started``
+    once ``TaskRunner`` is imported from ``prefect``). Not caught: private attributes of
+    upstream *instances* reached through other names (``runner._client`` on a task runner the
+    file was handed), which no reading of the source can tell from the file's own objects.
+    """
     tree = ast.parse(path.read_text())
     found = []
+    upstream_names: set[str] = set()  # names bound to upstream modules or their members
+
+    def is_upstream(module: str) -> bool:
+        return module.split(".")[0] in UPSTREAMS
+
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            root = node.module.split(".")[0]
-            if root not in UPSTREAMS:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not is_upstream(node.module):
                 continue
             private_module = any(part.startswith("_") for part in node.module.split("."))
             private_names = [a.name for a in node.names if a.name.startswith("_")]
             if private_module or private_names or node.module.startswith("prefect.server"):
                 found.append(f"{path.name}:{node.lineno} from {node.module} import ...")
+            upstream_names |= {a.asname or a.name for a in node.names}
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("prefect.server"):
                     found.append(f"{path.name}:{node.lineno} import {alias.name}")
+                if is_upstream(alias.name):
+                    if any(part.startswith("_") for part in alias.name.split(".")):
+                        found.append(f"{path.name}:{node.lineno} import {alias.name}")
+                    upstream_names.add(alias.asname or alias.name.split(".")[0])
+
+    def chain_root(expr: ast.expr) -> str | None:
+        while isinstance(expr, ast.Attribute):
+            expr = expr.value
+        return expr.id if isinstance(expr, ast.Name) else None
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            if chain_root(node.value) in upstream_names:
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and private(node.args[1].value)
+            and chain_root(node.args[0]) in upstream_names
+        ):
+            found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     return found
 
 
@@ -74,6 +116,25 @@ def test_only_the_upstream_package_touches_private_upstream_names() -> None:
     assert not offenders, "private upstream names outside kedro_prefect/_upstream: " + ", ".join(
         offenders
     )
+
+
+def test_the_check_finds_private_attribute_reads_on_upstream_names(tmp_path) -> None:
+    source = tmp_path / "planted.py"
+    source.write_text(
+        "import prefect\n"
+        "import kedro.framework.project as project\n"
+        "from prefect_dask.task_runners import DaskTaskRunner\n"
+        "from kedro_prefect import errors\n"
+        "a = prefect.context._private\n"
+        "b = project._ProjectSettings\n"
+        "c = getattr(DaskTaskRunner, '_optimize_futures')\n"
+        "d = prefect.__version__, errors._internal, DaskTaskRunner.duplicate\n"
+    )
+    assert [use.split(" ", 1)[1] for use in _private_upstream_uses(source)] == [
+        "prefect.context._private",
+        "project._ProjectSettings",
+        "getattr(DaskTaskRunner, '_optimize_futures')",
+    ]
 
 
 def test_the_upstream_package_is_where_they_are() -> None:

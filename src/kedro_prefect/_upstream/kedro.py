@@ -21,8 +21,8 @@ Relies on:
 * ``AbstractDataset._SINGLE_PROCESS``: the flag Kedro's ``ParallelRunner`` refuses datasets by;
   ``task_runner=dask`` refuses them the same way, before any node runs.
 * ``AbstractDataset._EPHEMERAL``: the flag Kedro's runners tell in-memory datasets by
-  (``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``); saving one emits no
-  ``kedro.dataset.saved`` event.
+  (``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``): :func:`is_in_memory`, the one
+  answer to "is this dataset in memory?" (a ``CachedDataset`` is not: it writes through).
 * ``_filepath``, ``_fs`` and ``_protocol`` of file datasets (kedro-datasets' convention) and
   ``AbstractVersionedDataset._get_load_path``: ``skip_unchanged`` fingerprints the file a dataset
   reads (the exact version for a versioned one) instead of loading its data.
@@ -88,7 +88,7 @@ CONTRACTS = (
     Contract(
         "kedro.runner:SequentialRunner._run",
         "log Kedro's own synchronous-mode line, word for word as the installed Kedro has it",
-        check=lambda fn: "synchronous mode" in __import__("inspect").getsource(fn),
+        check=lambda fn: _logs_the_sync_line_read_from_its_source(),
     ),
     Contract(
         "kedro.io:MemoryDataset",
@@ -103,7 +103,7 @@ CONTRACTS = (
     Contract(
         "kedro.io:MemoryDataset",
         "tell in-memory datasets by _EPHEMERAL (no dataset event for them), as Kedro's runners do",
-        check=lambda cls: cls()._EPHEMERAL is True,
+        check=lambda cls: is_in_memory(cls()),
     ),
     Contract(
         "kedro.io:AbstractDataset._EPHEMERAL",
@@ -137,9 +137,46 @@ CONTRACTS = (
     Contract(
         "kedro.runner:AbstractRunner.__init__",
         "Kedro's is_async, kept on the runner as _is_async",
-        check=lambda init: "_is_async" in __import__("inspect").getsource(init),
+        check=lambda init: _keeps_is_async(),
     ),
 )
+
+
+def _keeps_is_async() -> bool:
+    from kedro.runner import SequentialRunner
+
+    return SequentialRunner(is_async=True)._is_async is True
+
+
+def _logs_the_sync_line_read_from_its_source() -> bool:
+    """A ``SequentialRunner`` run logs the line :func:`sequential_runner_sync_message` finds."""
+    import logging
+
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import Pipeline, node
+    from kedro.runner import SequentialRunner
+
+    lines: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    runner = SequentialRunner()
+    logger, handler = runner._logger, _Keep(logging.INFO)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        catalog = DataCatalog({"a": MemoryDataset(1)})
+        runner.run(Pipeline([node(abs, "a", "b", name="probe")]), catalog)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    found = sequential_runner_sync_message("")
+    return bool(found) and found in lines
 
 
 @functools.cache
@@ -218,9 +255,23 @@ def single_process(dataset: Any) -> bool:
     return bool(getattr(dataset, "_SINGLE_PROCESS", False))
 
 
-def is_ephemeral(dataset: Any) -> bool:
-    """Whether a dataset keeps its data in memory only (Kedro's ``_EPHEMERAL``)."""
-    return bool(getattr(dataset, "_EPHEMERAL", False))
+def is_in_memory(dataset: Any) -> bool:
+    """Whether a pipeline's dataset keeps its data in memory only: the one answer for the
+    runner, the process and Dask backends, ``skip_unchanged``, the run's record, dataset events
+    and deployment triggers.
+
+    ``None`` (a dataset the catalog does not declare: Kedro makes it a ``MemoryDataset``) and
+    datasets Kedro's runners call ephemeral (``_EPHEMERAL``: ``MemoryDataset``,
+    ``SharedMemoryDataset``) are in memory. A ``CachedDataset`` is not, although Kedro flags it
+    ephemeral: it writes through to the dataset it wraps, so its data is persisted (its saves
+    emit dataset events and trigger deployments; the process and Dask backends refuse it as
+    single-process, as ``ParallelRunner`` does).
+    """
+    if dataset is None:
+        return True
+    from kedro.io import CachedDataset
+
+    return bool(getattr(dataset, "_EPHEMERAL", False)) and not isinstance(dataset, CachedDataset)
 
 
 def project_hook_manager(settings: Any) -> Any:

@@ -31,6 +31,11 @@ Relies on, and buys:
   (``_client``): :func:`route_api_log_batches` hands the batches for the ephemeral API to files
   instead (:mod:`kedro_prefect.api.log_spool`), so a run exits without waiting for the busy
   server to store its last lines.
+* ``ProcessPoolTaskRunner._forward_subprocess_messages`` (newer Prefect): the thread that hands
+  the worker processes' events and log lines to this process's events and log workers. A plain
+  thread sees Prefect's process-wide settings, not the run's settings context (which holds the
+  run's API URL), and would start a temporary API server to send them to:
+  :func:`process_pool_in_run_context` runs it in the context the task runner was entered in.
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
   default there (:func:`local_result_storage`).
@@ -39,6 +44,7 @@ Relies on, and buys:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -89,6 +95,12 @@ CONTRACTS = (
         "prefect.settings:PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
         "no flow run heartbeat thread (~1 s at the end of every run)",
         expected=_has_heartbeat_setting,
+    ),
+    Contract(
+        "prefect.task_runners:ProcessPoolTaskRunner._forward_subprocess_messages",
+        "task_runner=process: forward the workers' events and logs to the run's API",
+        expected=lambda: version_at_least("prefect", 3, 9),
+        check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self"],
     ),
 )
 
@@ -315,14 +327,21 @@ def local_result_storage() -> dict[str, Any]:
 
 
 def _registers_by_apply() -> bool:
-    """Whether ``Runner`` registers a deployment through its ``apply``/``aapply``, name, storage."""
+    """Whether ``Runner`` registers a deployment as :class:`_Deployed` offers it: its id from
+    ``apply``/``aapply``, then its name and storage (nothing sent to an API)."""
+    import asyncio
     import inspect
+    import uuid
 
     from prefect.runner import Runner
 
-    method = getattr(Runner, "aadd_deployment", None) or Runner.add_deployment
-    source = inspect.getsource(method)
-    return "apply()" in source and ".storage" in source
+    deployment_id = uuid.uuid4()
+    runner = Runner(name="kedro-prefect-contract-probe")
+    add = getattr(runner, "aadd_deployment", None) or runner.add_deployment
+    if not inspect.iscoroutinefunction(add):
+        return False
+    got = asyncio.run(add(_Deployed(deployment_id, "probe", "probe-flow")))
+    return bool(got == deployment_id)
 
 
 class _Deployed:
@@ -380,3 +399,38 @@ def upsert_global_concurrency_limit(client: Any, name: str, limit: int) -> None:
         return
     if existing.limit != limit:
         client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit))
+
+
+def process_pool_in_run_context(cls: type) -> type:
+    """``cls`` (a ``ProcessPoolTaskRunner`` class), forwarding its worker processes' events and
+    log lines in the context it was entered in (the run's settings), where Prefect forwards them
+    from a thread of its own; ``cls`` itself where Prefect does not forward them."""
+    if not hasattr(cls, "_forward_subprocess_messages"):
+        return cls
+    return _in_run_context(cls)
+
+
+@functools.cache
+def _in_run_context(cls: type) -> type:
+    import contextvars
+
+    def __enter__(self: Any) -> Any:
+        self._kedro_prefect_context = contextvars.copy_context()
+        return cls.__enter__(self)
+
+    def _forward_subprocess_messages(self: Any) -> None:
+        context = getattr(self, "_kedro_prefect_context", None)
+        if context is None:
+            return cls._forward_subprocess_messages(self)  # type: ignore[no-any-return]
+        return context.run(cls._forward_subprocess_messages, self)  # type: ignore[no-any-return]
+
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__enter__": __enter__,
+            "_forward_subprocess_messages": _forward_subprocess_messages,
+        },
+    )

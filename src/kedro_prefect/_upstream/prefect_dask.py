@@ -52,14 +52,12 @@ CONTRACTS = (
     Contract(
         "prefect_dask.task_runners:DaskTaskRunner",
         "_started/_client: the runner's Dask client, created on first use",
-        check=lambda cls: all(name in inspect.getsource(cls) for name in ("_started", "_client")),
+        check=lambda cls: _client_made_on_first_use(cls),
     ),
     Contract(
         "prefect_dask.task_runners:PrefectDaskFuture",
         "_wrapped_future/_final_state: the Dask future behind a Prefect future, its final state",
-        check=lambda cls: all(
-            name in inspect.getsource(cls) for name in ("_wrapped_future", "_final_state")
-        ),
+        check=lambda cls: _future_keeps_its_dask_future(cls),
     ),
     Contract(
         "prefect.context:serialize_context",
@@ -70,6 +68,22 @@ CONTRACTS = (
         "the task run inputs Prefect records (the UI's graph edges)",
     ),
 )
+
+
+def _client_made_on_first_use(cls: type) -> bool:
+    """A new ``DaskTaskRunner`` is not started and has no client yet (``_started``, ``_client``)."""
+    runner = cls(address="tcp://127.0.0.1:1")  # nothing connects before the runner is entered
+    return runner._started is False and runner._client is None
+
+
+def _future_keeps_its_dask_future(cls: type) -> bool:
+    """A ``PrefectDaskFuture`` keeps the Dask future it wraps as ``_wrapped_future`` and has no
+    ``_final_state`` until it is done."""
+    import uuid
+
+    wrapped = object()
+    future = cls(task_run_id=uuid.uuid4(), wrapped_future=wrapped)
+    return future._wrapped_future is wrapped and future._final_state is None
 
 
 @functools.cache

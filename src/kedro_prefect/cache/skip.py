@@ -24,8 +24,10 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from kedro_prefect._upstream.kedro import is_in_memory
 from kedro_prefect.cache.code import CodeFingerprints
 from kedro_prefect.cache.fingerprint import RULES_VERSION, dataset_fingerprint, digest
+from kedro_prefect.cache.hits import is_skipped
 from kedro_prefect.execution.local import run_node
 from kedro_prefect.execution.outputs import NodeData
 
@@ -42,15 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The Prefect state name of a task run whose result came from the cache.
-CACHED = "Cached"
-SKIPPED_MESSAGE = "Skipped node: %s (unchanged since its last successful run)"
-
-
-def is_skipped(state: Any) -> bool:
-    """Whether a node's final state is a cache hit (the node was skipped)."""
-    return state is not None and state.is_completed() and state.name == CACHED
-
 
 class FixedKey:
     """A task's ``cache_key_fn`` returning the node's fingerprint (pickles by reference)."""
@@ -60,12 +53,6 @@ class FixedKey:
 
     def __call__(self, context: Any, parameters: Any) -> str:
         return self.key
-
-
-def in_memory(dataset: Any) -> bool:
-    from kedro.io import MemoryDataset
-
-    return dataset is None or isinstance(dataset, MemoryDataset)
 
 
 def run_node_keeping_outputs(
@@ -85,7 +72,7 @@ def run_node_keeping_outputs(
     outputs = {}
     for name in node.outputs:
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-        if in_memory(dataset):
+        if is_in_memory(dataset):
             outputs[name] = dataset.load()
     return NodeData(outputs)
 
@@ -124,7 +111,7 @@ class SkipUnchanged:
         self._memory = {
             name
             for name in pipeline.datasets()
-            if in_memory(catalog.get(name, fallback_to_runtime_pattern=True))
+            if is_in_memory(catalog.get(name, fallback_to_runtime_pattern=True))
         }
         self._memo = _StorageMemo(storage)
         self._code = CodeFingerprints(project)
@@ -248,11 +235,10 @@ class SkippingExecution:  # implements execution.protocol.NodeExecution
     """A :class:`NodeExecution` recording fingerprints as nodes complete or fail."""
 
     def __init__(self, inner: NodeExecution, skip: SkipUnchanged):
-        from kedro_prefect.execution.local import LocalNodeExecution
-
         self._inner = inner
         self._skip = skip
-        self._shared_catalog = isinstance(inner, LocalNodeExecution)
+        self.shares_catalog = self._shared_catalog = inner.shares_catalog
+        self.versions = inner.versions
         # On threads the task returns the in-memory outputs, for Prefect to persist them.
         self.task_fn = run_node_keeping_outputs if self._shared_catalog else inner.task_fn
 

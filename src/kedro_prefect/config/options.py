@@ -30,7 +30,7 @@ from kedro_prefect.errors import PrefectRunnerConfigError
 
 #: Short names accepted by ``task_runner``; anything else must be an import path of a
 #: ``prefect.task_runners.TaskRunner`` subclass.
-TASK_RUNNER_ALIASES = ("thread", "dask")
+TASK_RUNNER_ALIASES = ("thread", "process", "dask")
 
 #: Options that only apply to ``task_runner=dask``.
 DASK_OPTIONS = (
@@ -57,16 +57,19 @@ class RunnerOptions(BaseModel):
     task_runner: str = Field(
         default="thread",
         description=(
-            "Where node tasks run: `thread` (a thread pool in the `kedro run` process), `dask` "
-            "(a Dask cluster, needs the `kedro-prefect[dask]` extra), or the import path of any "
-            "Prefect `TaskRunner` class, e.g. `prefect.task_runners.ThreadPoolTaskRunner`."
+            "Where node tasks run: `thread` (a thread pool in the `kedro run` process), "
+            "`process` (a pool of worker processes on this machine, for CPU-bound nodes: "
+            "Prefect's `ProcessPoolTaskRunner`), `dask` (a Dask cluster, needs the "
+            "`kedro-prefect[dask]` extra), or the import path of a subclass of Prefect's "
+            "`ThreadPoolTaskRunner` or `ProcessPoolTaskRunner` (run as `thread` or `process`)."
         ),
     )
     max_workers: PositiveInt | None = Field(
         default=None,
         description=(
-            "Most nodes running at once on the thread task runner. Default: "
-            "`min(32, cpu_count + 4)`, capped by how many nodes can ever run side by side."
+            "Most nodes running at once: threads of `thread` (default: `min(32, cpu_count + "
+            "4)`), processes of `process` (default: `cpu_count`); never more than the nodes "
+            "that can run side by side."
         ),
     )
     flow_name: str | None = Field(
@@ -204,7 +207,7 @@ class RunnerOptions(BaseModel):
                 raise ValueError(f"{name} cannot set 'asynchronous' (Prefect manages it)")
         if self.task_runner == "dask" and self.max_workers is not None:
             raise ValueError(
-                "max_workers applies to the thread task runner; with task_runner=dask use "
+                "max_workers applies to task_runner=thread and process; with task_runner=dask use "
                 "n_workers and threads_per_worker"
             )
         return self

@@ -1,71 +1,33 @@
-"""The driver side of ``task_runner=dask``: checks before the first node, task parameters, and
-what happens when a node completes.
+"""The driver side of ``task_runner=dask``: the cluster started before the first node (one clear
+error), the project registered on every worker, Dask resources, and the workers' records of the
+task runs collected at the end.
 
-In-memory datasets travel as task results: consumers receive their producers' Dask futures as
-task parameters, so Dask moves the data worker to worker and the driver never loads it. Only the
-pipeline's free in-memory outputs are fetched to the driver, because ``run()`` returns them.
+In-memory datasets travel as task results (:mod:`kedro_prefect.workers.transfer`): consumers
+receive their producers' Dask futures as task parameters, so Dask moves the data worker to
+worker and the driver never loads it. Only the pipeline's free in-memory outputs are fetched to
+the driver, because ``run()`` returns them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect._upstream.kedro import memory_copy_mode, single_process
 from kedro_prefect.dask.resources import node_resources
 from kedro_prefect.dask.worker import plugin_class, take_worker_records
 from kedro_prefect.errors import DaskClusterError, DaskDatasetError
 from kedro_prefect.workers.bootstrap import project_log_levels, run_node_on_worker, run_project
-from kedro_prefect.workers.session import run_session
+from kedro_prefect.workers.transfer import TransferNodeExecution, validate_datasets
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
-    from prefect.futures import PrefectFuture
 
-    from kedro_prefect.execution.versions import RunVersions
+    from kedro_prefect.execution.protocol import SavedEvents
 
 logger = logging.getLogger(__name__)
-
-
-def _is_in_memory(dataset: Any) -> bool:
-    from kedro.io import MemoryDataset
-
-    return dataset is None or isinstance(dataset, MemoryDataset)
-
-
-def validate_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
-    """Refuse datasets that cannot be used across processes, naming each one and why.
-
-    In-memory datasets (``MemoryDataset`` and datasets not in the catalog) are fine: their data
-    travels as task results. Every other dataset is pickled to the workers that load or save it.
-
-    Raises:
-        DaskDatasetError: Some dataset has ``_SINGLE_PROCESS = True`` or cannot be pickled.
-    """
-    import cloudpickle
-
-    problems = []
-    for name in sorted(pipeline.datasets()):
-        dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-        if _is_in_memory(dataset):
-            continue
-        kind = type(dataset).__name__
-        if single_process(dataset):
-            problems.append(f"{name} ({kind}): _SINGLE_PROCESS = True (one process only)")
-            continue
-        try:
-            cloudpickle.dumps(dataset)
-        except Exception as exc:
-            problems.append(f"{name} ({kind}): cannot be pickled to the workers: {exc}")
-    if problems:
-        raise DaskDatasetError(
-            "These datasets cannot be used with task_runner=dask (nodes run in other "
-            "processes); no node has run:\n  " + "\n  ".join(problems)
-        )
 
 
 def _project_bootstrap(package_name: str | None, source_dir: str | None) -> Any:
@@ -73,14 +35,11 @@ def _project_bootstrap(package_name: str | None, source_dir: str | None) -> Any:
     return plugin_class()(package_name, source_dir, levels)
 
 
-class DaskNodeExecution:  # implements execution.protocol.NodeExecution
-    """How the runner runs nodes on Dask: task body, task parameters, completion handling.
-
-    In-memory datasets travel as task results (producer future -> consumer parameter). The
-    driver's catalog only receives the pipeline's free in-memory outputs.
+class DaskNodeExecution(TransferNodeExecution):  # implements execution.protocol.NodeExecution
+    """How the runner runs nodes on Dask: in-memory datasets travel as task results (producer
+    future -> consumer parameter), worker to worker; Dask forgets them once no consumer needs
+    them. The driver's catalog only receives the pipeline's free in-memory outputs.
     """
-
-    task_fn = staticmethod(run_node_on_worker)
 
     def __init__(
         self,
@@ -89,90 +48,27 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         catalog: CatalogProtocol,
         is_async: bool,
         run_id: str | None,
-        events: Any = None,
-        versions: RunVersions | None = None,
+        events: SavedEvents | None = None,
     ):
-        from kedro_prefect.execution.versions import RunVersions
-
         for node in pipeline.nodes:
             node_resources(set(node.tags))
-        validate_datasets(pipeline, catalog)
-        self._catalog = catalog
-        self._is_async = is_async
-        self._run_id = run_id
-        self._events = events
-        # Versioned datasets go to the workers as copies with this run's versions pinned,
-        # never with a load version the driver's object cached earlier.
-        self._versions = versions or RunVersions(catalog)
-        self._memory: dict[str, Any] = {}
-        self._datasets: dict[str, Any] = {}
-        for name in pipeline.datasets():
-            dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-            if _is_in_memory(dataset):
-                self._memory[name] = memory_copy_mode(dataset)
-            else:
-                self._datasets[name] = dataset
-        self._producer = {out: node for node in pipeline.nodes for out in node.outputs}
-        self._free_outputs = pipeline.outputs() & set(self._memory)
-        # How many consumers of a node's in-memory outputs have not finished yet.
-        self._pending_consumers: dict[Node, int] = defaultdict(int)
-        self._upstream: dict[Node, set[Node]] = {}
-        for node in pipeline.nodes:
-            producers = {
-                self._producer[name]
-                for name in node.inputs
-                if name in self._memory and name in self._producer
-            }
-            self._upstream[node] = producers
-            for producer in producers:
-                self._pending_consumers[producer] += 1
+        validate_datasets(pipeline, catalog, "dask", DaskDatasetError)
+        project = run_project()
+        super().__init__(
+            run_node_on_worker,
+            pipeline,
+            catalog,
+            is_async,
+            run_id,
+            events,
+            project,
+            release=_release,
+        )
         self._client = client = _start_client(task_runner)
         _log_dashboard(client)
         _link_performance_report(task_runner.performance_report_path)
-        self._project = run_project()
-        # The run's session, for the project's hooks on the workers (workers.session).
-        self._session = run_session(run_id, self._project[0])
-        plugin = _project_bootstrap(*self._project)
+        plugin = _project_bootstrap(*project)
         client.register_plugin(plugin, name=plugin.name)
-
-    def submit_arguments(
-        self, node: Node, producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
-    ) -> dict[str, Any]:
-        """Task parameters (the producers' in-memory outputs as Dask futures) and ``wait_for``."""
-        return {
-            "parameters": self._parameters(node, futures),
-            "wait_for": [futures[producer] for producer in producers],
-        }
-
-    def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
-        import cloudpickle
-
-        # Loaded here without Kedro's "Loading data from ..." line: the node's Task on the
-        # worker loads it again from a MemoryDataset, and logs it, as SequentialRunner would.
-        given = {
-            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
-            for name in node.inputs
-            if name in self._memory and name not in self._producer
-        }
-        datasets = {
-            name: self._versions.for_node(name, loads=name in node.inputs)
-            for name in (*node.inputs, *node.outputs)
-            if name in self._datasets
-        }
-        return {
-            "payload": cloudpickle.dumps((node, datasets, given)),
-            "upstream": {p.name: futures[p] for p in self._upstream[node]},
-            "memory": {
-                name: self._memory[name]
-                for name in (*node.inputs, *node.outputs)
-                if name in self._memory
-            },
-            "is_async": self._is_async,
-            "run_id": self._run_id,
-            "events": self._events,
-            "project": self._project,
-            "session": self._session,
-        }
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:
         """Collect the workers' records of this run's task runs (attempts, start, duration).
@@ -192,23 +88,10 @@ class DaskNodeExecution:  # implements execution.protocol.NodeExecution
         for records in by_worker.values():
             add_task_run_records(records)
 
-    def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
-        """Save free in-memory outputs in the driver catalog; let Dask drop data no one needs.
 
-        A node's in-memory outputs stay on the worker until its last consumer has finished
-        (the Dask counterpart of Kedro releasing a ``MemoryDataset``).
-        """
-        free = [name for name in node.outputs if name in self._free_outputs]
-        if free:
-            outputs = futures[node].result().data
-            for name in free:
-                self._catalog.save(name, outputs[name])
-        if not self._pending_consumers.get(node):
-            futures[node].release()
-        for producer in self._upstream[node]:
-            self._pending_consumers[producer] -= 1
-            if not self._pending_consumers[producer]:
-                futures[producer].release()
+def _release(future: Any) -> None:
+    """Let Dask forget a node's in-memory outputs (``KedroDaskFuture.release``)."""
+    future.release()
 
 
 def _start_client(task_runner: Any) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,14 +207,6 @@ def check_signature(fn: Any, kwargs: dict[str, Any], what: str) -> None:
             f"PrefectRunner option {what}: {exc} (given: {', '.join(sorted(kwargs))}); "
             "no node has run."
         ) from None
-
-
-def is_dask_runner(task_runner: Any) -> bool:
-    """Whether ``task_runner`` is the Dask task runner built by :func:`dask_task_runner`."""
-    if "prefect_dask" not in sys.modules:
-        return False
-    runner_cls, _ = _classes()
-    return isinstance(task_runner, runner_cls)
 
 
 def _task_resources(task: Any) -> dict[str, float]:

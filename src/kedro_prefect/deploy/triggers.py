@@ -27,13 +27,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from kedro_prefect._upstream.kedro import is_in_memory
 from kedro_prefect.errors import ProjectConfigError
 from kedro_prefect.observe.events import DATASET_SAVED, dataset_resource_id
 
 logger = logging.getLogger("kedro_prefect.deploy")
-
-#: Dataset types that keep data in memory: saving them emits no event.
-_IN_MEMORY_TYPES = {"MemoryDataset", "SharedMemoryDataset", "CachedDataset"}
 
 
 class SelfTriggerError(ProjectConfigError):
@@ -154,7 +152,21 @@ class ProjectDatasets:
                 config = patterns.get(pattern) if pattern else None
         if not isinstance(config, dict):
             return False  # Kedro keeps datasets without a catalog entry in memory
-        return str(config.get("type", "")).rsplit(".", 1)[-1] not in _IN_MEMORY_TYPES
+        return _persisted_entry(name, config)
+
+
+def _persisted_entry(name: str, config: dict[str, Any]) -> bool:
+    """Whether a catalog entry's dataset keeps its data anywhere but in memory: the dataset is
+    built from its entry (Kedro datasets do no I/O until they load or save) and asked
+    :func:`~kedro_prefect._upstream.kedro.is_in_memory`; an entry that cannot be built here
+    (a type that does not import, credentials) counts as persisted."""
+    from kedro.io import AbstractDataset
+
+    try:
+        dataset = AbstractDataset.from_config(name, dict(config))
+    except Exception:
+        return True
+    return not is_in_memory(dataset)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,4 +1,4 @@
-"""Node tasks in the runner's process (the thread task runner): the catalog is shared.
+"""Node tasks in the runner's process (the thread backend): the catalog is shared.
 
 Each node runs through ``kedro.runner.Task``, exactly the way Kedro's own runners run it.
 """
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from pluggy import PluginManager
 
-    from kedro_prefect.observe.events import DatasetEvents
+    from kedro_prefect.execution.protocol import SavedEvents
 
 
 def run_node(
@@ -24,7 +24,7 @@ def run_node(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
-    events: DatasetEvents | None = None,
+    events: SavedEvents | None = None,
 ) -> None:
     """Execute ``node`` through ``kedro.runner.Task``.
 
@@ -50,6 +50,8 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
     """Node tasks in the runner's process (thread task runner): the catalog is shared."""
 
     task_fn = staticmethod(run_node)
+    shares_catalog = True
+    versions = None  # nodes load and save through the shared catalog's own datasets
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
         hook_manager: PluginManager,
         is_async: bool,
         run_id: str | None,
-        events: DatasetEvents | None = None,
+        events: SavedEvents | None = None,
     ):
         self._parameters = {
             "catalog": catalog,

@@ -3,7 +3,8 @@
 ``PrefectRunner`` calls four methods of a :class:`RunObserver` from its scheduling loop:
 ``on_run_start`` (inside the flow run, before any node is submitted), ``on_node_submitted``,
 ``on_node_finished`` (with the node's Prefect future, already done) and ``on_run_end``.
-This module imports no other module of kedro-prefect: observers depend on it, never the reverse.
+This module imports no other module of ``observe/`` (only :mod:`kedro_prefect.cache.hits`):
+observers depend on it, never the reverse.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kedro_prefect.cache.hits import is_skipped
+
 if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
     from prefect.futures import PrefectFuture
     from prefect.states import State
-    from prefect.task_runners import TaskRunner
 
 
 #: How the node table and the terminal summary name a node skipped by ``skip_unchanged``.
@@ -61,7 +63,7 @@ class NodeRun:
     @property
     def skipped(self) -> bool:
         """Skipped by ``skip_unchanged``: the task run's result came from Prefect's cache."""
-        return self.state is not None and self.state.is_completed() and self.state.name == "Cached"
+        return is_skipped(self.state)
 
     @property
     def failed(self) -> bool:
@@ -82,7 +84,8 @@ class PipelineRun:
     """One pipeline run as observers see it."""
 
     pipeline: Pipeline
-    task_runner: TaskRunner
+    #: Where a node ran when its task run's record does not say (``Backend.worker_label``).
+    worker_label: str | None
     flow_name: str
     pipeline_names: list[str]
     flow_run_id: Any = None
@@ -91,8 +94,7 @@ class PipelineRun:
     ui_root: str | None = None  # the UI serving the run's pages (``.../v2`` where offered)
     ui_url: str | None = None  # the flow run's page
     graph_url: str | None = None  # the graph artifact's page (known at the end)
-    persisted_datasets: set[str] = field(default_factory=set)  # not MemoryDataset
-    dashboard_url: str | None = None
+    persisted_datasets: set[str] = field(default_factory=set)  # not in memory (is_in_memory)
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     error: BaseException | None = None

@@ -1,10 +1,11 @@
 """One Prefect event per persisted dataset a node saved: ``kedro.dataset.saved``.
 
-Emitted where the node ran (the runner's process on the thread task runner, the Dask worker
-process with ``task_runner=dask``), right after the node's task body has saved its outputs, with
+Emitted where the node ran (the runner's process on the thread backend, the worker process with
+``task_runner=process`` or ``dask``), right after the node's task body has saved its outputs, with
 Prefect's public ``prefect.events.emit_event``: the event is queued for Prefect's events worker,
-which sends it in the background. In-memory datasets (Kedro's ephemeral datasets:
-``MemoryDataset``, ``SharedMemoryDataset``, ``CachedDataset``) emit nothing.
+which sends it in the background. In-memory datasets
+(:func:`kedro_prefect._upstream.kedro.is_in_memory`: ``MemoryDataset``, ``SharedMemoryDataset``)
+emit nothing; a ``CachedDataset`` writes through to the dataset it wraps, and emits one.
 
 An event carries names only: the dataset's name, class and (when versioned) save version; the
 project, env, pipeline and node names; the flow run and task run ids. Never the data, a dataset's
@@ -27,7 +28,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect._upstream.kedro import is_ephemeral
+from kedro_prefect._upstream.kedro import is_in_memory
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -78,7 +79,7 @@ class DatasetEvents:
         persisted = []
         for name in node.outputs:
             dataset = catalog.get(name)
-            if dataset is not None and not is_ephemeral(dataset):
+            if not is_in_memory(dataset):
                 persisted.append((name, dataset))
         if not persisted:
             return 0

@@ -6,7 +6,6 @@ behind one object that never lets an observer's error break the pipeline run.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
     from prefect.futures import PrefectFuture
-    from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.cancellation import Cancellation
 
@@ -53,7 +51,6 @@ class RunRecorder(RunObserver):
             if run.ui_root and run.flow_run_id is not None:
                 run.ui_url = f"{run.ui_root}/runs/flow-run/{run.flow_run_id}"
         _say_where_the_run_can_be_seen(run)
-        run.dashboard_url = _dask_dashboard(run.task_runner)
 
     def on_node_submitted(self, node: Node, future: PrefectFuture[Any]) -> None:
         record = self.run.nodes[node.name]
@@ -63,7 +60,7 @@ class RunRecorder(RunObserver):
         record = self.run.nodes[node.name]
         record.finished_at, record.state = time.monotonic(), future.state
         self._take_engine_record(record, future.task_run_id)
-        record.worker = record.worker or _in_process_worker(future, self.run.task_runner)
+        record.worker = record.worker or self.run.worker_label
 
     def _take_engine_record(self, record: NodeRun, task_run_id: Any) -> None:
         from kedro_prefect.execution.records import ended_task_run
@@ -120,7 +117,7 @@ class _Observers(RunObserver):
 @contextmanager
 def observe_run(
     pipeline: Pipeline,
-    task_runner: TaskRunner,
+    worker_label: str | None,
     flow_name: str,
     run_id: str | None,
     catalog: Any = None,
@@ -128,7 +125,8 @@ def observe_run(
 ) -> Iterator[RunObserver]:
     """The observers of one run: records, Prefect artifacts and terminal progress.
 
-    Enter inside the flow function, after the task runner has started. ``catalog`` tells
+    Enter inside the flow function, after the task runner has started; ``worker_label`` names
+    where nodes ran when their task run's record does not say. ``catalog`` tells
     persisted datasets from in-memory ones in the graph artifact. With ``cancellation``, a
     second Ctrl-C closes the progress bar and learns which task runs it abandons.
     """
@@ -139,7 +137,7 @@ def observe_run(
     from kedro_prefect.observe.progress import TerminalProgress
 
     names = run_pipeline_names(run_params_recorder.get(run_id)) or ["__default__"]
-    run = PipelineRun(pipeline, task_runner, flow_name, list(names))
+    run = PipelineRun(pipeline, worker_label, flow_name, list(names))
     with _warn_on_error("reading the catalog's dataset types"):
         run.persisted_datasets = _persisted(pipeline, catalog)
     with recording_task_runs() as records:
@@ -264,36 +262,19 @@ def _ui_index_answers(ui_url: str) -> bool:
 
 
 def _persisted(pipeline: Pipeline, catalog: Any) -> set[str]:
-    """The pipeline's datasets that the catalog declares as anything but a ``MemoryDataset``."""
+    """The pipeline's datasets that the catalog declares and that are not in memory."""
     if catalog is None:
         return set()
-    from kedro.io import MemoryDataset
+    from kedro_prefect._upstream.kedro import is_in_memory
 
     persisted = set()
     for name in pipeline.datasets():
         if name == "parameters" or name.startswith("params:"):
             continue
         dataset = catalog.get(name, fallback_to_runtime_pattern=False)
-        if dataset is not None and not isinstance(dataset, MemoryDataset):
+        if dataset is not None and not is_in_memory(dataset):
             persisted.add(name)
     return persisted
-
-
-def _dask_dashboard(task_runner: TaskRunner) -> str | None:
-    """The dashboard link of a ``DaskTaskRunner``'s client; ``None`` for other task runners.
-
-    The Dask task runner connects to (or creates) its cluster on first use; this is that first
-    use, just before the first node is submitted.
-    """
-    import sys
-
-    if "prefect_dask" not in sys.modules:
-        return None
-    from prefect_dask import DaskTaskRunner
-
-    if not isinstance(task_runner, DaskTaskRunner):
-        return None
-    return task_runner.client.dashboard_link or ""
 
 
 def _read_task_runs(run: PipelineRun) -> None:
@@ -333,15 +314,3 @@ def _read_task_runs(run: PipelineRun) -> None:
 
     for task_run_id, task_run in settled.items():
         by_id[task_run_id].take(TaskRunRecord.of(task_run))
-
-
-def _in_process_worker(future: PrefectFuture[Any], task_runner: TaskRunner) -> str | None:
-    """This host's threads for a task run in this process; ``None`` for a Dask task.
-
-    A Dask worker names itself in the record it keeps of the task run (collected at the end of
-    the run), which spares the driver a round trip to the scheduler for every node.
-    """
-    wrapped = getattr(future, "wrapped_future", None)
-    if wrapped is not None and hasattr(wrapped, "key") and hasattr(wrapped, "client"):
-        return None
-    return f"{socket.gethostname()} ({type(task_runner).__name__})"

@@ -1,0 +1,134 @@
+"""The ``process`` backend: node tasks in a pool of worker processes of this machine (Prefect's
+``ProcessPoolTaskRunner``), for CPU-bound nodes without installing Dask.
+
+Each worker process sets itself up for the project on its first node task
+(:func:`kedro_prefect.workers.bootstrap.bootstrap_worker`: the project importable, its log
+levels, node logs to the run's Prefect API) and runs each node with the project's hooks
+(:func:`~kedro_prefect.workers.bootstrap.run_node_on_worker`). In-memory outputs are the task's
+result; Prefect resolves a consumer's ``upstream`` futures to them in the driver and pickles them
+to the consumer's process, as Kedro's ``ParallelRunner`` passes data through its manager.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from kedro_prefect.backends.thread import side_by_side
+from kedro_prefect.workers.bootstrap import bootstrap_worker, run_node_on_worker
+
+if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
+    from kedro.pipeline import Pipeline
+    from pluggy import PluginManager
+    from prefect.task_runners import TaskRunner
+
+    from kedro_prefect.config.options import RunnerOptions
+    from kedro_prefect.execution.outputs import NodeData
+    from kedro_prefect.execution.protocol import NodeExecution, SavedEvents
+    from kedro_prefect.workers.session import RunSession
+
+
+class ProcessBackend:  # implements execution.protocol.Backend
+    """``task_runner=process``, or the import path of a ``ProcessPoolTaskRunner`` subclass."""
+
+    name = "process"
+    quiet_dask_logs = False
+
+    def __init__(self, options: RunnerOptions, cls: type[TaskRunner[Any]] | None = None):
+        self._options = options
+        self._cls = cls  # a subclass named by import path; None: Prefect's ProcessPoolTaskRunner
+
+    def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
+        """A pool of ``max_workers`` processes (default: the CPU count), never more than the
+        nodes that can run side by side (each process imports the project: seconds)."""
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        from kedro_prefect._upstream.prefect import process_pool_in_run_context
+
+        cls = process_pool_in_run_context(self._cls or ProcessPoolTaskRunner)
+        ceiling = self._options.max_workers or os.cpu_count() or 1
+        runner = cls(max_workers=max(1, min(side_by_side(pipeline), ceiling)))  # type: ignore[call-arg]
+        return _reporting_to_the_run_api(runner)
+
+    def node_execution(
+        self,
+        task_runner: TaskRunner[Any],
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager,
+        is_async: bool,
+        run_id: str | None,
+        events: SavedEvents | None = None,
+    ) -> NodeExecution:
+        """Checks the datasets (one line naming those that cannot cross processes)."""
+        from kedro_prefect.workers.bootstrap import project_log_levels, run_project
+        from kedro_prefect.workers.transfer import TransferNodeExecution, validate_datasets
+
+        validate_datasets(pipeline, catalog, self.name)
+        project = run_project()
+        return TransferNodeExecution(
+            run_node_in_process,
+            pipeline,
+            catalog,
+            is_async,
+            run_id,
+            events,
+            project,
+            extra_parameters={"log_levels": project_log_levels(project[0])},
+        )
+
+    def worker_label(self, task_runner: TaskRunner[Any]) -> str | None:
+        return f"{socket.gethostname()} ({type(task_runner).__name__})"
+
+
+@contextmanager
+def _reporting_to_the_run_api(runner: TaskRunner[Any]) -> Iterator[TaskRunner[Any]]:
+    """Run the pool with the run's API URL in the environment its processes start with.
+
+    Prefect gives each task its settings as environment variables for the task's duration
+    only (and restores the process's environment after it, from Prefect 3.5); a worker process
+    that talks to the API outside a task (flushing its events and log workers when it exits)
+    would otherwise find no ``PREFECT_API_URL`` and start a temporary API server of its own.
+    """
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url
+    set_here = bool(api_url) and "PREFECT_API_URL" not in os.environ
+    if set_here:
+        os.environ["PREFECT_API_URL"] = str(api_url)
+    try:
+        with runner:
+            yield runner
+    finally:
+        if set_here:
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+#: The projects this worker process has been set up for (package name, source dir).
+_set_up: set[tuple[str | None, str | None]] = set()
+_set_up_lock = threading.Lock()
+
+
+def run_node_in_process(
+    payload: bytes,
+    upstream: dict[str, NodeData],
+    memory: dict[str, Any],
+    is_async: bool,
+    run_id: str | None,
+    events: SavedEvents | None = None,
+    project: tuple[str | None, str | None] = (None, None),
+    log_levels: dict[str, Any] | None = None,
+    session: RunSession | None = None,
+) -> NodeData:
+    """The body of a node task in a worker process: set the process up for the project (on its
+    first node task), then :func:`~kedro_prefect.workers.bootstrap.run_node_on_worker`."""
+    with _set_up_lock:
+        if project not in _set_up:
+            bootstrap_worker(project[0], project[1], log_levels or {})
+            _set_up.add(project)
+    return run_node_on_worker(payload, upstream, memory, is_async, run_id, events, project, session)

@@ -1,0 +1,53 @@
+"""The ``dask`` backend: node tasks on a Dask cluster (see the package's docstring)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
+    from kedro.pipeline import Pipeline
+    from pluggy import PluginManager
+    from prefect.task_runners import TaskRunner
+
+    from kedro_prefect.config.options import RunnerOptions
+    from kedro_prefect.execution.protocol import NodeExecution, SavedEvents
+
+
+class DaskBackend:  # implements execution.protocol.Backend
+    """``task_runner=dask``: a local cluster of worker processes for the run, or ``address=``."""
+
+    name = "dask"
+    quiet_dask_logs = True
+
+    def __init__(self, options: RunnerOptions):
+        from kedro_prefect.dask.task_runner import require_prefect_dask
+
+        require_prefect_dask()  # the missing extra: one line, when the runner is built
+        self._options = options
+
+    def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
+        from kedro_prefect.dask.task_runner import dask_task_runner
+
+        runner: TaskRunner[Any] = dask_task_runner(self._options)
+        return runner
+
+    def node_execution(
+        self,
+        task_runner: TaskRunner[Any],
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager,
+        is_async: bool,
+        run_id: str | None,
+        events: SavedEvents | None = None,
+    ) -> NodeExecution:
+        """Starts the cluster (:class:`~kedro_prefect.errors.DaskClusterError` if it cannot),
+        checks the datasets and registers the project on every worker."""
+        from kedro_prefect.dask.driver import DaskNodeExecution
+
+        return DaskNodeExecution(task_runner, pipeline, catalog, is_async, run_id, events)
+
+    def worker_label(self, task_runner: TaskRunner[Any]) -> str | None:
+        return None  # a Dask worker names itself in its record of the task run

@@ -1,0 +1,189 @@
+"""The driver side of node tasks in worker processes (``process`` and ``dask`` backends).
+
+In-memory datasets travel as task results: a consumer's task receives its producers' futures as
+the ``upstream`` parameter, and the task runner resolves them to the producers' in-memory
+outputs (:class:`~kedro_prefect.execution.outputs.NodeData`): Dask worker to worker, a process
+pool through the driver (as Kedro's ``ParallelRunner``). Persisted datasets are pickled to the
+worker that loads or saves them. Only the pipeline's free in-memory outputs are put in the
+driver's catalog, because ``run()`` returns them. Each task's body is
+:func:`kedro_prefect.workers.bootstrap.run_node_on_worker`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kedro_prefect._upstream.kedro import is_in_memory, memory_copy_mode, single_process
+from kedro_prefect.errors import KedroPrefectError, WorkerDatasetError
+from kedro_prefect.execution.versions import RunVersions
+from kedro_prefect.workers.session import run_session
+
+if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+    from prefect.futures import PrefectFuture
+
+    from kedro_prefect.execution.protocol import SavedEvents
+
+
+def validate_datasets(
+    pipeline: Pipeline,
+    catalog: CatalogProtocol,
+    backend: str,
+    error: type[KedroPrefectError] = WorkerDatasetError,
+) -> None:
+    """Refuse datasets that cannot be used across processes, naming each one and why.
+
+    In-memory datasets are fine: their data travels as task results. Every other dataset is
+    pickled to the workers that load or save it.
+
+    Raises:
+        WorkerDatasetError: Some dataset has ``_SINGLE_PROCESS = True`` or cannot be pickled
+            (``error``: the backend's own subclass of it).
+    """
+    import cloudpickle
+
+    problems = []
+    for name in sorted(pipeline.datasets()):
+        dataset = catalog.get(name, fallback_to_runtime_pattern=True)
+        if is_in_memory(dataset):
+            continue
+        kind = type(dataset).__name__
+        if single_process(dataset):
+            problems.append(f"{name} ({kind}): _SINGLE_PROCESS = True (one process only)")
+            continue
+        try:
+            cloudpickle.dumps(dataset)
+        except Exception as exc:
+            problems.append(f"{name} ({kind}): cannot be pickled to the workers: {exc}")
+    if problems:
+        raise error(
+            f"These datasets cannot be used with task_runner={backend} (nodes run in other "
+            "processes); no node has run:\n  " + "\n  ".join(problems)
+        )
+
+
+class TransferNodeExecution:  # implements execution.protocol.NodeExecution
+    """Node tasks in other processes: in-memory outputs are task results, passed to consumers.
+
+    ``task_fn`` is the task body (:func:`~kedro_prefect.workers.bootstrap.run_node_on_worker` or a
+    backend's wrapper of it, taking ``extra_parameters`` too). ``release(future)`` lets the task
+    runner forget a node's outputs once its last consumer has
+    finished (the counterpart of Kedro releasing a ``MemoryDataset``).
+    """
+
+    shares_catalog = False
+
+    def __init__(
+        self,
+        task_fn: Callable[..., Any],
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        is_async: bool,
+        run_id: str | None,
+        events: SavedEvents | None,
+        project: tuple[str | None, str | None],
+        release: Callable[[PrefectFuture[Any]], None] | None = None,
+        extra_parameters: dict[str, Any] | None = None,
+    ):
+        self.task_fn = task_fn
+        self._catalog = catalog
+        self._is_async = is_async
+        self._run_id = run_id
+        self._events = events
+        self._project = project
+        self._release = release
+        self._extra_parameters = extra_parameters or {}
+        # Versioned datasets go to the workers as copies with this run's versions pinned,
+        # never with a load version the driver's object cached earlier (skip_unchanged
+        # fingerprints these same versions).
+        self.versions = RunVersions(catalog)
+        # The run's session, for the project's hooks on the workers (workers.session).
+        self._session = run_session(run_id, project[0])
+        self._memory: dict[str, Any] = {}
+        self._datasets: dict[str, Any] = {}
+        for name in pipeline.datasets():
+            dataset = catalog.get(name, fallback_to_runtime_pattern=True)
+            if is_in_memory(dataset):
+                self._memory[name] = memory_copy_mode(dataset)
+            else:
+                self._datasets[name] = dataset
+        self._producer = {out: node for node in pipeline.nodes for out in node.outputs}
+        self._free_outputs = pipeline.outputs() & set(self._memory)
+        # How many consumers of a node's in-memory outputs have not finished yet.
+        self._pending_consumers: dict[Node, int] = defaultdict(int)
+        self._upstream: dict[Node, set[Node]] = {}
+        for node in pipeline.nodes:
+            producers = {
+                self._producer[name]
+                for name in node.inputs
+                if name in self._memory and name in self._producer
+            }
+            self._upstream[node] = producers
+            for producer in producers:
+                self._pending_consumers[producer] += 1
+
+    def submit_arguments(
+        self, node: Node, producers: set[Node], futures: dict[Node, PrefectFuture[Any]]
+    ) -> dict[str, Any]:
+        """Task parameters (the producers' in-memory outputs as futures) and ``wait_for``."""
+        return {
+            "parameters": self._parameters(node, futures),
+            "wait_for": [futures[producer] for producer in producers],
+        }
+
+    def _parameters(self, node: Node, futures: dict[Node, PrefectFuture[Any]]) -> dict[str, Any]:
+        import cloudpickle
+
+        # Loaded here without Kedro's "Loading data from ..." line: the node's Task on the
+        # worker loads it again from a MemoryDataset, and logs it, as SequentialRunner would.
+        given = {
+            name: self._catalog.get(name, fallback_to_runtime_pattern=True).load()
+            for name in node.inputs
+            if name in self._memory and name not in self._producer
+        }
+        datasets = {
+            name: self.versions.for_node(name, loads=name in node.inputs)
+            for name in (*node.inputs, *node.outputs)
+            if name in self._datasets
+        }
+        return {
+            "payload": cloudpickle.dumps((node, datasets, given)),
+            "upstream": {p.name: futures[p] for p in self._upstream[node]},
+            "memory": {
+                name: self._memory[name]
+                for name in (*node.inputs, *node.outputs)
+                if name in self._memory
+            },
+            "is_async": self._is_async,
+            "run_id": self._run_id,
+            "events": self._events,
+            "project": self._project,
+            "session": self._session,
+            **self._extra_parameters,
+        }
+
+    def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
+        """Save free in-memory outputs in the driver catalog; release data no one needs.
+
+        A node's in-memory outputs are kept until its last consumer has finished.
+        """
+        free = [name for name in node.outputs if name in self._free_outputs]
+        if free:
+            outputs = futures[node].result().data
+            for name in free:
+                self._catalog.save(name, outputs[name])
+        if self._release is None:
+            return
+        if not self._pending_consumers.get(node):
+            self._release(futures[node])
+        for producer in self._upstream[node]:
+            self._pending_consumers[producer] -= 1
+            if not self._pending_consumers[producer]:
+                self._release(futures[producer])
+
+    def nodes_finished(self, futures: dict[Node, Any]) -> None:
+        """Nothing to collect (a backend whose workers keep records overrides this)."""

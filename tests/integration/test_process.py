@@ -17,6 +17,12 @@ from kedro_prefect import PrefectRunner
 from kedro_prefect.errors import WorkerDatasetError
 from tests.helpers import EXAMPLE_PROJECT, run_kedro
 from tests.integration.test_dask import LockedDataset, fan_out_fan_in, generator
+from tests.integration.test_skip_unchanged import (  # the skip_unchanged project and its runs
+    ALL,
+    project,  # noqa: F401 (a fixture)
+    ran,
+    session_run,  # noqa: F401 (a fixture)
+)
 from tests.pipelines import TextFileDataset, namespaced
 
 pytestmark = pytest.mark.integration
@@ -36,17 +42,17 @@ def _read(path):
 
 
 def _example(tmp_path, name):
-    project = tmp_path / name / "sales_demo"
-    shutil.copytree(EXAMPLE_PROJECT, project, ignore=shutil.ignore_patterns("*.parquet"))
-    return project
+    copy = tmp_path / name / "sales_demo"
+    shutil.copytree(EXAMPLE_PROJECT, copy, ignore=shutil.ignore_patterns("*.parquet"))
+    return copy
 
 
 def test_example_on_processes_gives_sequential_outputs_with_hooks_once_per_node(tmp_path):
     sequential = _example(tmp_path, "seq")
     assert run_kedro(sequential, "run").returncode == 0
-    project = _example(tmp_path, "process")
+    on_processes = _example(tmp_path, "process")
     result = run_kedro(
-        project,
+        on_processes,
         "run",
         "--runner=kedro_prefect.PrefectRunner",
         "--runner-params=task_runner=process,max_workers=2",
@@ -55,7 +61,7 @@ def test_example_on_processes_gives_sequential_outputs_with_hooks_once_per_node(
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
     for name in OUTPUTS:
-        pd.testing.assert_frame_equal(_read(project / name), _read(sequential / name))
+        pd.testing.assert_frame_equal(_read(on_processes / name), _read(sequential / name))
     assert f"Completed {NODES} out of {NODES} tasks" in log
     # The project's after_node_run hook, fired in the worker processes: once per node.
     timed = re.findall(r"sales_demo hook: node (\S+) took", log)
@@ -115,3 +121,12 @@ def test_a_node_error_is_raised_as_on_sequential_runner(tmp_path):
         SequentialRunner().run(pipeline, _catalog(tmp_path))
     with pytest.raises(type(expected.value), match=str(expected.value)):
         PrefectRunner(task_runner="process").run(pipeline, _catalog(tmp_path))
+
+
+def test_process_skips_unchanged_nodes_and_ships_cached_outputs(project, session_run):  # noqa: F811
+    process = {"task_runner": "process", "max_workers": 2}
+    assert ran(session_run(**process)) == ALL
+
+    assert ran(session_run(params={"factor": 3}, **process)) == {"scale", "report", "final"}
+    assert (project / "data" / "final.txt").read_text() == "3,6,9 stamp!"
+    assert ran(session_run(params={"factor": 3}, **process)) == set()

@@ -79,6 +79,7 @@ class ProcessBackend:  # implements execution.protocol.Backend
             run_id,
             events,
             project,
+            release=_drop_outputs,
             extra_parameters={"log_levels": project_log_levels(project[0])},
         )
 
@@ -107,6 +108,16 @@ def _reporting_to_the_run_api(runner: TaskRunner[Any]) -> Iterator[TaskRunner[An
     finally:
         if set_here:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def _drop_outputs(future: Any) -> None:
+    """Let go of a node's in-memory outputs in the driver once no consumer needs them (Prefect's
+    future keeps a pickled copy of its result until the run ends)."""
+    from kedro_prefect.execution.outputs import NodeData
+
+    outputs = future.result()
+    if isinstance(outputs, NodeData):
+        outputs.data = {}
 
 
 #: The projects this worker process has been set up for (package name, source dir).

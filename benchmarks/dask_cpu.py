@@ -12,6 +12,7 @@ included) needs no Dask.
 
     python benchmarks/dask_cpu.py                 # defaults: 8 nodes of 48M loops (~2.5 s each)
     python benchmarks/dask_cpu.py --loops 12000000  # shorter nodes: fixed costs weigh more
+    python benchmarks/dask_cpu.py --runners sequential,process  # no Dask: Sequential vs process
 
 A run on Dask has fixed costs (~0.3 s on a running cluster: connecting to the scheduler,
 registering the worker plugin, Prefect's flow run) and a per-node cost (~30 ms: Prefect's task
@@ -112,7 +113,13 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--loops", type=int, default=48_000_000, help="work per node")
     parser.add_argument("--repeat", type=int, default=5, help="rounds; the best one counts")
+    parser.add_argument(
+        "--runners",
+        default="sequential,thread,parallel,process,dask",
+        help="which runners to measure (comma-separated; default: all)",
+    )
     args = parser.parse_args()
+    chosen = set(args.runners.split(","))
     quiet_logs()
     cores = os.cpu_count() or 1
 
@@ -132,40 +139,57 @@ def main() -> None:
         print(f"  {name}: {seconds:.2f} s", file=sys.stderr)
 
     # Rounds interleave the runners, and the best round counts: the machine may be shared.
-    with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True) as cluster:
-        running = PrefectRunner(task_runner="dask", address=cluster.scheduler_address)
-        timed(running, 2, 1000)  # workers import Prefect, Kedro and this script once
+    def rounds(running) -> None:
         for _ in range(args.repeat):
             record("SequentialRunner", *timed(SequentialRunner(), args.nodes, args.loops))
-            record("ThreadRunner", *timed(ThreadRunner(max_workers=cores), args.nodes, args.loops))
+            if "thread" in chosen:
+                record(
+                    "ThreadRunner", *timed(ThreadRunner(max_workers=cores), args.nodes, args.loops)
+                )
+            if "parallel" in chosen:
+                record(
+                    "ParallelRunner",
+                    *timed(ParallelRunner(max_workers=cores), args.nodes, args.loops),
+                )
+            if "process" in chosen:
+                record(
+                    "PrefectRunner process (pool started by the run)",
+                    *timed(
+                        PrefectRunner(task_runner="process", max_workers=cores),
+                        args.nodes,
+                        args.loops,
+                    ),
+                )
+            if running is not None:
+                record(
+                    "PrefectRunner dask (running cluster)",
+                    *timed(running, args.nodes, args.loops),
+                )
+                dask_placement(False)
+                record(BEFORE, *timed(running, args.nodes, args.loops))
+                dask_placement(True)
+
+    per_node_ms = per_node_before_ms = None
+    if "dask" not in chosen:
+        rounds(None)
+    else:
+        with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True) as cluster:
+            running = PrefectRunner(task_runner="dask", address=cluster.scheduler_address)
+            timed(running, 2, 1000)  # workers import Prefect, Kedro and this script once
+            rounds(running)
+            per_node_ms = chain_overhead_ms(running, args.repeat)
+            dask_placement(False)
+            per_node_before_ms = chain_overhead_ms(running, args.repeat)
+            dask_placement(True)
+        for _ in range(args.repeat):
             record(
-                "ParallelRunner", *timed(ParallelRunner(max_workers=cores), args.nodes, args.loops)
-            )
-            record(
-                "PrefectRunner process (pool started by the run)",
+                "PrefectRunner dask (LocalCluster started by the run)",
                 *timed(
-                    PrefectRunner(task_runner="process", max_workers=cores),
+                    PrefectRunner(task_runner="dask", n_workers=cores, threads_per_worker=1),
                     args.nodes,
                     args.loops,
                 ),
             )
-            record("PrefectRunner dask (running cluster)", *timed(running, args.nodes, args.loops))
-            dask_placement(False)
-            record(BEFORE, *timed(running, args.nodes, args.loops))
-            dask_placement(True)
-        per_node_ms = chain_overhead_ms(running, args.repeat)
-        dask_placement(False)
-        per_node_before_ms = chain_overhead_ms(running, args.repeat)
-        dask_placement(True)
-    for _ in range(args.repeat):
-        record(
-            "PrefectRunner dask (LocalCluster started by the run)",
-            *timed(
-                PrefectRunner(task_runner="dask", n_workers=cores, threads_per_worker=1),
-                args.nodes,
-                args.loops,
-            ),
-        )
     rows = [{"runner": name, "seconds": round(seconds, 2)} for name, seconds in best.items()]
 
     sequential = rows[0]["seconds"]
@@ -187,19 +211,21 @@ def main() -> None:
     print("|---|---:|---:|")
     for row in rows:
         print(f"| {row['runner']} | {row['seconds']:.2f} | {row['speedup_vs_sequential']:.2f}x |")
-    print(
-        f"\nPer-node cost on the running cluster: a chain of {CHAIN} no-op nodes takes "
-        f"{per_node_ms:.0f} ms per node more than a one-node run with kedro-prefect's placement, "
-        f"{per_node_before_ms:.0f} ms with Dask's (before; best of {args.repeat}).\n"
-    )
-    rows.append(
-        {
-            "benchmark": "dask_chain",
-            "nodes": CHAIN,
-            "ms_per_node": round(per_node_ms, 1),
-            "ms_per_node_dask_placement": round(per_node_before_ms, 1),
-        }
-    )
+    if per_node_ms is not None:
+        print(
+            f"\nPer-node cost on the running cluster: a chain of {CHAIN} no-op nodes takes "
+            f"{per_node_ms:.0f} ms per node more than a one-node run with kedro-prefect's "
+            f"placement, {per_node_before_ms:.0f} ms with Dask's (before; best of "
+            f"{args.repeat}).\n"
+        )
+        rows.append(
+            {
+                "benchmark": "dask_chain",
+                "nodes": CHAIN,
+                "ms_per_node": round(per_node_ms, 1),
+                "ms_per_node_dask_placement": round(per_node_before_ms, 1),
+            }
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dask_cpu.json").write_text(json.dumps(rows, indent=2) + "\n")
 

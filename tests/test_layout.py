@@ -11,7 +11,7 @@ import re
 import kedro_prefect
 
 PACKAGE = pathlib.Path(kedro_prefect.__file__).parent
-ARCHITECTURE = PACKAGE.parents[1] / "docs" / "architecture.md"
+ARCHITECTURE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # "no module over ~450 lines"; api/ephemeral.py is at 460 until the local server is split out.
 MAX_LINES = 460
 

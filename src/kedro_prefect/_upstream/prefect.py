@@ -334,13 +334,17 @@ def _registers_by_apply() -> bool:
     import uuid
 
     from prefect.runner import Runner
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     deployment_id = uuid.uuid4()
-    runner = Runner(name="kedro-prefect-contract-probe")
-    add = getattr(runner, "aadd_deployment", None) or runner.add_deployment
-    if not inspect.iscoroutinefunction(add):
-        return False
-    got = asyncio.run(add(_Deployed(deployment_id, "probe", "probe-flow")))
+    # Runner() makes API clients (Prefect < 3.6 at once): a URL, so that none starts a server;
+    # registering a deployment sends nothing.
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        runner = Runner(name="kedro-prefect-contract-probe")
+        add = getattr(runner, "aadd_deployment", None) or runner.add_deployment
+        got = add(_Deployed(deployment_id, "probe", "probe-flow"))  # < 3.6: sync-compatible
+        if inspect.isawaitable(got):
+            got = asyncio.run(got)  # type: ignore[arg-type]
     return bool(got == deployment_id)
 
 

@@ -13,6 +13,11 @@
    what skipping saves and costs from process and API start-up.
 3. Fingerprinting a file input of ``--size-gb`` GB: the first time (the content is hashed),
    and again with the file untouched (size, modification time and inode match the memo).
+4. The fingerprint step in an unchanged re-run (``--fingerprint``): in one process, after a
+   first run, unchanged ``skip_unchanged`` runs of the example and of a generated project of
+   ``--modules`` modules (one node per module, each calling helpers in its own module, in the
+   next module and in a shared one): the time of every node's fingerprint (code, parameters,
+   data) summed over the run, against the whole ``session.run``; and the code part alone.
 """
 
 from __future__ import annotations
@@ -179,16 +184,136 @@ def bench_file(tmp: Path, repeats: int, size_gb: float) -> dict[str, Any]:
     }
 
 
+def write_generated_project(root: Path, modules: int) -> Path:
+    """A Kedro project ``gen_demo`` of ``modules`` modules of ~60 lines, one node in each."""
+    package = root / "src" / "gen_demo"
+    package.mkdir(parents=True)
+    (root / "conf" / "base").mkdir(parents=True)
+    (root / "conf" / "local").mkdir(parents=True)
+    (root / "conf" / "base" / "parameters.yml").write_text("start: 1\n")
+    (root / "conf" / "base" / "catalog.yml").write_text("{}\n")
+    (root / "pyproject.toml").write_text(
+        '[tool.kedro]\npackage_name = "gen_demo"\nproject_name = "gen"\n'
+        'kedro_init_version = "1.0.0"\nsource_dir = "src"\n'
+    )
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("")
+    (package / "common.py").write_text(
+        "SCALE = 2\n\n\ndef shared(x):\n    return _clip(x) * SCALE\n\n\n"
+        "def _clip(x):\n    return max(0, min(x, 1000))\n"
+    )
+    for i in range(modules):
+        nxt = (i + 1) % modules
+        fillers = "".join(
+            f"\n\ndef unused_{k}(rows):\n    total = 0\n    for row in rows:\n"
+            f"        total += row * {k}\n    return total\n"
+            for k in range(8)
+        )
+        (package / f"mod_{i}.py").write_text(
+            f"from gen_demo import common, mod_{nxt}\n\nOFFSET = {i}\n\n\n"
+            f"def node_{i}(x):\n    return _step(x) + mod_{nxt}.helper_{nxt}(x)\n\n\n"
+            f"def _step(x):\n    return common.shared(x) + OFFSET\n\n\n"
+            f"def helper_{i}(y):\n    return y + OFFSET\n" + fillers
+        )
+    imports = "".join(f"from gen_demo import mod_{i}\n" for i in range(modules))
+    nodes = "".join(
+        f'        node(mod_{i}.node_{i}, "params:start", "out_{i}", name="node_{i}"),\n'
+        for i in range(modules)
+    )
+    (package / "pipeline_registry.py").write_text(
+        f"from kedro.pipeline import Pipeline, node\n{imports}\n\n"
+        f"def register_pipelines():\n    return {{'__default__': Pipeline([\n{nodes}    ])}}\n"
+    )
+    return root
+
+
+def bench_fingerprint(tmp: Path, repeats: int, modules: int) -> dict[str, Any]:
+    """Share of the fingerprint step in unchanged re-runs (in one process per project)."""
+    example = tmp / "sales_demo_fp"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    generated = write_generated_project(tmp / "gen_demo", modules)
+    out = {}
+    for name, project in (("example", example), (f"generated, {modules} modules", generated)):
+        out[name] = _fingerprint_share(tmp, project, repeats)
+    return out
+
+
+def _fingerprint_share(tmp: Path, project: Path, repeats: int) -> dict[str, Any]:
+    code = f"""
+import json, logging, os, time
+os.chdir({str(project)!r})
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro_prefect import PrefectRunner
+from kedro_prefect.cache import skip
+from kedro_prefect.cache.code import CodeFingerprints
+bootstrap_project({str(project)!r})
+logging.disable(logging.WARNING)
+spent = []
+original = skip.SkipUnchanged.fingerprint
+
+def timed(self, node):
+    start = time.perf_counter()
+    try:
+        return original(self, node)
+    finally:
+        spent.append(time.perf_counter() - start)
+
+skip.SkipUnchanged.fingerprint = timed
+
+def run():
+    spent.clear()
+    with KedroSession.create(project_path={str(project)!r}) as session:
+        start = time.perf_counter()
+        session.run(runner=PrefectRunner(skip_unchanged=True))
+        return time.perf_counter() - start, sum(spent), len(spent)
+
+run()  # first run: every node runs; the API starts
+rows = [run() for _ in range({repeats})]
+from kedro.framework.project import PACKAGE_NAME, pipelines
+nodes = pipelines["__default__"].nodes
+code_only = []
+for _ in range({repeats}):
+    start = time.perf_counter()
+    fingerprints = CodeFingerprints(PACKAGE_NAME)
+    for node in nodes:
+        fingerprints.node(node)
+    code_only.append(time.perf_counter() - start)
+print("RESULT" + json.dumps({{"rows": rows, "code_only": code_only, "nodes": len(nodes)}}))
+"""
+    env = env_for(tmp / f"prefect-home-{project.name}")
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    found = [line for line in result.stdout.splitlines() if line.startswith("RESULT")]
+    if result.returncode or not found:
+        raise RuntimeError(f"fingerprint benchmark failed:\n{result.stderr[-4000:]}")
+    data = json.loads(found[0][len("RESULT") :])
+    rows = data["rows"]
+    return {
+        "nodes": data["nodes"],
+        "unchanged re-run (session.run)": statistics.median(r[0] for r in rows),
+        "fingerprint step": statistics.median(r[1] for r in rows),
+        "share": statistics.median(r[1] / r[0] for r in rows),
+        "code part alone": statistics.median(data["code_only"]),
+        "samples": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--skip-example", action="store_true")
     parser.add_argument("--in-process", action="store_true", help="only the in-process runs")
+    parser.add_argument("--fingerprint", action="store_true", help="only the fingerprint step")
+    parser.add_argument("--modules", type=int, default=50, help="modules of the generated project")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kp-skip-bench-") as tmp:
-        if args.in_process:
+        if args.fingerprint:
+            out["fingerprint"] = bench_fingerprint(Path(tmp), args.repeats, args.modules)
+        elif args.in_process:
             out["in_process"] = bench_in_process(Path(tmp), args.repeats)
         else:
             if not args.skip_example:
@@ -197,7 +322,16 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     name = "skip_unchanged_in_process" if args.in_process else "skip_unchanged"
+    if args.fingerprint:
+        name = "skip_unchanged_fingerprint"
     (results / f"{name}.json").write_text(json.dumps(out, indent=2))
+    for key, row in out.get("fingerprint", {}).items():
+        print(
+            f"{key:28s} {row['nodes']:3d} nodes: unchanged re-run "
+            f"{row['unchanged re-run (session.run)']:6.2f} s, fingerprint step "
+            f"{row['fingerprint step'] * 1000:7.1f} ms ({row['share']:.1%}), code part "
+            f"{row['code part alone'] * 1000:6.1f} ms"
+        )
     for key, row in out.get("in_process", {}).items():
         print(f"{key:42s} session.run {row['seconds']:6.2f} s")
     for name, row in out.get("example", {}).items():

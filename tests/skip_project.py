@@ -7,7 +7,9 @@ Pipeline (``__default__``)::
             cleaned --count--> count.txt --summary--> summary.txt
     params:suffix --stamp--> stamp.txt
 
-``count`` fails when the environment variable ``SKIP_DEMO_FAIL`` is set. A project hook appends
+``clean`` parses through ``parsing.parse_lines`` (another module, calling a helper of its own)
+and ``summary`` through ``_describe`` (a helper in ``nodes.py``). ``count`` fails when the
+environment variable ``SKIP_DEMO_FAIL`` is set. A project hook appends
 ``<hook> <node>`` lines to ``data/events.log`` (node hooks) and ``load <dataset>`` /
 ``save <dataset>`` lines (dataset hooks).
 """
@@ -99,12 +101,22 @@ FILES = {
             def before_dataset_saved(self, dataset_name):
                 _record(f"save {{dataset_name}}")
         """,
+    "src/{package}/parsing.py": """
+        def parse_lines(text):
+            return [_to_int(line) for line in text.split()]
+
+
+        def _to_int(line):
+            return int(line)
+        """,
     "src/{package}/nodes.py": """
         import os
 
+        from {package} import parsing
+
 
         def clean(raw):
-            return sorted(int(line) for line in raw.split())
+            return sorted(parsing.parse_lines(raw))
 
 
         def scale(cleaned, factor):
@@ -122,6 +134,10 @@ FILES = {
 
 
         def summary(count):
+            return _describe(count)
+
+
+        def _describe(count):
             return f"{{count}} values"
 
 

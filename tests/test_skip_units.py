@@ -8,7 +8,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from kedro_prefect.cache.fingerprint import code_fingerprint, file_fingerprint, value_fingerprint
+from kedro_prefect.cache.code import CodeFingerprints
+from kedro_prefect.cache.fingerprint import file_fingerprint, value_fingerprint
 from kedro_prefect.config import parse_runner_options, validate_project_config
 from kedro_prefect.errors import PrefectRunnerConfigError, ProjectConfigError
 
@@ -100,11 +101,107 @@ def test_code_fingerprint_follows_source_and_wiring():
     def triple(x):
         return x * 3
 
+    def code_fingerprint(n):
+        return CodeFingerprints(None).node(n)
+
     base = code_fingerprint(node(double, "a", "b", name="n"))
     assert code_fingerprint(node(double, "a", "b", name="n")) == base
     assert code_fingerprint(node(triple, "a", "b", name="n")) != base
     assert code_fingerprint(node(double, "a", "c", name="n")) != base
     assert code_fingerprint(node(lambda x: x * 2, "a", "b", name="n")) != base
+
+
+HELPER_PROJECT = {
+    "__init__.py": "",
+    "nodes.py": """
+from reach_demo import util
+from reach_demo.util import scale as imported_scale
+import pandas
+
+LIMIT = 3
+
+
+def direct(x):
+    return _helper(x)
+
+
+def _helper(x):
+    return util.parse(x) + LIMIT
+
+
+def via_import(x):
+    return imported_scale(x)
+
+
+def via_class(x):
+    return util.Box(x).value()
+
+
+def library_only(x):
+    return pandas.Series([x]).sum()
+""",
+    "util.py": """
+def parse(x):
+    return _inner(x)
+
+
+def _inner(x):
+    return int(x)
+
+
+def scale(x):
+    return x * 2
+
+
+class Box:
+    def __init__(self, x):
+        self.x = x
+
+    def value(self):
+        return _inner(self.x)
+""",
+}
+
+
+def _reach_fingerprints(tmp_path, monkeypatch, edits=()):
+    """Code fingerprints of the reach_demo nodes, the package written (with ``edits``) to a new
+    directory and imported afresh."""
+    import importlib
+    import sys
+
+    from kedro.pipeline import node
+
+    root = tmp_path / f"v{len(list(tmp_path.iterdir()))}"
+    package = root / "reach_demo"
+    package.mkdir(parents=True)
+    for name, text in HELPER_PROJECT.items():
+        for old, new in edits:
+            text = text.replace(old, new)
+        (package / name).write_text(text)
+    for name in [m for m in sys.modules if m.startswith("reach_demo")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(root))
+    nodes = importlib.import_module("reach_demo.nodes")
+    code = CodeFingerprints("reach_demo")
+    names = ("direct", "via_import", "via_class", "library_only")
+    return {name: code.node(node(getattr(nodes, name), "a", "b", name=name)) for name in names}
+
+
+def test_code_fingerprint_follows_the_projects_helpers(tmp_path, monkeypatch):
+    """A helper edit, in the node's module or another module of the project, directly or
+    through other project functions or a class, changes the fingerprint of every node reaching
+    it, and of no other node; a module constant a helper reads counts by its value."""
+    base = _reach_fingerprints(tmp_path, monkeypatch)
+    assert _reach_fingerprints(tmp_path, monkeypatch) == base
+
+    inner = _reach_fingerprints(tmp_path, monkeypatch, [("return int(x)", "return int(x) + 1")])
+    assert {n for n in base if inner[n] != base[n]} == {"direct", "via_class"}
+
+    scale = _reach_fingerprints(tmp_path, monkeypatch, [("return x * 2", "return x * 3")])
+    assert {n for n in base if scale[n] != base[n]} == {"via_import"}
+
+    limit = _reach_fingerprints(tmp_path, monkeypatch, [("LIMIT = 3", "LIMIT = 4")])
+    assert {n for n in base if limit[n] != base[n]} == {"direct"}
 
 
 def test_summary_counts_skipped_nodes():

@@ -85,6 +85,10 @@ class CacheStorageError(KedroPrefectError, ValueError):
 # --- during a run --------------------------------------------------------------------------------
 
 
+class WorkerRunStateError(KedroPrefectError, RuntimeError):
+    """A worker cannot reach run state the driver has (e.g. its MLflow run's tracking store)."""
+
+
 class NodeTimeoutError(KedroPrefectError, TimeoutError):
     """A node ran longer than its ``timeout_seconds``."""
 

@@ -262,7 +262,13 @@ class PrefectRunner(AbstractRunner):
 
             cache_config = self._project_config.cache
             skip, execution = start_skipping(
-                pipeline, catalog, execution, cache_config, self._secrets, _package_name()
+                pipeline,
+                catalog,
+                execution,
+                cache_config,
+                self._secrets,
+                _package_name(),
+                execution.versions,  # the versions its workers load: the ones fingerprinted
             )
         task_fn = protect_secrets(execution.task_fn, self._secrets)
 

@@ -8,7 +8,8 @@ this package, one per upstream:
 * :mod:`.prefect_server`: Prefect's API server app, as the ephemeral API process serves it;
 * :mod:`.prefect_deploy`: a deployment's parameter form, and serving what the server has;
 * :mod:`.prefect_dask`: prefect-dask's ``DaskTaskRunner`` and its futures;
-* :mod:`.kedro`: Kedro's hook manager and CLI helpers.
+* :mod:`.kedro`: Kedro's hook manager and CLI helpers;
+* :mod:`.mlflow`: MLflow's active run per thread (when a plugin such as kedro-mlflow uses it).
 
 Each module opens with the upstream behaviour it relies on and what that buys, and lists its
 targets as :class:`Contract` objects in ``CONTRACTS``. ``tests/upstream/test_contracts.py`` checks
@@ -97,5 +98,5 @@ def version_at_least(distribution: str, *minimum: int) -> bool:
 
 def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
-    names = ("prefect", "prefect_server", "prefect_deploy", "prefect_dask", "kedro")
+    names = ("prefect", "prefect_server", "prefect_deploy", "prefect_dask", "kedro", "mlflow")
     return {name: importlib.import_module(f"{__name__}.{name}").CONTRACTS for name in names}

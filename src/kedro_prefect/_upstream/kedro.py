@@ -26,6 +26,15 @@ Relies on:
 * ``_filepath``, ``_fs`` and ``_protocol`` of file datasets (kedro-datasets' convention) and
   ``AbstractVersionedDataset._get_load_path``: ``skip_unchanged`` fingerprints the file a dataset
   reads (the exact version for a versioned one) instead of loading its data.
+* ``AbstractVersionedDataset._version`` (the ``Version(load, save)`` the catalog gave it) and
+  ``_copy``: a node on another process gets a copy of a versioned dataset with the versions
+  resolved for this run pinned, never the load version the driver's object cached earlier
+  (an ``exists()`` before the producer saved a new version); ``release()`` drops that cache
+  (Kedro 1.0-1.7 clear it there), so the version resolved is the latest one now.
+* ``KedroContext._get_catalog(save_version=, load_versions=)``: what the session calls to create
+  the run's catalog, firing ``after_catalog_created``; a worker creates the run's context
+  (``settings.CONTEXT_CLASS`` and ``CONFIG_LOADER_CLASS``, as ``KedroSession.load_context``) and
+  catalog the same way, so that the project's hooks there hold the run's state.
 * ``AbstractRunner``'s protected interface for subclasses (``_run``, ``_get_executor``,
   ``_suggest_resume_scenario``, ``_logger``, ``_is_async``): what ``PrefectRunner`` implements
   and calls, like Kedro's own runners.
@@ -68,6 +77,13 @@ CONTRACTS = (
         check=lambda cls: "_package_name" in {a.name for a in __import__("attrs").fields(cls)},
     ),
     Contract(
+        "kedro.framework.context:KedroContext._get_catalog",
+        "a worker creates the run's catalog as the session does (after_catalog_created)",
+        check=lambda fn: (
+            {"save_version", "load_versions"} <= set(__import__("inspect").signature(fn).parameters)
+        ),
+    ),
+    Contract(
         "kedro.framework.hooks.manager:_NullPluginManager",
         "the hook manager of a run given none, as AbstractRunner.run uses",
     ),
@@ -103,6 +119,15 @@ CONTRACTS = (
     Contract(
         "kedro.io.core:AbstractVersionedDataset._get_load_path",
         "skip_unchanged: the file a versioned dataset loads",
+    ),
+    Contract(
+        "kedro.io.core:AbstractVersionedDataset._copy",
+        "a versioned dataset shipped to a worker with this run's versions pinned",
+    ),
+    Contract(
+        "kedro.io.core:AbstractVersionedDataset._release",
+        "release() drops the load version a versioned dataset cached (resolved afresh)",
+        check=lambda fn: "version_cache" in __import__("inspect").getsource(fn),
     ),
     Contract(
         "kedro.io.core:get_filepath_str",
@@ -360,3 +385,64 @@ def typed_parameters(pipeline: Any) -> dict[str, type]:
         return dict(TypeExtractor({"deployed": pipeline}).extract_types_from_pipelines())
     except Exception:  # a node's annotations that cannot be read: typed from values instead
         return {}
+
+
+def configured_versions(dataset: Any) -> tuple[str | None, str | None]:
+    """The ``(load, save)`` versions the catalog gave a versioned dataset (``None``: not pinned:
+    the latest version loads, a new timestamp saves)."""
+    version = getattr(dataset, "_version", None)
+    return getattr(version, "load", None), getattr(version, "save", None)
+
+
+def latest_load_version(dataset: Any) -> str | None:
+    """The version a versioned dataset loads now, read from its storage (not from a version it
+    cached earlier); ``None`` when it has none yet. The dataset then holds that version."""
+    dataset.release()  # Kedro clears the dataset's version cache there
+    try:
+        return dataset.resolve_load_version()
+    except Exception:  # VersionNotFoundError, or storage errors: the load will say it
+        return None
+
+
+def with_versions(dataset: Any, load: str | None, save: str | None) -> Any:
+    """A copy of a versioned dataset loading ``load`` and saving ``save`` (what
+    ``DataCatalog.get(name, version=...)`` returns), whatever versions the original cached."""
+    from kedro.io.core import Version
+
+    return dataset._copy(_version=Version(load, save))
+
+
+def create_run_context(
+    package_name: str | None,
+    project_path: str,
+    conf_source: str | None,
+    env: str | None,
+    runtime_params: dict[str, Any],
+    hook_manager: Any,
+) -> Any:
+    """The project's ``KedroContext`` for a run, as ``KedroSession.load_context`` creates it
+    (the project's ``CONTEXT_CLASS`` and ``CONFIG_LOADER_CLASS``), without firing a hook."""
+    from pathlib import Path
+
+    settings = project_settings(package_name)
+    config_loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=conf_source or str(Path(project_path) / settings.CONF_SOURCE),
+        env=env,
+        runtime_params=runtime_params,
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    return settings.CONTEXT_CLASS(
+        package_name=package_name,
+        project_path=Path(project_path),
+        config_loader=config_loader,
+        env=env,
+        runtime_params=runtime_params,
+        hook_manager=hook_manager,
+    )
+
+
+def create_run_catalog(
+    context: Any, save_version: str | None, load_versions: dict[str, str]
+) -> Any:
+    """The run's catalog, as ``KedroSession.run`` creates it (fires ``after_catalog_created``)."""
+    return context._get_catalog(save_version=save_version, load_versions=load_versions)

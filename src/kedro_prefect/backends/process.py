@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from kedro_prefect.config.options import RunnerOptions
     from kedro_prefect.execution.outputs import NodeData
     from kedro_prefect.execution.protocol import NodeExecution, SavedEvents
+    from kedro_prefect.workers.session import RunSession
 
 
 class ProcessBackend:  # implements execution.protocol.Backend
@@ -134,6 +135,7 @@ def run_node_in_process(
     events: SavedEvents | None = None,
     project: tuple[str | None, str | None] = (None, None),
     log_levels: dict[str, Any] | None = None,
+    session: RunSession | None = None,
 ) -> NodeData:
     """The body of a node task in a worker process: set the process up for the project (on its
     first node task), then :func:`~kedro_prefect.workers.bootstrap.run_node_on_worker`."""
@@ -141,7 +143,7 @@ def run_node_in_process(
         if project not in _set_up:
             bootstrap_worker(project[0], project[1], log_levels or {})
             _set_up.add(project)
-    return run_node_on_worker(payload, upstream, memory, is_async, run_id, events, project)
+    return run_node_on_worker(payload, upstream, memory, is_async, run_id, events, project, session)
 
 
 def run_group_in_process(
@@ -153,6 +155,7 @@ def run_group_in_process(
     events: SavedEvents | None = None,
     project: tuple[str | None, str | None] = (None, None),
     log_levels: dict[str, Any] | None = None,
+    session: RunSession | None = None,
 ) -> NodeData:
     """The body of a group's task (``group_by``) in a worker process: set the process up, then
     :func:`~kedro_prefect.workers.groups.run_group_on_worker`."""
@@ -162,4 +165,6 @@ def run_group_in_process(
         if project not in _set_up:
             bootstrap_worker(project[0], project[1], log_levels or {})
             _set_up.add(project)
-    return run_group_on_worker(payload, upstream, memory, is_async, run_id, events, project)
+    return run_group_on_worker(
+        payload, upstream, memory, is_async, run_id, events, project, session
+    )

@@ -2,9 +2,8 @@
 
 Every fingerprint is a SHA-256 hex digest. What goes into one:
 
-* node code: the source of the node's function (or its bytecode and constants where there is no
-  source), its module and qualified name, ``functools.partial`` arguments, and the node's name,
-  inputs and outputs;
+* node code: :mod:`kedro_prefect.cache.code` (the node's function and the project code it
+  reaches);
 * a value (parameters, in-memory data no node of the run produces, data of datasets with no
   file): JSON of plain values, pandas' own row hashes for DataFrames and Series, else a pickle;
 * a file (or every file under a directory) behind a dataset: the content checksum the storage
@@ -19,7 +18,6 @@ values (:func:`kedro_prefect.execution.redaction.redact`) before they are hashed
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import pickle
@@ -29,7 +27,7 @@ from typing import Any, Protocol
 logger = logging.getLogger(__name__)
 
 #: Bumped when the rules change, so fingerprints of an older kedro-prefect never match.
-RULES_VERSION = "1"
+RULES_VERSION = "2"  # 2: the code part follows the project code a node reaches
 #: Keys of ``fsspec`` file info holding a content checksum, in order of preference.
 CHECKSUM_KEYS = ("checksum", "md5", "md5Hash", "ETag", "etag", "crc32c", "sha256")
 CHUNK = 8 * 1024 * 1024
@@ -39,40 +37,6 @@ def digest(*parts: Any) -> str:
     """SHA-256 of the JSON of ``parts`` (keys sorted)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def code_fingerprint(node: Any) -> str:
-    """The node's code: function source (or bytecode), qualified name, name, inputs, outputs."""
-    return digest(
-        "code",
-        node.name,
-        list(node.inputs),
-        list(node.outputs),
-        list(getattr(node, "confirms", None) or []),
-        _function_text(node.func),
-    )
-
-
-def _function_text(func: Any) -> Any:
-    import functools
-
-    if isinstance(func, functools.partial):
-        return [
-            "partial",
-            _function_text(func.func),
-            value_fingerprint(func.args),
-            value_fingerprint(func.keywords),
-        ]
-    target = inspect.unwrap(func) if callable(func) else func
-    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
-    try:
-        return [name, inspect.getsource(target)]
-    except (OSError, TypeError):
-        call = type(target).__call__ if not hasattr(target, "__code__") else None
-        code = getattr(target, "__code__", None) or getattr(call, "__code__", None)
-        if code is None:
-            return [name]
-        return [name, code.co_code.hex(), repr(code.co_consts), list(code.co_names)]
 
 
 def value_fingerprint(value: Any) -> str | None:
@@ -108,6 +72,7 @@ def _pandas_fingerprint(value: Any) -> str | None:
         rows = pandas.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
     except Exception:  # unhashable cells (lists, dicts): fall back to pickle
         return None
+    shape: dict[str, Any]
     if isinstance(value, pandas.DataFrame):
         shape = {
             "columns": [str(c) for c in value.columns],

@@ -24,13 +24,9 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from kedro_prefect._upstream.kedro import is_in_memory
-from kedro_prefect.cache.fingerprint import (
-    RULES_VERSION,
-    code_fingerprint,
-    dataset_fingerprint,
-    digest,
-)
+from kedro_prefect._upstream.kedro import is_in_memory, pipeline_dataset
+from kedro_prefect.cache.code import CodeFingerprints
+from kedro_prefect.cache.fingerprint import RULES_VERSION, dataset_fingerprint, digest
 from kedro_prefect.cache.hits import is_skipped
 from kedro_prefect.execution.local import run_node
 from kedro_prefect.execution.outputs import NodeData
@@ -44,6 +40,7 @@ if TYPE_CHECKING:
 
     from kedro_prefect.cache.storage import CacheStorage
     from kedro_prefect.execution.protocol import NodeExecution
+    from kedro_prefect.execution.versions import RunVersions
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +71,7 @@ def run_node_keeping_outputs(
     run_node(node, catalog, hook_manager, is_async, run_id, upstream, events=events)
     outputs = {}
     for name in node.outputs:
-        dataset = catalog.get(name, fallback_to_runtime_pattern=True)
+        dataset = pipeline_dataset(catalog, name)
         if is_in_memory(dataset):
             outputs[name] = dataset.load()
     return NodeData(outputs)
@@ -97,10 +94,15 @@ class SkipUnchanged:
         secrets: frozenset[str],
         project: str | None,
         expiration: timedelta | None = None,
+        versions: RunVersions | None = None,
     ):
         from kedro_prefect.execution.redaction import redact
+        from kedro_prefect.execution.versions import RunVersions
 
         self._catalog = catalog
+        # The version each versioned input is loaded at in this run (shared with the Dask
+        # driver, which ships it to the workers): the one fingerprinted is the one loaded.
+        self._versions = versions or RunVersions(catalog)
         self._storage = storage
         self._project = project or "kedro"
         self._expiration = expiration
@@ -112,6 +114,7 @@ class SkipUnchanged:
             if is_in_memory(catalog.get(name, fallback_to_runtime_pattern=True))
         }
         self._memo = _StorageMemo(storage)
+        self._code = CodeFingerprints(project)
         self._data: dict[str, str | None] = {}  # dataset fingerprints taken in this run
         self.fingerprints: dict[str, str | None] = {}  # by node name
         self.candidates: set[str] = set()
@@ -129,7 +132,7 @@ class SkipUnchanged:
                 logger.debug("Node %s: input %s cannot be fingerprinted", node.name, name)
                 return None
             parts[name] = part
-        return digest(RULES_VERSION, self._project, code_fingerprint(node), parts)
+        return digest(RULES_VERSION, self._project, self._code.node(node), parts)
 
     def _input_fingerprint(self, name: str) -> str | None:
         producer = self._producer.get(name)
@@ -137,7 +140,7 @@ class SkipUnchanged:
             produced = self.fingerprints.get(producer.name)
             return digest("produced-by", producer.name, produced) if produced else None
         if name not in self._data:
-            dataset = self._catalog.get(name, fallback_to_runtime_pattern=True)
+            dataset = self._versions.for_node(name, loads=True)
             self._data[name], _ = dataset_fingerprint(dataset, self._memo, self._mask)
         return self._data[name]
 
@@ -146,7 +149,7 @@ class SkipUnchanged:
         for name in node.outputs:
             if name in self._memory:
                 continue
-            dataset = self._catalog.get(name, fallback_to_runtime_pattern=True)
+            dataset = pipeline_dataset(self._catalog, name)
             try:
                 exists = dataset.exists()
             except Exception:
@@ -198,7 +201,7 @@ class SkipUnchanged:
             outputs = future.result()
             if skipped:
                 for name, value in getattr(outputs, "data", {}).items():
-                    self._catalog.get(name, fallback_to_runtime_pattern=True).save(value)
+                    pipeline_dataset(self._catalog, name).save(value)
             if isinstance(outputs, NodeData):
                 # Persisted by now; the task run's state would keep the data alive until the
                 # end of the run, past the moment Kedro releases the datasets.
@@ -235,6 +238,7 @@ class SkippingExecution:  # implements execution.protocol.NodeExecution
         self._inner = inner
         self._skip = skip
         self.shares_catalog = self._shared_catalog = inner.shares_catalog
+        self.versions = inner.versions
         # On threads the task returns the in-memory outputs, for Prefect to persist them.
         self.task_fn = run_node_keeping_outputs if self._shared_catalog else inner.task_fn
 
@@ -290,6 +294,7 @@ def start_skipping(
     cache_config: Any,
     secrets: frozenset[str],
     project: str | None,
+    versions: RunVersions | None = None,
 ) -> tuple[SkipUnchanged, SkippingExecution]:
     """The run's :class:`SkipUnchanged` and the execution wrapped by it.
 
@@ -307,5 +312,6 @@ def start_skipping(
         secrets,
         project,
         timedelta(seconds=expiration) if expiration else None,
+        versions,
     )
     return skip, SkippingExecution(execution, skip)

@@ -90,6 +90,7 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
 
     task_fn = staticmethod(run_node)
     shares_catalog = True
+    versions = None  # nodes load and save through the shared catalog's own datasets
 
     def __init__(
         self,

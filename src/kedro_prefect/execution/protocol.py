@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
 
+    from kedro_prefect.execution.versions import RunVersions
+
 
 class SavedEvents(Protocol):
     """Emits a ``kedro.dataset.saved`` event per persisted output a node saved
@@ -43,6 +45,13 @@ class NodeExecution(Protocol):
     #: in it when a node completes); ``False``: they run in other processes and a node's
     #: in-memory outputs are its task's result.
     shares_catalog: bool
+
+    @property
+    def versions(self) -> RunVersions | None:
+        """The versions of versioned datasets node tasks load and save, pinned for the run
+        (:class:`~kedro_prefect.execution.versions.RunVersions`); ``None``: they use the
+        catalog's own datasets (a shared catalog)."""
+        ...
 
     def submit_arguments(
         self, node: Node, producers: set[Node], futures: dict[Node, PrefectFuture[Any]]

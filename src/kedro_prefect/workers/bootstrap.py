@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro_prefect.execution.outputs import NodeData
+from kedro_prefect.workers.session import RunSession, enter_run, node_in_run
 
 
 def run_project() -> tuple[str | None, str | None]:
@@ -159,6 +160,7 @@ def run_node_on_worker(
     run_id: str | None,
     events: Any = None,
     project: tuple[str | None, str | None] = (None, None),
+    session: RunSession | None = None,
 ) -> NodeData:
     """The body of a node task on a Dask worker; returns the node's in-memory outputs.
 
@@ -178,6 +180,9 @@ def run_node_on_worker(
         project: The package name and source dir of the run's Kedro project (from the
             driver's session): the node gets that project's hooks, whatever other projects
             share the cluster.
+        session: The driver's Kedro session of this run (:mod:`.session`): before the run's
+            first node in this process, the project's hooks see ``after_context_created`` and
+            ``after_catalog_created`` with the run's context and catalog, created here.
     """
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
@@ -198,5 +203,8 @@ def run_node_on_worker(
             catalog[name] = MemoryDataset(copy_mode="assign")
         else:  # the dataset's own save() applies the copy mode, without catalog log lines
             catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
-    run_node(node, catalog, worker_hook_manager(package_name), is_async, run_id, events=events)
+    hook_manager = worker_hook_manager(package_name)
+    enter_run(session, hook_manager)
+    with node_in_run(session):
+        run_node(node, catalog, hook_manager, is_async, run_id, events=events)
     return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})

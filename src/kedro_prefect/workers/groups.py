@@ -19,6 +19,7 @@ from kedro_prefect.workers.bootstrap import (
     _ensure_worker_logging,
     worker_hook_manager,
 )
+from kedro_prefect.workers.session import RunSession, enter_run, node_in_run
 
 
 def run_group_on_worker(
@@ -29,6 +30,7 @@ def run_group_on_worker(
     run_id: str | None,
     events: Any = None,
     project: tuple[str | None, str | None] = (None, None),
+    session: RunSession | None = None,
 ) -> NodeData:
     """The body of a group's task in a worker process; returns the in-memory outputs leaving it.
 
@@ -38,7 +40,7 @@ def run_group_on_worker(
             produces, and the names of the in-memory outputs that leave the group.
         upstream: Producer node name (outside the group) -> its task's in-memory outputs.
         memory: Copy mode (or ``None``) of each in-memory dataset the group's nodes use.
-        is_async, run_id, events, project: as for
+        is_async, run_id, events, project, session: as for
             :func:`~kedro_prefect.workers.bootstrap.run_node_on_worker`.
     """
     import cloudpickle
@@ -62,9 +64,11 @@ def run_group_on_worker(
         else:
             catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
     hook_manager = worker_hook_manager(package_name)
+    enter_run(session, hook_manager)
     for node in nodes:
         try:
-            run_node(node, catalog, hook_manager, is_async, run_id, events=events)
+            with node_in_run(session):
+                run_node(node, catalog, hook_manager, is_async, run_id, events=events)
         except Exception as exc:
             mark_failed_node(exc, node.name)
             raise

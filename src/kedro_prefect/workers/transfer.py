@@ -22,6 +22,8 @@ from kedro_prefect._upstream.kedro import (
     single_process,
 )
 from kedro_prefect.errors import KedroPrefectError, WorkerDatasetError
+from kedro_prefect.execution.versions import RunVersions
+from kedro_prefect.workers.session import run_session
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -103,6 +105,12 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         self._project = project
         self._release = release
         self._extra_parameters = extra_parameters or {}
+        # Versioned datasets go to the workers as copies with this run's versions pinned,
+        # never with a load version the driver's object cached earlier (skip_unchanged
+        # fingerprints these same versions).
+        self.versions = RunVersions(catalog)
+        # The run's session, for the project's hooks on the workers (workers.session).
+        self._session = run_session(run_id, project[0])
         self._memory: dict[str, Any] = {}
         self._datasets: dict[str, Any] = {}
         for name in pipeline.datasets():
@@ -164,7 +172,13 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
             if name in self._memory
             and (name in self._free_outputs or any(c not in inside for c in self._readers[name]))
         )
-        datasets = {name: self._datasets[name] for name in used if name in self._datasets}
+        produced = {name for n in nodes for name in n.outputs}
+        loaded = {name for n in nodes for name in n.inputs if name not in produced}
+        datasets = {
+            name: self.versions.for_node(name, loads=name in loaded)
+            for name in used
+            if name in self._datasets
+        }
         outside = {p for n in nodes for p in self._upstream[n] if p not in inside}
         wait_for = {id(futures[p]): futures[p] for p in producers}
         return {
@@ -176,6 +190,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
                 "run_id": self._run_id,
                 "events": self._events,
                 "project": self._project,
+                "session": self._session,
                 **self._extra_parameters,
             },
             "wait_for": list(wait_for.values()),
@@ -192,7 +207,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
             if name in self._memory and name not in self._producer
         }
         datasets = {
-            name: self._datasets[name]
+            name: self.versions.for_node(name, loads=name in node.inputs)
             for name in (*node.inputs, *node.outputs)
             if name in self._datasets
         }
@@ -208,6 +223,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
             "run_id": self._run_id,
             "events": self._events,
             "project": self._project,
+            "session": self._session,
             **self._extra_parameters,
         }
 

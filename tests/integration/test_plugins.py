@@ -1,0 +1,162 @@
+"""kedro-mlflow, the most used Kedro plugin, for real: a local file tracking store, no server.
+
+Configured as its users do (``mlflow.yml``; the metric a ``MlflowMetricDataset``; parameters
+logged by its hooks). Each ``kedro run`` must make exactly one MLflow run, finished, holding the
+run's parameters and metric, the same as under ``SequentialRunner``, on threads, process and
+Dask, with no warning from the plugin and no run left behind on the workers.
+
+Needs the ``plugins`` extra (``tox -e plugins``): an installed Kedro plugin's hooks join every
+Kedro run of its environment, so kedro-mlflow is not in the ``test`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from kedro_prefect import PrefectRunner
+from tests.reliability_project import LOGGING_YML, write_files
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("kedro_mlflow", reason="kedro-mlflow: pip install -e '.[plugins]'")
+
+PACKAGE = "mlflow_demo"
+FILES = {
+    "pyproject.toml": f"""
+        [tool.kedro]
+        package_name = "{PACKAGE}"
+        project_name = "mlflow-demo"
+        kedro_init_version = "1.0.0"
+        source_dir = "src"
+        """,
+    "conf/base/catalog.yml": """
+        score:
+          type: kedro_mlflow.io.metrics.MlflowMetricDataset
+        """,
+    "conf/base/parameters.yml": "factor: 2\noffset: 0.5\n",
+    "conf/base/mlflow.yml": """
+        server:
+          mlflow_tracking_uri: mlruns
+        tracking:
+          experiment:
+            name: mlflow_demo
+        """,
+    "conf/local/.gitkeep": "",
+    "conf/logging.yml": LOGGING_YML,
+    "src/{package}/__init__.py": "",
+    "src/{package}/settings.py": "",
+    "src/{package}/pipeline_registry.py": """
+        from kedro.pipeline import Pipeline, node
+
+
+        def make(factor):
+            return [1 * factor, 2 * factor, 3 * factor]
+
+
+        def score(numbers, offset):
+            return sum(numbers) / len(numbers) + offset
+
+
+        def register_pipelines():
+            return {{
+                "__default__": Pipeline(
+                    [
+                        node(make, "params:factor", "numbers", name="make"),
+                        node(score, ["numbers", "params:offset"], "score", name="score"),
+                    ]
+                )
+            }}
+        """,
+}
+
+
+@pytest.fixture
+def mlflow_project(tmp_path, monkeypatch):
+    project = tmp_path / "mlflow_demo"
+    write_files(project, FILES, package=PACKAGE)
+    # MLflow >= 3.? keeps the file store in maintenance mode: opt in (workers inherit it).
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DYNACONF_DISABLE_HOOKS_FOR_PLUGINS", raising=False)
+    monkeypatch.chdir(project)
+    return project
+
+
+def mlflow_runs(project: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("mlflow_demo")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id])
+
+
+def kedro_run(project: Path, runner, caplog) -> object:
+    """One ``kedro run`` in this process; returns the one MLflow run it made."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    before = {run.info.run_id for run in mlflow_runs(project)}
+    caplog.clear()
+    with (
+        caplog.at_level(logging.WARNING),
+        KedroSession.create(project_path=project, runtime_params={"factor": 3}) as session,
+    ):
+        session.run(runner=runner)
+    import mlflow
+
+    # kedro-mlflow (2.0.3, MLflow 3) leaves its run on the calling thread's stack after
+    # after_pipeline_run has ended it: the next run of the same process would reuse it
+    # ("A mlflow run was already active"). `kedro run` exits there; this process goes on.
+    while mlflow.active_run():
+        mlflow.end_run()
+    made = [run for run in mlflow_runs(project) if run.info.run_id not in before]
+    plugin_warnings = [r.getMessage() for r in caplog.records if r.name.startswith("kedro_mlflow")]
+    assert plugin_warnings == []
+    assert len(made) == 1, [(run.info.run_name, run.data.params) for run in made]
+    assert made[0].info.status == "FINISHED"
+    return made[0]
+
+
+def content(run) -> dict:
+    """What a user compares between two MLflow runs of the same pipeline."""
+    return {
+        "params": run.data.params,
+        "metrics": run.data.metrics,
+        "tags": sorted(key for key in run.data.tags if not key.startswith("mlflow.")),
+        "name": run.info.run_name,
+    }
+
+
+def test_kedro_mlflow_makes_one_run_per_kedro_run_on_every_backend(mlflow_project, caplog):
+    from kedro.runner import SequentialRunner
+
+    expected = content(kedro_run(mlflow_project, SequentialRunner(), caplog))
+    assert expected["params"] == {"factor": "3", "offset": "0.5"}
+    assert expected["metrics"] == {"score": 6.5}
+
+    assert content(kedro_run(mlflow_project, PrefectRunner(), caplog)) == expected
+    process = PrefectRunner(task_runner="process", max_workers=2)
+    assert content(kedro_run(mlflow_project, process, caplog)) == expected
+    dask = PrefectRunner(task_runner="dask", n_workers=1, threads_per_worker=2)
+    assert content(kedro_run(mlflow_project, dask, caplog)) == expected
+    assert {run.info.status for run in mlflow_runs(mlflow_project)} == {"FINISHED"}
+
+
+def test_a_worker_that_cannot_reach_the_mlflow_run_fails_the_node_clearly(tmp_path, monkeypatch):
+    """A tracking store the worker does not have (a local path on another machine): the node
+    fails naming the run and the store, instead of logging to a new run on the worker."""
+    from kedro_prefect.errors import WorkerRunStateError
+    from kedro_prefect.workers.session import RunSession, node_in_run
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = (tmp_path / "not-on-this-worker").as_uri()
+    session = RunSession("r", PACKAGE, str(tmp_path), None, None, mlflow_run=(store, "a" * 32))
+    with pytest.raises(WorkerRunStateError, match=r"cannot reach the MLflow run a{32} .*not-on"):
+        with node_in_run(session):
+            pytest.fail("the node must not run")
+    assert not list(tmp_path.rglob("params"))  # no MLflow run was made here

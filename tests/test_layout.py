@@ -13,7 +13,7 @@ import kedro_prefect
 PACKAGE = pathlib.Path(kedro_prefect.__file__).parent
 ARCHITECTURE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # "no module over ~450 lines"; api/ephemeral.py is at 460 until the local server is split out.
-MAX_LINES = 460
+MAX_LINES = 450  # "no module over 450 lines"
 
 
 def _module_name(path: pathlib.Path) -> str:

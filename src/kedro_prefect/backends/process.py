@@ -126,6 +126,14 @@ _set_up: set[tuple[str | None, str | None]] = set()
 _set_up_lock = threading.Lock()
 
 
+def _set_up_once(project: tuple[str | None, str | None], log_levels: dict[str, Any] | None) -> None:
+    """Set this worker process up for the project on its first task (node or group)."""
+    with _set_up_lock:
+        if project not in _set_up:
+            bootstrap_worker(project[0], project[1], log_levels or {})
+            _set_up.add(project)
+
+
 def run_node_in_process(
     payload: bytes,
     upstream: dict[str, NodeData],
@@ -139,10 +147,7 @@ def run_node_in_process(
 ) -> NodeData:
     """The body of a node task in a worker process: set the process up for the project (on its
     first node task), then :func:`~kedro_prefect.workers.bootstrap.run_node_on_worker`."""
-    with _set_up_lock:
-        if project not in _set_up:
-            bootstrap_worker(project[0], project[1], log_levels or {})
-            _set_up.add(project)
+    _set_up_once(project, log_levels)
     return run_node_on_worker(payload, upstream, memory, is_async, run_id, events, project, session)
 
 
@@ -161,10 +166,7 @@ def run_group_in_process(
     :func:`~kedro_prefect.workers.groups.run_group_on_worker`."""
     from kedro_prefect.workers.groups import run_group_on_worker
 
-    with _set_up_lock:
-        if project not in _set_up:
-            bootstrap_worker(project[0], project[1], log_levels or {})
-            _set_up.add(project)
+    _set_up_once(project, log_levels)
     return run_group_on_worker(
         payload, upstream, memory, is_async, run_id, events, project, session
     )

@@ -118,18 +118,7 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
         trip to Prefect's event loop thread per producer (~0.5 ms a node on a chain). Recorded
         as the ``upstream`` input instead, they are what the Prefect UI draws as the DAG's edges.
         """
-        from prefect.client.schemas.objects import TaskRunResult
-
-        return {
-            "parameters": {
-                "node": node,
-                **self._parameters,
-                "upstream": tuple(sorted(p.name for p in producers)),
-            },
-            "dependencies": {
-                "upstream": {TaskRunResult(id=futures[p].task_run_id) for p in producers}
-            },
-        }
+        return self._arguments({"node": node}, producers, futures)
 
     group_fn = staticmethod(run_group)
 
@@ -137,11 +126,16 @@ class LocalNodeExecution:  # implements execution.protocol.NodeExecution
         self, nodes: tuple[Node, ...], producers: set[Node], futures: dict[Node, Any]
     ) -> dict[str, Any]:
         """:meth:`submit_arguments` for a group of nodes run as one task (``group_by``)."""
+        return self._arguments({"nodes": nodes}, producers, futures)
+
+    def _arguments(
+        self, what: dict[str, Any], producers: set[Node], futures: dict[Node, Any]
+    ) -> dict[str, Any]:
         from prefect.client.schemas.objects import TaskRunResult
 
         return {
             "parameters": {
-                "nodes": nodes,
+                **what,
                 **self._parameters,
                 "upstream": tuple(sorted(p.name for p in producers)),
             },

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.local_api import StateDir, hand_logs_to_server, spooled
+from kedro_prefect.local_api import StateDir, hand_logs_to_server, spooled, try_lock_file
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def run_courier(directory: Path) -> None:
     started = time.monotonic()
     pause = 0.5
     while True:
-        fd = _try_lock(directory)
+        fd = try_lock_file(directory / LOCK_NAME)
         if fd is None:
             return  # another courier is at work: it takes these files too
         try:
@@ -201,21 +201,6 @@ def run_courier(directory: Path) -> None:
                 return  # left for the next run against this API
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
-
-
-def _try_lock(directory: Path) -> int | None:
-    import fcntl
-
-    try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from kedro_prefect.local_api.lingering import (
 )
 from kedro_prefect.local_api.log_spool import hand_logs_to_server, spooled, stop_handing_logs
 from kedro_prefect.local_api.records import read_recorded_task_runs
-from kedro_prefect.local_api.state import APP_FACTORY, StateDir
+from kedro_prefect.local_api.state import APP_FACTORY, StateDir, try_lock_file
 
 __all__ = [
     "APP_FACTORY",
@@ -59,4 +59,5 @@ __all__ = [
     "spooled",
     "stop_handing_logs",
     "stop_server",
+    "try_lock_file",
 ]

@@ -70,16 +70,7 @@ class StateDir:
 
     def try_lock(self) -> int | None:
         """Take ``start.lock`` if nobody holds it."""
-        try:
-            fd = os.open(self.path / "start.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
+        return try_lock_file(self.path / "start.lock")
 
     @staticmethod
     def unlock(fd: int | None) -> None:
@@ -256,3 +247,18 @@ def is_api_server(pid: int) -> bool:
     except OSError:
         return False
     return APP_FACTORY.encode() in cmdline and "\nState:\tZ" not in status
+
+
+def try_lock_file(path: Path) -> int | None:
+    """An exclusive lock on the file ``path`` (made, private, if missing), as an open file
+    descriptor to close to release it; ``None`` if another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

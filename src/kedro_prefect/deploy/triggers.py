@@ -223,7 +223,7 @@ def deployment_triggers(
     """
     if not names:
         return []
-    where = where or f"Invalid prefect.yml:\n  deployments.{deployment}.on_dataset_saved"
+    where = where or f"Invalid prefect.yml: deployments.{deployment}.on_dataset_saved"
     package = datasets.package
     resolved = {n: resolve_dataset_name(n, package, datasets.names) for n in names}
     own = {n: dataset for n, (project, dataset) in resolved.items() if project == package}

@@ -121,19 +121,27 @@ def enter_run(session: RunSession | None, hook_manager: Any) -> None:
 
 
 def _create(session: RunSession, hook_manager: Any) -> Any:
+    import warnings
+
     from kedro_prefect._upstream.kedro import create_run_catalog, create_run_context
 
     hooks = _SessionHooks(hook_manager)
-    context = create_run_context(
-        session.package_name,
-        session.project_path,
-        session.conf_source,
-        session.env,
-        session.runtime_params,
-        hooks,
-    )
-    hooks.hook.after_context_created(context=context)
-    create_run_catalog(context, session.save_version, session.load_versions)
+    with warnings.catch_warnings():
+        # Kedro 1.7's config loader on OmegaConf 2.4: the driver's session printed it once,
+        # as under Kedro's runners; every worker reading the config again would repeat it.
+        warnings.filterwarnings(
+            "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+        )
+        context = create_run_context(
+            session.package_name,
+            session.project_path,
+            session.conf_source,
+            session.env,
+            session.runtime_params,
+            hooks,
+        )
+        hooks.hook.after_context_created(context=context)
+        create_run_catalog(context, session.save_version, session.load_versions)
     return context
 
 

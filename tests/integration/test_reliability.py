@@ -489,7 +489,7 @@ def test_bad_runner_options_are_one_clear_error_before_any_node(project):
         "PrefectRunner option max_workers='lots': Input should be a valid integer",
         "PrefectRunner option timeout_seconds=-5: Input should be greater than 0",
         "PrefectRunner option task_runner='threads': unknown task runner 'threads'; use one of "
-        "thread, dask",
+        "thread, process, dask",
     ]:
         _assert_clean_error(result, output, message, project)
 

@@ -35,6 +35,18 @@ import pytest  # noqa: E402
 from tests.helpers import PrefectServer, copy_example_project  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_project_left_configured():
+    """A module that bootstraps a Kedro project in this process leaves no project configured
+    for the next modules: runners built outside a session would register that project's hooks
+    on their worker processes (as Kedro's ParallelRunner does for the configured project)."""
+    import kedro.framework.project as project
+
+    before = project.PACKAGE_NAME
+    yield
+    project.PACKAGE_NAME = before
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Stop the ephemeral Prefect API the runner started, while pytest can still log."""
     from kedro_prefect.local_api import EPHEMERAL_API

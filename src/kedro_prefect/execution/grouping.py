@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING, Any
 
+from kedro_prefect._upstream.kedro import is_in_memory
 from kedro_prefect.errors import NodeGroupingError
 
 if TYPE_CHECKING:
@@ -235,15 +236,15 @@ def group_of_nodes(grouping: Grouping | None) -> dict[str, str]:
 
 
 def in_memory_datasets(catalog: Any) -> Callable[[str], bool]:
-    """Whether a dataset is held in memory: a ``MemoryDataset`` or a dataset not in the catalog."""
-    from kedro.io import MemoryDataset
+    """Whether a dataset of ``catalog`` is held in memory: the package's one answer
+    (:func:`~kedro_prefect._upstream.kedro.is_in_memory`, as ``kedro prefect check`` asks it)."""
 
     def in_memory(name: str) -> bool:
         try:
             dataset = catalog.get(name, fallback_to_runtime_pattern=True)
         except Exception:  # not declared, no pattern: Kedro makes it a MemoryDataset
             return True
-        return dataset is None or isinstance(dataset, MemoryDataset)
+        return is_in_memory(dataset)
 
     return in_memory
 

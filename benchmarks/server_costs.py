@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from run import base_env, prefect_server
-from user_felt import stop_lingering_api, timed, write_project
+from user_felt import stop_lingering_api, summary, timed, write_project
 
 SIZES = (1, 200, 1000)
 
@@ -94,20 +94,7 @@ def measure_exit(repeats: int, sizes: tuple[int, ...], baseline: str | None) -> 
                         sample = _timed_again_on_failure(command, project, run_env)
                         samples[str(n)][case].append(sample)
                 print(f"round {round_ + 1} done", file=sys.stderr, flush=True)
-    medians = {
-        n: {
-            case: {key: statistics.median(s[key] for s in runs) for key in ("wall", "exit_delay")}
-            for case, runs in by_case.items()
-        }
-        for n, by_case in samples.items()
-    }
-    return {
-        "repeats": repeats,
-        "medians": medians,
-        "samples": samples,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
+    return summary(samples, repeats)
 
 
 def measure_idle(src: str | None, seconds: float) -> dict[str, Any]:

@@ -136,6 +136,24 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
     return {"wall": ended - start, "exit_delay": ended - marker_at[0]}
 
 
+def summary(samples: dict[str, dict[str, list[dict[str, float]]]], repeats: int) -> dict[str, Any]:
+    """Medians of wall and exit delay per size and case, with the samples, date and load."""
+    medians = {
+        n: {
+            case: {key: statistics.median(s[key] for s in runs) for key in ("wall", "exit_delay")}
+            for case, runs in by_case.items()
+        }
+        for n, by_case in samples.items()
+    }
+    return {
+        "repeats": repeats,
+        "medians": medians,
+        "samples": samples,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def stop_lingering_api(env: dict[str, str], cwd: Path) -> None:
     """Stop the lingering ephemeral API of env's PREFECT_HOME (versions that have one)."""
     code = (
@@ -179,20 +197,7 @@ def measure(repeats: int, sizes: tuple[int, ...], env: dict[str, str]) -> dict[s
                     samples[str(n)][case].append(timed(commands[case], project, run_env))
                 print(f"round {round_ + 1}, {n} nodes: done", file=sys.stderr, flush=True)
         stop_lingering_api(env, project)
-    medians = {
-        n: {
-            case: {key: statistics.median(s[key] for s in runs) for key in ("wall", "exit_delay")}
-            for case, runs in by_case.items()
-        }
-        for n, by_case in samples.items()
-    }
-    return {
-        "repeats": repeats,
-        "medians": medians,
-        "samples": samples,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
+    return summary(samples, repeats)
 
 
 def report(data: dict[str, Any]) -> list[str]:

@@ -78,6 +78,12 @@ class NodeGroupingError(PrefectRunnerConfigError):
     a group option conflict); raised before any node runs, naming the group and its nodes."""
 
 
+class InfrastructureError(KedroPrefectError, ValueError):
+    """``infrastructure:`` cannot be run: in-memory data crossing into or out of a group on a
+    work pool, a node in two mapped groups, no Prefect server, or a work pool that does not
+    exist; raised before any node runs."""
+
+
 class CacheStorageError(KedroPrefectError, ValueError):
     """``skip_unchanged``: the cache location (``prefect.yml`` ``cache:``) cannot be used."""
 
@@ -87,6 +93,11 @@ class CacheStorageError(KedroPrefectError, ValueError):
 
 class WorkerRunStateError(KedroPrefectError, RuntimeError):
     """A worker cannot reach run state the driver has (e.g. its MLflow run's tracking store)."""
+
+
+class ChildFlowRunError(KedroPrefectError, RuntimeError):
+    """A group run on a work pool (a child flow run) did not complete; the message names the
+    node that failed there, the child flow run and its work pool."""
 
 
 class NodeTimeoutError(KedroPrefectError, TimeoutError):
@@ -135,10 +146,12 @@ class ProjectNotFoundError(KedroPrefectError, FileNotFoundError):
 
 __all__ = [
     "CacheStorageError",
+    "ChildFlowRunError",
     "DaskClusterError",
     "DaskDatasetError",
     "DaskSchedulerUnreachableError",
     "DeployError",
+    "InfrastructureError",
     "KedroPrefectError",
     "MissingPipelineInputError",
     "NodeTimeoutError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from kedro_prefect.config import RunnerOptions, load_project_config, parse_runne
 from kedro_prefect.dask.resources import resource_tags
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
 from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
-from kedro_prefect.execution.grouping import group_of_nodes, run_grouping
+from kedro_prefect.execution.grouping import group_of_nodes
 from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.execution.task_options import (
     apply_concurrency_limits,
@@ -34,6 +35,7 @@ from kedro_prefect.execution.task_options import (
     timeout_error,
 )
 from kedro_prefect.execution.tasks import group_task, node_task
+from kedro_prefect.execution.units import pool_groups, run_grouping
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
 from kedro_prefect.observe.events import dataset_events_for_run
@@ -45,6 +47,7 @@ from kedro_prefect.observe.logs import (
 from kedro_prefect.observe.recorder import observe_run
 from kedro_prefect.process_exit import collect_then_freeze_at_exit
 from kedro_prefect.scheduling import run_nodes
+from kedro_prefect.workpools import pool_task_runner, prepare_pool_runs
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.protocol import NodeExecution
+    from kedro_prefect.workpools import PoolRuns
 
 
 #: What Kedro's ``SequentialRunner`` logs when a run loads and saves data synchronously (word for
@@ -166,9 +170,15 @@ class PrefectRunner(AbstractRunner):
             pipeline, self._options.model_dump(), tasks_config
         )
         self._grouping = None
-        if self._options.group_by != "none":
+        infrastructure = self._infrastructure()
+        if self._options.group_by != "none" or infrastructure:
             self._grouping, group_options = run_grouping(
-                pipeline, catalog, self._options.group_by, self._task_options, resource_tags
+                pipeline,
+                catalog,
+                self._options.group_by,
+                self._task_options,
+                resource_tags,
+                infrastructure,
             )
             self._task_options.update(group_options)
         self._secrets = secrets = project_secrets(run_params_recorder.config_loader)
@@ -176,8 +186,13 @@ class PrefectRunner(AbstractRunner):
         outcome: dict[str, BaseException | None] = {"error": None}
         groups = group_of_nodes(self._grouping)
 
+        self._pool_runs = self._prepare_pool_runs(flow_name, flow_run_name, run_id, cancellation)
+
         def body() -> None:
-            with self._backend.task_runner(pipeline) as runner:
+            with (
+                self._backend.task_runner(pipeline) as runner,
+                pool_task_runner(self._pool_runs) as self._pool_runner,
+            ):
                 execution = self._node_execution(pipeline, catalog, hook_manager, run_id, runner)
                 worker_label = self._backend.worker_label(runner)
                 with observe_run(
@@ -284,6 +299,7 @@ class PrefectRunner(AbstractRunner):
                 unit.name, unit.nodes, group_fn, **self._task_options[unit.name].prefect_kwargs()
             )
 
+        pools = self._pool_runs
         outcome = run_nodes(
             pipeline,
             catalog,
@@ -295,6 +311,7 @@ class PrefectRunner(AbstractRunner):
             self._logger,
             self._grouping,
             group_task_of,
+            functools.partial(pools.submit, self._pool_runner) if pools else None,
         )
         expect_recorded(outcome.final_states)
         failed = outcome.failed
@@ -311,6 +328,37 @@ class PrefectRunner(AbstractRunner):
         signum = self._cancellation.signum
         if signum is not None:  # cancellation requested
             raise RunCancelledError(signum, completed=len(outcome.done), total=len(pipeline.nodes))
+
+    def _infrastructure(self) -> dict[str, Any]:
+        """Groups on work pools: prefect.yml's ``infrastructure:``, the option's mapping over it
+        (``infrastructure=false``: none)."""
+        option = self._options.infrastructure
+        if option is False:
+            return {}
+        return {**self._project_config.infrastructure, **(option or {})}
+
+    def _prepare_pool_runs(
+        self, flow_name: str, flow_run_name: str, run_id: str | None, cancellation: Cancellation
+    ) -> PoolRuns | None:
+        """The run's groups on work pools, checked and deployed before any node runs."""
+        pools = pool_groups(self._grouping)
+        if not pools:
+            return None
+
+        run_params = run_params_recorder.get(run_id)
+        return prepare_pool_runs(
+            pools,
+            api_url=configured_api_url(),
+            flow_name=flow_name,
+            flow_run_name=flow_run_name,
+            run_params=run_params,
+            pipeline_names=run_pipeline_names(run_params),
+            runner_options=self._options.model_dump(
+                include=self._options.model_fields_set, exclude={"infrastructure", "flow_name"}
+            ),
+            cancellation=cancellation,
+            task_options={name: self._task_options[name].prefect_kwargs() for name in pools},
+        )
 
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""

@@ -57,12 +57,16 @@ def run_nodes(
     logger: logging.Logger,
     grouping: Grouping | None = None,
     group_task_of: Callable[[Unit], Task] | None = None,
+    submit_pool: Callable[[Unit], PrefectFuture[Any]] | None = None,
 ) -> Outcome:
     """Run every node of ``pipeline``; return how they ended (nothing raised for a node).
 
     With ``grouping`` (``group_by``), each group is submitted as one task
     (``group_task_of(unit)``, parameters from ``execution.submit_group_arguments``), once every
     node outside the group that produces its inputs is done; a single node as before.
+    A group on a work pool (``infrastructure:``, ``kind="pool"``) is submitted by
+    ``submit_pool(unit)`` (its child flow run); only persisted data crosses its boundary, so its
+    nodes are never data producers of other units' tasks.
     """
     parents = pipeline.node_dependencies
     units = grouping.units if grouping else [Unit(node.name, (node,)) for node in pipeline.nodes]
@@ -76,6 +80,7 @@ def run_nodes(
         for producer in unit_producers:
             children[unit_of[producer]].add(unit)
     waiting_on = {unit: len({unit_of[p] for p in producers[unit]}) for unit in units}
+    on_pool = {node for unit in units if unit.kind == "pool" for node in unit.nodes}
     load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
     # Kedro's AbstractRunner._release_datasets recomputes these for every node (O(nodes)).
     free_inputs, free_outputs = frozenset(pipeline.inputs()), frozenset(pipeline.outputs())
@@ -85,18 +90,21 @@ def run_nodes(
     outcome = Outcome()
 
     def submit(unit: Unit) -> None:
-        if unit.is_group:
+        if unit.kind == "pool":
+            future = submit_pool(unit)  # type: ignore[misc]
+        elif unit.is_group:
             task = group_task_of(unit)  # type: ignore[misc]
             arguments = execution.submit_group_arguments(  # type: ignore[attr-defined]
-                unit.nodes, producers[unit], futures
+                unit.nodes, producers[unit] - on_pool, futures
             )
+            future = task_runner.submit(task, **arguments)
         else:
             node = unit.nodes[0]
             task, arguments = (
                 task_of(node),
-                execution.submit_arguments(node, parents[node], futures),
+                execution.submit_arguments(node, parents[node] - on_pool, futures),
             )
-        future = task_runner.submit(task, **arguments)
+            future = task_runner.submit(task, **arguments)
         for node in unit.nodes:
             futures[node] = future
             observer.on_node_submitted(node, future)
@@ -129,7 +137,8 @@ def run_nodes(
             seen = future if state.is_completed() else cast("PrefectFuture[Any]", _Done(future))
             observer.on_node_finished(node, seen)
             outcome.done.add(node)
-            execution.node_completed(node, futures)
+            if node not in on_pool:  # a child flow run's nodes left nothing in this process
+                execution.node_completed(node, futures)
             if is_skipped(state):  # skip_unchanged: a cache hit
                 logger.info("Skipped node: %s (unchanged since its last successful run)", node.name)
             else:

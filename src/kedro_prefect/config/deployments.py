@@ -17,7 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from kedro_prefect.config.options import parse_runner_options
+from kedro_prefect.config.infrastructure import Infrastructure
+from kedro_prefect.config.options import check_child_runner_options, parse_runner_options
 
 #: Characters Prefect does not allow in deployment names.
 _BANNED_NAME_CHARACTERS = "/%&><"
@@ -148,6 +149,11 @@ class DeploymentConfig(BaseModel):
         default_factory=dict,
         description="PrefectRunner options for this deployment, over the `runner:` section.",
     )
+    infrastructure: Infrastructure = Field(
+        default_factory=dict,
+        description="Groups of nodes run on work pools in this deployment's runs, over the "
+        "`infrastructure:` section (docs/beyond-one-machine.md).",
+    )
     tags: list[str] = Field(default_factory=list, description="Tags of the deployment.")
     description: str | None = Field(default=None, description="Shown in the Prefect UI.")
     version: str | None = Field(default=None, description="Version label of the deployment.")
@@ -184,6 +190,12 @@ class DeploymentConfig(BaseModel):
     @classmethod
     def _valid_runner_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         parse_runner_options(value)
+        return value
+
+    @field_validator("infrastructure")
+    @classmethod
+    def _valid_child_runner_options(cls, value: Infrastructure) -> Infrastructure:
+        check_child_runner_options(value)
         return value
 
     @field_validator("tags")

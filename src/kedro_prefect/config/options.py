@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from kedro_prefect.config.infrastructure import InfrastructureConfig
 from kedro_prefect.config.tasks import (
     Retries,
     RetryDelaySeconds,
@@ -104,6 +105,14 @@ class RunnerOptions(BaseModel):
             "linked by in-memory datasets). See docs/grouping.md."
         ),
     )
+    infrastructure: dict[str, InfrastructureConfig] | Literal[False] | None = Field(
+        default=None,
+        description=(
+            "Groups of nodes run on Prefect work pools, as child flow runs: a mapping like "
+            "prefect.yml's `infrastructure:` section (merged over it), or `false` to run every "
+            "node here. See docs/beyond-one-machine.md."
+        ),
+    )
     n_workers: PositiveInt | None = Field(
         default=None,
         description=(
@@ -173,6 +182,22 @@ class RunnerOptions(BaseModel):
             f"unknown task runner {value!r}; use one of {', '.join(TASK_RUNNER_ALIASES)} "
             "or the import path of a prefect TaskRunner class"
         )
+
+    @field_validator("infrastructure", mode="before")
+    @classmethod
+    def _infrastructure(cls, value: Any) -> Any:
+        if value is None or value is False:
+            return value
+        from kedro_prefect.config.infrastructure import parse_infrastructure
+
+        try:
+            mapping = parse_infrastructure(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ValueError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
+        check_child_runner_options(mapping)
+        return mapping
 
     @field_validator("address")
     @classmethod
@@ -244,6 +269,16 @@ class RunnerOptions(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+def check_child_runner_options(infrastructure: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming ``<group>.runner`` if a group's runner options are invalid."""
+    for group, where in infrastructure.items():
+        try:
+            RunnerOptions(**where.runner)
+        except ValidationError as exc:
+            problems = _describe(exc, where.runner).splitlines()[1:]
+            raise ValueError(f"{group}.runner: " + "; ".join(p.strip() for p in problems)) from None
 
 
 def parse_runner_options(raw: dict[str, Any]) -> RunnerOptions:

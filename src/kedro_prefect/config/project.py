@@ -22,7 +22,8 @@ from pydantic import (
 )
 
 from kedro_prefect.config.deployments import DeploymentConfig, DeploymentName
-from kedro_prefect.config.options import parse_runner_options
+from kedro_prefect.config.infrastructure import Infrastructure
+from kedro_prefect.config.options import check_child_runner_options, parse_runner_options
 from kedro_prefect.config.tasks import TasksConfig
 from kedro_prefect.errors import ProjectConfigError
 
@@ -96,10 +97,24 @@ class ProjectConfig(BaseModel):
         description="Prefect task options per node (retries, timeouts, tags, concurrency).",
     )
 
+    infrastructure: Infrastructure = Field(
+        default_factory=dict,
+        description=(
+            "Groups of nodes (a top-level namespace or a node tag) run on Prefect work pools, "
+            "as child flow runs (docs/beyond-one-machine.md)."
+        ),
+    )
+
     @field_validator("runner")
     @classmethod
     def _valid_runner_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         parse_runner_options(value)
+        return value
+
+    @field_validator("infrastructure")
+    @classmethod
+    def _valid_child_runner_options(cls, value: Infrastructure) -> Infrastructure:
+        check_child_runner_options(value)
         return value
 
 

@@ -15,8 +15,9 @@ from kedro_prefect.config import (
     ScheduleConfig,
     check_deployment_name,
 )
-from kedro_prefect.deploy.flow import FLOW_ENTRYPOINT, kedro_pipeline
+from kedro_prefect.deploy.flow import kedro_pipeline
 from kedro_prefect.errors import DeployError
+from kedro_prefect.workpools import FLOW_ENTRYPOINT
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -254,6 +255,14 @@ class Project:
             "params": config.parameters,
             "runner_options": config.runner,
         }
+        if config.infrastructure:  # the run merges it over prefect.yml's `infrastructure:`
+            parameters["runner_options"] = {
+                **config.runner,
+                "infrastructure": {
+                    group: where.model_dump(exclude_defaults=True)
+                    for group, where in config.infrastructure.items()
+                },
+            }
         # Left out when empty: a run then reads conf/ as it is, and the form shows the schema's
         # defaults (the project's values when deployed).
         if not parameters["params"]:

@@ -20,15 +20,14 @@ from typing import Any
 
 from prefect import flow
 
-#: The entrypoint of every kedro-prefect deployment (a module path, no file path).
-FLOW_ENTRYPOINT = "kedro_prefect.deploy.kedro_pipeline"
-
 
 def _flow_run_name() -> str:
     """``<project dir>-<pipeline>-<scheduled start, UTC>``, like ``kedro run``'s flow run names."""
     from prefect.runtime import flow_run
 
     parameters = flow_run.parameters
+    if parameters.get("nodes") and flow_run.name:  # a group's child run, named by its parent
+        return str(flow_run.name)
     project = Path(parameters.get("project_path") or "kedro").name
     start = flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H.%M.%SZ")
     return f"{project}-{parameters.get('pipeline') or '__default__'}-{start}"
@@ -41,6 +40,7 @@ def _kedro_pipeline(
     params: dict[str, Any] | None = None,
     runner_options: dict[str, Any] | None = None,
     trigger: dict[str, Any] | None = None,
+    nodes: list[str] | None = None,
 ) -> None:
     """Run one Kedro pipeline of the project at ``project_path`` with ``PrefectRunner``.
 
@@ -54,6 +54,8 @@ def _kedro_pipeline(
             started this run (dataset, project, version, upstream ``flow_run``...). Logged, linked
             to the upstream flow run by a ``kedro.run.triggered`` event, and given to the
             pipeline as the runtime parameter ``prefect_trigger``.
+        nodes: Run only these nodes of the pipeline (``kedro run --nodes``): set by a run that
+            hands a group of its nodes to a work pool (``infrastructure:``), as a child flow run.
     """
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -84,7 +86,8 @@ def _kedro_pipeline(
         bootstrap_project(path)
         session = KedroSession.create(project_path=path, env=env, runtime_params=params)
         with session:
-            session.run(runner=runner, **session_run_pipeline(pipeline))
+            selection: dict[str, Any] = {"node_names": nodes} if nodes else {}
+            session.run(runner=runner, **session_run_pipeline(pipeline), **selection)
 
 
 # Deployments name the flow by the module path of its function: keep the public, stable

@@ -135,6 +135,14 @@ def parameter_schema(
                 "default": None,
                 "position": 5,
             },
+            "nodes": {
+                "title": "nodes",
+                "description": "Run only these nodes of the pipeline; set by a run for a group "
+                "of its nodes on a work pool (leave empty).",
+                "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
+                "default": None,
+                "position": 6,
+            },
         },
         "required": ["project_path"],
         "definitions": definitions,
@@ -201,6 +209,8 @@ def _runner_fields(runner_options: dict[str, Any]) -> dict[str, Any]:
             if given and given not in choices:
                 choices.append(given)
             spec = {**spec, "enum": choices, "type": "string"}
+        if name == "infrastructure":  # a mapping, as in prefect.yml (validated by the run)
+            spec = {"anyOf": [{"type": "object"}, {"type": "boolean"}, {"type": "null"}]}
         if name in runner_options:
             spec["default"] = _json(runner_options[name])
         spec["title"] = name

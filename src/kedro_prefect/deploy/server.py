@@ -16,8 +16,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.deploy.deployments import ENV_TAG_PREFIX, deployment_name, env_label
-from kedro_prefect.deploy.flow import FLOW_ENTRYPOINT
 from kedro_prefect.errors import DeployError
+from kedro_prefect.workpools import FLOW_ENTRYPOINT
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

@@ -55,6 +55,8 @@ class Grouping:
 
     units: list[Unit]
     unit_of: dict[Node, Unit] = field(default_factory=dict)
+    #: Groups run on a work pool (``infrastructure:``): group name -> ``InfrastructureConfig``.
+    pools: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.unit_of = {node: unit for unit in self.units for node in unit.nodes}
@@ -173,8 +175,8 @@ def check_units(
             worker resources.
     """
     for unit in grouping.units:
-        if resources is None or not unit.is_group:
-            continue
+        if resources is None or not unit.is_group or unit.name in grouping.pools:
+            continue  # a group on a work pool: its own run places its nodes
         asked = {node.name: resources(node) for node in unit.nodes}
         if len({repr(sorted(value)) for value in asked.values()}) > 1:
             described = ", ".join(
@@ -197,8 +199,13 @@ def check_units(
         raise NodeGroupingError(
             f"group {unit.name!r} cannot run as one unit: its nodes depend on each other through "
             f"nodes of other groups ({' -> '.join(node.name for node in path)}), a cycle "
-            f"between groups {' -> '.join(repr(n) for n in names)}; move these nodes into one "
-            "namespace or set group_by=none. No node has run."
+            f"between groups {' -> '.join(repr(n) for n in names)}; "
+            + (
+                "map these nodes to one work pool group in infrastructure:"
+                if any(name in grouping.pools for name in names)
+                else "move these nodes into one namespace or set group_by=none"
+            )
+            + ". No node has run."
         ) from None
 
 
@@ -247,28 +254,3 @@ def in_memory_datasets(catalog: Any) -> Callable[[str], bool]:
         return is_in_memory(dataset)
 
     return in_memory
-
-
-def run_grouping(
-    pipeline: Pipeline,
-    catalog: Any,
-    group_by: str,
-    task_options: dict[str, Any],
-    resources: Callable[[Node], Any] | None = None,
-) -> tuple[Grouping, dict[str, Any]]:
-    """The checked grouping of a run, and the task options of each group (by group name).
-
-    Raises:
-        NodeGroupingError: The grouping cannot run (:func:`check_units`), or the task options of
-            a group's nodes conflict (:func:`~.task_options.group_task_options`).
-    """
-    from kedro_prefect.execution.task_options import group_task_options
-
-    grouping = group_nodes(pipeline, group_by, in_memory_datasets(catalog))
-    check_units(pipeline, grouping, resources)
-    options = {
-        unit.name: group_task_options(unit.name, list(unit.nodes), task_options)
-        for unit in grouping.units
-        if unit.is_group
-    }
-    return grouping, options

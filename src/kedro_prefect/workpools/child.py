@@ -1,0 +1,137 @@
+"""The task of a group on a work pool: start its child flow run, wait, report its end.
+
+The task runs in a thread of the parent run (whatever its ``task_runner``): it creates the flow
+run of the group's deployment as a subflow of this task run (so the UI draws it under the
+parent), polls it until it ends, cancels it if the parent run is cancelled, and fails naming
+the node that failed in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from kedro_prefect.errors import ChildFlowRunError
+from kedro_prefect.execution.local import mark_failed_node
+
+if TYPE_CHECKING:
+    from kedro_prefect.execution.cancellation import Cancellation
+
+logger = logging.getLogger("kedro_prefect.workpools")
+
+#: Seconds between two reads of a child flow run's state.
+POLL_SECONDS = 1.0
+
+
+def run_child_flow(
+    group: str,
+    deployment_id: Any,
+    parameters: dict[str, Any],
+    flow_run_name: str,
+    work_pool: str,
+    work_queue: str | None,
+    cancellation: Cancellation | None = None,
+) -> dict[str, Any]:
+    """Run the group's nodes as a child flow run on ``work_pool``; return its id and state.
+
+    Raises:
+        ChildFlowRunError: The child flow run did not complete: the node that failed in it,
+            the child flow run's name and its work pool are named (the node is also noted on
+            the exception for the parent's resume hint).
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        child = _create_child_run(
+            client, group, deployment_id, parameters, flow_run_name, work_pool, work_queue
+        )
+    logger.info(
+        "Group %s: child flow run '%s' on work pool '%s' (waiting for a worker of the pool)",
+        group,
+        flow_run_name,
+        work_pool,
+    )
+    cancelled = False
+    run: Any = None
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(child.id)
+            if run.state is not None and run.state.is_final():
+                break
+            if cancellation is not None and cancellation.requested and not cancelled:
+                from prefect.states import Cancelling
+
+                client.set_flow_run_state(child.id, Cancelling(), force=True)
+                cancelled = True
+            time.sleep(POLL_SECONDS)
+        if run.state.is_completed():
+            return {"flow_run_id": str(child.id), "state": run.state.type.value}
+        node = _failed_node(client, child.id)
+    error = ChildFlowRunError(
+        (f"Node {node!r} failed" if node else f"Group {group!r} ended {run.state.name}")
+        + f" in child flow run '{flow_run_name}' on work pool '{work_pool}': "
+        + (run.state.message or run.state.name)
+    )
+    if node:
+        mark_failed_node(error, node)
+    raise error
+
+
+def _create_child_run(
+    client: Any,
+    group: str,
+    deployment_id: Any,
+    parameters: dict[str, Any],
+    flow_run_name: str,
+    work_pool: str,
+    work_queue: str | None,
+) -> Any:
+    """The group's flow run, a subflow of this task run (as ``run_deployment`` links one).
+
+    Prefect shows a subflow under a task run of the parent that mirrors the subflow's state:
+    one is created here, named after the group and the pool, its parent this task run.
+    """
+    import uuid
+
+    from prefect import Task
+    from prefect.client.schemas.objects import TaskRunResult
+    from prefect.context import TaskRunContext
+
+    task_run = TaskRunContext.get().task_run  # type: ignore[union-attr]
+    link = client.create_task_run(
+        task=Task(name=f"{group} on {work_pool}", fn=lambda: None),
+        flow_run_id=task_run.flow_run_id,
+        dynamic_key=uuid.uuid4().hex,
+        name=f"{group} on {work_pool}",
+        task_inputs={"__parents__": [TaskRunResult(id=task_run.id)]},
+    )
+    return client.create_flow_run_from_deployment(
+        deployment_id,
+        parameters=parameters,
+        name=flow_run_name,
+        parent_task_run_id=link.id,
+        work_queue_name=work_queue,
+    )
+
+
+def _failed_node(client: Any, flow_run_id: Any) -> str | None:
+    """The name of the first task run of the child that did not complete (a node's task)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        task_run_filter=TaskRunFilter(
+            state=TaskRunFilterState(
+                type=TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])
+            )
+        ),
+    )
+    return runs[0].name if runs else None

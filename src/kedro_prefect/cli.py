@@ -199,10 +199,12 @@ def serve(
 )
 @click.pass_obj
 def check(metadata: ProjectMetadata, env: str | None, pipeline: str, group_by: str | None) -> None:
-    """Check how a run groups the pipeline's nodes into task runs (runner option group_by).
+    """Check how a run groups the pipeline's nodes into task runs (group_by, infrastructure:).
 
-    Prints the groups, their nodes and the datasets passed between task runs; a grouping that
-    cannot run (a cycle between groups, mixed Dask resources) fails with one line naming them.
+    Prints the groups (and the work pool of each group in prefect.yml's infrastructure:), their
+    nodes and the datasets passed between task runs; a grouping that cannot run (a cycle between
+    groups, mixed Dask resources, in-memory data crossing into or out of a group on a work pool)
+    fails with one line naming them.
     """
     from kedro_prefect.deploy import load_project
     from kedro_prefect.deploy.check import checked_grouping, describe_grouping

@@ -35,7 +35,7 @@ from kedro_prefect.execution.task_options import (
     timeout_error,
 )
 from kedro_prefect.execution.tasks import group_task, node_task
-from kedro_prefect.execution.units import pool_groups, run_grouping
+from kedro_prefect.execution.units import pool_groups, pool_places, run_grouping
 from kedro_prefect.hooks import run_params_recorder
 from kedro_prefect.observe.base import NULL_OBSERVER, RunObserver
 from kedro_prefect.observe.events import dataset_events_for_run
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.execution.protocol import NodeExecution
-    from kedro_prefect.workpools import PoolRuns
 
 
 #: What Kedro's ``SequentialRunner`` logs when a run loads and saves data synchronously (word for
@@ -186,7 +185,15 @@ class PrefectRunner(AbstractRunner):
         outcome: dict[str, BaseException | None] = {"error": None}
         groups = group_of_nodes(self._grouping)
 
-        self._pool_runs = self._prepare_pool_runs(flow_name, flow_run_name, run_id, cancellation)
+        self._pool_runs = prepare_pool_runs(  # before any node: a missing pool is one line
+            pool_groups(self._grouping),
+            api_url=configured_api_url(),
+            flow_names=(flow_name, flow_run_name),
+            run_params=run_params_recorder.get(run_id),
+            options=self._options,
+            cancellation=cancellation,
+            task_options=self._task_options,
+        )
 
         def body() -> None:
             with (
@@ -196,7 +203,14 @@ class PrefectRunner(AbstractRunner):
                 execution = self._node_execution(pipeline, catalog, hook_manager, run_id, runner)
                 worker_label = self._backend.worker_label(runner)
                 with observe_run(
-                    pipeline, worker_label, flow_name, run_id, catalog, cancellation, groups
+                    pipeline,
+                    worker_label,
+                    flow_name,
+                    run_id,
+                    catalog,
+                    cancellation,
+                    groups,
+                    pool_places(self._grouping),
                 ) as self._observer:
                     self._run_nodes(pipeline, catalog, run_id, runner, execution)
 
@@ -336,29 +350,6 @@ class PrefectRunner(AbstractRunner):
         if option is False:
             return {}
         return {**self._project_config.infrastructure, **(option or {})}
-
-    def _prepare_pool_runs(
-        self, flow_name: str, flow_run_name: str, run_id: str | None, cancellation: Cancellation
-    ) -> PoolRuns | None:
-        """The run's groups on work pools, checked and deployed before any node runs."""
-        pools = pool_groups(self._grouping)
-        if not pools:
-            return None
-
-        run_params = run_params_recorder.get(run_id)
-        return prepare_pool_runs(
-            pools,
-            api_url=configured_api_url(),
-            flow_name=flow_name,
-            flow_run_name=flow_run_name,
-            run_params=run_params,
-            pipeline_names=run_pipeline_names(run_params),
-            runner_options=self._options.model_dump(
-                include=self._options.model_fields_set, exclude={"infrastructure", "flow_name"}
-            ),
-            cancellation=cancellation,
-            task_options={name: self._task_options[name].prefect_kwargs() for name in pools},
-        )
 
     def _flow_names(self, run_id: str | None) -> tuple[str, str]:
         """Flow name (option ``flow_name``, else the project package) and flow run name."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.deploy.deployments import ENV_TAG_PREFIX, deployment_name, env_label
 from kedro_prefect.errors import DeployError
-from kedro_prefect.workpools import FLOW_ENTRYPOINT
+from kedro_prefect.workpools import FLOW_ENTRYPOINT, GROUP_DEPLOYMENT_TAG
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -35,7 +35,11 @@ def stored_env(deployment: DeploymentResponse) -> str | None:
 def project_deployments(
     client: SyncPrefectClient, flow_name: str, env: Any = ...
 ) -> list[DeploymentResponse]:
-    """The kedro-prefect deployments of flow ``flow_name`` (of ``env`` only, if given), by name."""
+    """The kedro-prefect deployments of flow ``flow_name`` (of ``env`` only, if given), by name.
+
+    The deployments a run makes for its groups on work pools (``infrastructure:``) are not
+    among them: the run rewrites them itself.
+    """
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
@@ -43,7 +47,9 @@ def project_deployments(
         (
             d
             for d in found
-            if d.entrypoint == FLOW_ENTRYPOINT and (env is ... or stored_env(d) == env)
+            if d.entrypoint == FLOW_ENTRYPOINT
+            and GROUP_DEPLOYMENT_TAG not in (d.tags or [])
+            and (env is ... or stored_env(d) == env)
         ),
         key=lambda d: (stored_env(d) or "", d.name),
     )

@@ -114,9 +114,7 @@ def check_pool_crossings(
             for unit in (source_unit, target_unit):
                 if unit is not None and unit.kind == POOL:
                     origin = source.name if source else "the run's inputs"
-                    crossing.setdefault(unit.name, {}).setdefault(
-                        name, f"{origin} -> {node.name}"
-                    )
+                    crossing.setdefault(unit.name, {}).setdefault(name, f"{origin} -> {node.name}")
     if crossing:
         described = "; ".join(
             f"group {group!r} (work pool {grouping.pools[group].work_pool!r}): "
@@ -135,6 +133,18 @@ def check_pool_crossings(
 def pool_groups(grouping: Grouping | None) -> dict[str, Any]:
     """Group name -> where it runs (its ``InfrastructureConfig``), for the run's mapped groups."""
     return dict(grouping.pools) if grouping else {}
+
+
+def pool_places(grouping: Grouping | None) -> dict[str, str]:
+    """Node name -> ``work pool '<name>'``, for the nodes of groups on work pools."""
+    if grouping is None:
+        return {}
+    return {
+        node.name: f"work pool {grouping.pools[unit.name].work_pool!r}"
+        for unit in grouping.units
+        if unit.name in grouping.pools
+        for node in unit.nodes
+    }
 
 
 def plan_units(

@@ -101,6 +101,8 @@ class PipelineRun:
     nodes: dict[str, NodeRun] = field(default_factory=dict)
     #: The group (``group_by``) of each node run as part of one; nodes run alone are absent.
     groups: dict[str, str] = field(default_factory=dict)
+    #: Node name -> where it ran, for nodes the run placed itself (a group on a work pool).
+    places: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.nodes = {node.name: NodeRun(node) for node in self.pipeline.nodes}

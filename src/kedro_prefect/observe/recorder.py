@@ -60,7 +60,8 @@ class RunRecorder(RunObserver):
         record = self.run.nodes[node.name]
         record.finished_at, record.state = time.monotonic(), future.state
         self._take_engine_record(record, future.task_run_id)
-        record.worker = record.worker or self.run.worker_label
+        place = self.run.places.get(node.name)
+        record.worker = place or record.worker or self.run.worker_label
 
     def on_node_not_run(self, node: Node) -> None:
         self.run.nodes[node.name].future = None
@@ -129,6 +130,7 @@ def observe_run(
     catalog: Any = None,
     cancellation: Cancellation | None = None,
     groups: dict[str, str] | None = None,
+    places: dict[str, str] | None = None,
 ) -> Iterator[RunObserver]:
     """The observers of one run: records, Prefect artifacts and terminal progress.
 
@@ -136,7 +138,8 @@ def observe_run(
     where nodes ran when their task run's record does not say. ``catalog`` tells
     persisted datasets from in-memory ones in the graph artifact. With ``cancellation``, a
     second Ctrl-C closes the progress bar and learns which task runs it abandons. ``groups``
-    names the group of each node run as part of one (``group_by``).
+    names the group of each node run as part of one (``group_by``); ``places`` where the nodes
+    of a group on a work pool ran (``infrastructure:``).
     """
     from kedro_prefect._upstream.kedro import run_pipeline_names
     from kedro_prefect.execution.records import recording_task_runs
@@ -147,6 +150,7 @@ def observe_run(
     names = run_pipeline_names(run_params_recorder.get(run_id)) or ["__default__"]
     run = PipelineRun(pipeline, worker_label, flow_name, list(names))
     run.groups = dict(groups or {})
+    run.places = dict(places or {})
     with _warn_on_error("reading the catalog's dataset types"):
         run.persisted_datasets = _persisted(pipeline, catalog)
     with recording_task_runs() as records:

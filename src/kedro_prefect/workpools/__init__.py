@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
 
     from kedro_prefect.config.infrastructure import InfrastructureConfig
+    from kedro_prefect.config.options import RunnerOptions
     from kedro_prefect.execution.cancellation import Cancellation
     from kedro_prefect.execution.grouping import Unit
 
@@ -92,41 +93,57 @@ def prepare_pool_runs(
     pools: dict[str, InfrastructureConfig],
     *,
     api_url: str | None,
-    flow_name: str,
-    flow_run_name: str,
+    flow_names: tuple[str, str],
     run_params: dict[str, Any],
-    pipeline_names: list[str] | None,
-    runner_options: dict[str, Any],
+    options: RunnerOptions,
     cancellation: Cancellation | None,
-    task_options: dict[str, dict[str, Any]],
-) -> PoolRuns:
+    task_options: dict[str, Any],
+) -> PoolRuns | None:
     """Check the server and pools, write each group's deployment: before any node runs.
+
+    ``pools`` are the run's groups on work pools (none: ``None`` is returned); ``flow_names``
+    the parent's flow and flow run names; ``options`` the run's runner options, which the child
+    flow runs get too, under each group's ``runner:``.
 
     Raises:
         InfrastructureError: No Prefect server (``PREFECT_API_URL``), or a work pool missing.
     """
+    if not pools:
+        return None
     from prefect.client.orchestration import get_client
 
+    from kedro_prefect._upstream.kedro import run_pipeline_names
+
     require_server(api_url, list(pools))
+    flow_name, flow_run_name = flow_names
     env = run_params.get("env")
     project_path = str(run_params.get("project_path") or ".")
-    pipeline = pipeline_names[0] if pipeline_names and len(pipeline_names) == 1 else "__default__"
+    names = run_pipeline_names(run_params)
+    pipeline = names[0] if names and len(names) == 1 else "__default__"
+    given = options.model_dump(
+        include=options.model_fields_set, exclude={"infrastructure", "flow_name"}
+    )
     with get_client(sync_client=True) as client:
         check_work_pools(client, pools)
     deployment_ids = {}
     parameters = {}
     for group, where in pools.items():
         deployment_ids[group] = apply_group_deployment(flow_name, group, where, env, project_path)
-        options = {**runner_options, **where.runner, "infrastructure": False}
-        options.pop("flow_name", None)
         parameters[group] = {
             "project_path": where.project_path or project_path,
             "pipeline": pipeline,
             "env": env,
             "params": dict(run_params.get("runtime_params") or {}),
-            "runner_options": options,
+            "runner_options": {**given, **where.runner, "infrastructure": False},
         }
-    return PoolRuns(pools, deployment_ids, parameters, flow_run_name, cancellation, task_options)
+    return PoolRuns(
+        pools,
+        deployment_ids,
+        parameters,
+        flow_run_name,
+        cancellation,
+        {group: task_options[group].prefect_kwargs() for group in pools},
+    )
 
 
 __all__ = [

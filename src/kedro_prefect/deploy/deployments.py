@@ -338,7 +338,7 @@ class Project:
             pipelines=list(pipelines),
             env=env,
             params=config.parameters,
-            runner_options=config.runner,
+            runner_options=parameters["runner_options"],
             conf_params=conf_params,
             used=schema.used_parameters(pipeline),
             descriptions=schema.comment_descriptions(dirs),

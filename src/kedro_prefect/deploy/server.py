@@ -90,12 +90,14 @@ def config_from_server(deployment: DeploymentResponse) -> dict[str, Any]:
         "pipeline": parameters.get("pipeline") or "__default__",
         "env": parameters.get("env"),
         "parameters": parameters.get("params") or {},
-        "runner": parameters.get("runner_options") or {},
+        "runner": dict(parameters.get("runner_options") or {}),
         "tags": [t for t in deployment.tags if not t.startswith(ENV_TAG_PREFIX)],
         "description": deployment.description,
         "version": deployment.version,
         "paused": deployment.paused,
     }
+    if "infrastructure" in raw["runner"]:  # prefect.yml's deployment infrastructure:
+        raw["infrastructure"] = raw["runner"].pop("infrastructure")
     if deployment.work_pool_name:
         raw["work_pool"] = deployment.work_pool_name
         raw["work_queue"] = deployment.work_queue_name

@@ -1,0 +1,202 @@
+"""Groups of nodes on Prefect work pools (``infrastructure:``), against a real server.
+
+Two ``process`` work pools, each served by a real ``prefect worker``; the example project with
+its ``ingest`` namespace mapped to the second pool. The parent run starts ``kedro run`` here (or
+from a deployment on the first pool); the group runs as a child flow run in the second pool's
+worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+
+import pandas as pd
+import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
+from prefect.client.schemas.sorting import FlowRunSort
+
+from tests.helpers import PREFECT, ProcessGroup, run_kedro
+from tests.integration.deploy_support import (
+    api,
+    final_run,
+    kedro,
+    ok,
+    one_error_line,
+    read_deployment,
+    run_deployment,
+    wait,
+    write_prefect_yml,
+)
+from tests.integration.test_process import OUTPUTS, _example, _read
+
+pytestmark = pytest.mark.integration
+
+INGEST = ["ingest.clean_orders", "ingest.clean_products", "ingest.join_lines"]
+
+
+@pytest.fixture(scope="module")
+def pools(prefect_server, tmp_path_factory):
+    """Two process work pools on the server, a ``prefect worker`` each (stopped by PID)."""
+    suffix = uuid.uuid4().hex[:6]
+    names = (f"first-{suffix}", f"second-{suffix}")
+    home = tmp_path_factory.mktemp("workers")
+    workers = []
+    try:
+        for name in names:
+            create = [PREFECT, "work-pool", "create", name, "--type", "process"]
+            ok(
+                subprocess.run(
+                    create,
+                    env={**os.environ, **prefect_server.env},
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+            )
+            worker = ProcessGroup(
+                [PREFECT, "worker", "start", "--pool", name, "--type", "process"],
+                home,
+                {**prefect_server.env, "PREFECT_WORKER_QUERY_SECONDS": "1", "COLUMNS": "300"},
+                home / f"{name}.log",
+            )
+            workers.append(worker)
+        for worker in workers:
+            worker.wait_for_output("started")
+        yield names, workers
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def _child_runs(client, parent):
+    """The flow runs started as subflows of a task run of ``parent``."""
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [parent.id]}))
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[t.id for t in tasks])
+        )
+    )
+
+
+def _latest_parent(client, flow):
+    runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
+    return next(r for r in runs if r.parent_task_run_id is None and r.name.startswith(flow))
+
+
+def test_a_namespace_runs_as_a_child_flow_run_on_its_pool(tmp_path, prefect_server, pools):
+    (_, second), (_, second_worker) = pools
+    sequential = _example(tmp_path, "seq")
+    assert run_kedro(sequential, "run").returncode == 0
+    project = _example(tmp_path, "pooled")
+    write_prefect_yml(project, {"infrastructure": {"ingest": {"work_pool": second}}})
+
+    result = run_kedro(
+        project,
+        "run",
+        "--runner=kedro_prefect.PrefectRunner",
+        env=prefect_server.env,
+        timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log + second_worker.output()[-5000:]
+    for name in OUTPUTS:
+        pd.testing.assert_frame_equal(_read(project / name), _read(sequential / name))
+    assert "Completed 13 out of 13 tasks" in log
+    assert "child flow run 'sales_demo-__default__-" in log and f"on work pool '{second}'" in log
+    # The group's nodes ran in the worker's process, not in `kedro run`'s.
+    worker_log = second_worker.output()
+    for node in INGEST:
+        short = node.split(".")[1]
+        assert f"Running node: {short}" in worker_log, worker_log[-4000:]
+        assert f"Running node: {short}" not in log
+    assert "Running node: combine_regions" in log
+
+    with api(prefect_server) as client:
+        parent = _latest_parent(client, "sales_demo-__default__")
+        assert parent.state.is_completed()
+        (child,) = _child_runs(client, parent)
+        assert child.work_pool_name == second
+        assert child.state.is_completed()
+        assert child.name == f"{parent.name}-ingest"
+        assert child.parameters["nodes"] == INGEST
+        assert child.infrastructure_pid  # started by the worker, as a process of its own
+
+
+def test_a_node_failing_in_the_child_fails_the_parent_naming_it(tmp_path, prefect_server, pools):
+    (_, second), _ = pools
+    project = _example(tmp_path, "failing")
+    write_prefect_yml(project, {"infrastructure": {"ingest": {"work_pool": second}}})
+    result = run_kedro(
+        project,
+        "run",
+        "--runner=kedro_prefect.PrefectRunner",
+        "--params=min_quantity=not-a-number",
+        env=prefect_server.env,
+        timeout=600,
+    )
+    line = one_error_line(result)
+    assert line.startswith("Error: Node 'ingest.clean_orders' failed in child flow run"), line
+    assert f"on work pool '{second}'" in line and "TypeError" in line
+    assert "No nodes ran. Repeat the previous command" in result.stdout + result.stderr
+    assert not (project / "data" / "08_reporting" / "region_report.csv").exists()
+
+
+def test_in_memory_data_crossing_into_a_pool_is_refused_before_any_node(
+    tmp_path, prefect_server, pools
+):
+    (_, second), _ = pools
+    project = _example(tmp_path, "crossing")
+    write_prefect_yml(project, {"infrastructure": {"regions": {"work_pool": second}}})
+    with api(prefect_server) as client:
+        before = len(client.read_flow_runs())
+    line = one_error_line(
+        run_kedro(project, "run", "--runner=kedro_prefect.PrefectRunner", env=prefect_server.env)
+    )
+    assert "in-memory datasets cannot cross into or out of a group run on a work pool" in line
+    assert "regions.north.summary (regions.north.summarize -> combine_regions)" in line
+    assert "conf/<env>/catalog.yml" in line and "No node has run." in line
+    assert not list((project / "data").rglob("*.parquet"))  # nothing written
+    with api(prefect_server) as client:
+        assert len(client.read_flow_runs()) == before  # not even a flow run was started
+    # The same check, without a run: `kedro prefect check`.
+    line = one_error_line(kedro(project, prefect_server, "check"))
+    assert "regions.west.summary" in line
+
+
+def test_a_deployment_on_one_pool_runs_its_group_on_the_other(tmp_path, prefect_server, pools):
+    (first, second), (first_worker, second_worker) = pools
+    project = _example(tmp_path, "deployed")
+    flow = f"pooled-{uuid.uuid4().hex[:6]}"
+    write_prefect_yml(
+        project,
+        {
+            "runner": {"flow_name": flow},
+            "deployments": {
+                "nightly": {
+                    "work_pool": first,
+                    "infrastructure": {"ingest": {"work_pool": second}},
+                }
+            },
+        },
+    )
+    out = ok(kedro(project, prefect_server, "deploy"))
+    assert "nightly" in out
+    out = ok(kedro(project, prefect_server, "check"))  # prefect.yml's top level maps nothing
+    assert "work pool" not in out
+    with api(prefect_server) as client:
+        deployment = read_deployment(client, flow, "nightly")
+        run_deployment(prefect_server, f"{flow}/nightly")
+        parent = wait(lambda: final_run(client, deployment.id), "the deployed run", first_worker)
+        assert parent.state.is_completed(), (parent.state, first_worker.output()[-4000:])
+        assert parent.work_pool_name == first
+        (child,) = _child_runs(client, parent)
+        assert child.work_pool_name == second and child.state.is_completed()
+    assert (project / "data" / "08_reporting" / "region_report.csv").exists()
+    assert re.search(r"Running node: join_lines", second_worker.output())
+    # The group's deployment is the run's business: `kedro prefect list` shows only nightly.
+    listed = ok(kedro(project, prefect_server, "list"))
+    assert "nightly" in listed and "group-ingest" not in listed

@@ -329,6 +329,8 @@ class PrefectRunner(AbstractRunner):
         )
         expect_recorded(outcome.final_states)
         failed = outcome.failed
+        if failed and self._cancellation.requested and failed[1].is_cancelled():
+            failed = None  # a group's child flow run, cancelled with the run
         if failed or self._cancellation.requested:
             self._suggest_resume_scenario(pipeline, outcome.done, catalog)
             if skip is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import uuid
 
@@ -18,7 +19,7 @@ import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
 from prefect.client.schemas.sorting import FlowRunSort
 
-from tests.helpers import PREFECT, ProcessGroup, run_kedro
+from tests.helpers import KEDRO, PREFECT, ProcessGroup, run_kedro
 from tests.integration.deploy_support import (
     api,
     final_run,
@@ -200,3 +201,36 @@ def test_a_deployment_on_one_pool_runs_its_group_on_the_other(tmp_path, prefect_
     # The group's deployment is the run's business: `kedro prefect list` shows only nightly.
     listed = ok(kedro(project, prefect_server, "list"))
     assert "nightly" in listed and "group-ingest" not in listed
+
+
+def test_ctrl_c_cancels_the_child_flow_run_with_the_run(tmp_path, prefect_server, pools):
+    idle = f"idle-{uuid.uuid4().hex[:6]}"  # a pool no worker serves: the child waits there
+    ok(
+        subprocess.run(
+            [PREFECT, "work-pool", "create", idle, "--type", "process"],
+            env={**os.environ, **prefect_server.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    )
+    project = _example(tmp_path, "cancelled")
+    write_prefect_yml(project, {"infrastructure": {"ingest": {"work_pool": idle}}})
+    run = ProcessGroup(
+        [KEDRO, "run", "--runner=kedro_prefect.PrefectRunner"],
+        project,
+        {**prefect_server.env, "COLUMNS": "300"},
+        tmp_path / "run.log",
+    )
+    try:
+        run.wait_for_output(f"on work pool '{idle}'", timeout=180)
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(timeout=120) == 130, run.output()[-4000:]
+    finally:
+        run.stop()
+    with api(prefect_server) as client:
+        parent = _latest_parent(client, "sales_demo-__default__")
+        assert parent.state.is_cancelled(), parent.state
+        (child,) = _child_runs(client, parent)
+        assert child.work_pool_name == idle and child.state.is_cancelled(), child.state

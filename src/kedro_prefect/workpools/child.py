@@ -32,8 +32,9 @@ def run_child_flow(
     work_pool: str,
     work_queue: str | None,
     cancellation: Cancellation | None = None,
-) -> dict[str, Any]:
-    """Run the group's nodes as a child flow run on ``work_pool``; return its id and state.
+) -> Any:
+    """Run the group's nodes as a child flow run on ``work_pool``; return its id and state
+    (a ``Cancelled`` state when the run was cancelled, and the child with it).
 
     Raises:
         ChildFlowRunError: The child flow run did not complete: the node that failed in it,
@@ -60,13 +61,21 @@ def run_child_flow(
             if run.state is not None and run.state.is_final():
                 break
             if cancellation is not None and cancellation.requested and not cancelled:
-                from prefect.states import Cancelling
+                from prefect.states import Cancelled, Cancelling
 
-                client.set_flow_run_state(child.id, Cancelling(), force=True)
+                # Not started yet: cancelled at once; running: its worker stops it.
+                waiting = run.state is None or run.state.is_scheduled() or run.state.is_pending()
+                client.set_flow_run_state(
+                    child.id, Cancelled() if waiting else Cancelling(), force=True
+                )
                 cancelled = True
             time.sleep(POLL_SECONDS)
         if run.state.is_completed():
             return {"flow_run_id": str(child.id), "state": run.state.type.value}
+        if cancelled and run.state.is_cancelled():
+            from prefect.states import Cancelled
+
+            return Cancelled(message=f"child flow run '{flow_run_name}' cancelled with the run")
         node = _failed_node(client, child.id)
     error = ChildFlowRunError(
         (f"Node {node!r} failed" if node else f"Group {group!r} ended {run.state.name}")

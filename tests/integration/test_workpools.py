@@ -93,7 +93,11 @@ def test_a_namespace_runs_as_a_child_flow_run_on_its_pool(tmp_path, prefect_serv
     sequential = _example(tmp_path, "seq")
     assert run_kedro(sequential, "run").returncode == 0
     project = _example(tmp_path, "pooled")
-    write_prefect_yml(project, {"infrastructure": {"ingest": {"work_pool": second}}})
+    job_variables = {"env": {"SALES_DEMO_POOL": second}}
+    write_prefect_yml(
+        project,
+        {"infrastructure": {"ingest": {"work_pool": second, "job_variables": job_variables}}},
+    )
 
     result = run_kedro(
         project,
@@ -125,6 +129,9 @@ def test_a_namespace_runs_as_a_child_flow_run_on_its_pool(tmp_path, prefect_serv
         assert child.name == f"{parent.name}-ingest"
         assert child.parameters["nodes"] == INGEST
         assert child.infrastructure_pid  # started by the worker, as a process of its own
+        # The group's deployment carries the entry's job variables to the pool.
+        group = client.read_deployment(child.deployment_id)
+        assert group.name == "group-ingest" and group.job_variables == job_variables
 
 
 def test_a_node_failing_in_the_child_fails_the_parent_naming_it(tmp_path, prefect_server, pools):

@@ -106,6 +106,21 @@ with get_client(sync_client=True) as c:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group it leads; SIGKILL if it has not gone after 20 s."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def measure(repeats: int, query_seconds: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="kp-workpools-"))
     port = _free_port()
@@ -153,8 +168,7 @@ def measure(repeats: int, query_seconds: float) -> dict[str, Any]:
     finally:
         for process in (worker, server):
             if process is not None:
-                process.terminate()
-                process.wait(timeout=60)
+                _stop(process)
         shutil.rmtree(root, ignore_errors=True)
     phases = {
         key: statistics.median(sample[key] for sample in samples["child"])

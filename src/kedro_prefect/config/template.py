@@ -107,6 +107,13 @@ def prefect_yml_template(
         "",
         "# Prefect task options per node (retries, timeouts...): see docs/reliability.md.",
         "",
+        "# Groups of nodes (a namespace or a node tag) run on their own Prefect work pool, as",
+        "# child flow runs: see docs/beyond-one-machine.md in kedro-prefect.",
+        "# infrastructure:",
+        _line("#   training:", "the nodes of namespace `training`, or tagged so"),
+        _line("#     work_pool: gpu-pool", "a work pool on the Prefect server"),
+        _line("#     job_variables: {image: my-image:1.0}", "overrides of its job template"),
+        "",
     ]
     return "\n".join(_aligned(lines))
 

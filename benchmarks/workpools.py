@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,29 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-EXAMPLE = ROOT / "examples" / "sales_demo"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, timeout: float = 180) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"no Prefect server at {url}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import BIN, EXAMPLE, base_env, kedro_run_output, prefect_server
 
 
 def _project(root: Path, name: str, pool: str | None) -> Path:
@@ -67,19 +45,7 @@ def _project(root: Path, name: str, pool: str | None) -> Path:
 
 
 def _run(project: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(
-        [str(BIN / "kedro"), "run", "--runner=kedro_prefect.PrefectRunner"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise RuntimeError(result.stdout[-3000:] + result.stderr[-3000:])
-    return wall
+    return kedro_run_output(project, env, "--runner=kedro_prefect.PrefectRunner")[0]
 
 
 def _child_phases(env: dict[str, str]) -> dict[str, float]:
@@ -123,52 +89,35 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def measure(repeats: int, query_seconds: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="kp-workpools-"))
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(root / "home"),
-        "PREFECT_API_URL": api_url,
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    worker = None
+    (root / "home").mkdir()
+    samples: dict[str, list[Any]] = {"local": [], "pooled": [], "child": []}
     try:
-        _wait_healthy(api_url)
-        pool = "bench-pool"
-        subprocess.run(
-            [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
-            env=env,
-            capture_output=True,
-            check=True,
-        )
-        worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-            env={**env, "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds)},
-            cwd=root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        samples: dict[str, list[Any]] = {"local": [], "pooled": [], "child": []}
-        _run(_project(root, "warm-up", None), env)  # the server's first requests
-        for index in range(repeats):
-            samples["local"].append(_run(_project(root, f"local-{index}", None), env))
-            samples["pooled"].append(_run(_project(root, f"pooled-{index}", pool), env))
-            samples["child"].append(_child_phases(env))
+        with prefect_server(root / "home") as api_url:
+            env = {**base_env(root / "home"), "PREFECT_API_URL": api_url}
+            pool = "bench-pool"
+            subprocess.run(
+                [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+            worker = subprocess.Popen(
+                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                env={**env, "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds)},
+                cwd=root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                _run(_project(root, "warm-up", None), env)  # the server's first requests
+                for index in range(repeats):
+                    samples["local"].append(_run(_project(root, f"local-{index}", None), env))
+                    samples["pooled"].append(_run(_project(root, f"pooled-{index}", pool), env))
+                    samples["child"].append(_child_phases(env))
+            finally:
+                _stop(worker)
     finally:
-        for process in (worker, server):
-            if process is not None:
-                _stop(process)
         shutil.rmtree(root, ignore_errors=True)
     phases = {
         key: statistics.median(sample[key] for sample in samples["child"])

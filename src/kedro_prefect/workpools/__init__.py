@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.execution.tasks import group_task
-from kedro_prefect.workpools.child import run_child_flow
+from kedro_prefect.workpools.child import ChildRun, run_child_flow
 from kedro_prefect.workpools.deployments import (
     FLOW_ENTRYPOINT,
     GROUP_DEPLOYMENT_TAG,
@@ -58,15 +58,14 @@ class PoolRuns:
         where = self.pools[unit.name]
         return {
             "parameters": {
-                "group": unit.name,
-                "deployment_id": self.deployment_ids[unit.name],
-                "parameters": {
-                    **self.parameters[unit.name],
-                    "nodes": [node.name for node in unit.nodes],
-                },
-                "flow_run_name": f"{self.flow_run_name}-{unit.name}",
-                "work_pool": where.work_pool,
-                "work_queue": where.work_queue,
+                "child": ChildRun(
+                    unit.name,
+                    self.deployment_ids[unit.name],
+                    {**self.parameters[unit.name], "nodes": [node.name for node in unit.nodes]},
+                    f"{self.flow_run_name}-{unit.name}",
+                    where.work_pool,
+                    where.work_queue,
+                ),
                 "cancellation": self.cancellation,
             }
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.errors import ChildFlowRunError
@@ -24,15 +25,19 @@ logger = logging.getLogger("kedro_prefect.workpools")
 POLL_SECONDS = 1.0
 
 
-def run_child_flow(
-    group: str,
-    deployment_id: Any,
-    parameters: dict[str, Any],
-    flow_run_name: str,
-    work_pool: str,
-    work_queue: str | None,
-    cancellation: Cancellation | None = None,
-) -> Any:
+@dataclass(frozen=True)
+class ChildRun:
+    """The child flow run of one group: which deployment, with what, named how, where."""
+
+    group: str
+    deployment_id: Any
+    parameters: dict[str, Any]
+    flow_run_name: str
+    work_pool: str
+    work_queue: str | None = None
+
+
+def run_child_flow(child: ChildRun, cancellation: Cancellation | None = None) -> Any:
     """Run the group's nodes as a child flow run on ``work_pool``; return its id and state
     (a ``Cancelled`` state when the run was cancelled, and the child with it).
 
@@ -43,10 +48,9 @@ def run_child_flow(
     """
     from prefect.client.orchestration import get_client
 
+    group, flow_run_name, work_pool = child.group, child.flow_run_name, child.work_pool
     with get_client(sync_client=True) as client:
-        child = _create_child_run(
-            client, group, deployment_id, parameters, flow_run_name, work_pool, work_queue
-        )
+        child_run = _create_child_run(client, child)
     logger.info(
         "Group %s: child flow run '%s' on work pool '%s' (waiting for a worker of the pool)",
         group,
@@ -57,7 +61,7 @@ def run_child_flow(
     run: Any = None
     with get_client(sync_client=True) as client:
         while True:
-            run = client.read_flow_run(child.id)
+            run = client.read_flow_run(child_run.id)
             if run.state is not None and run.state.is_final():
                 break
             if cancellation is not None and cancellation.requested and not cancelled:
@@ -66,17 +70,17 @@ def run_child_flow(
                 # Not started yet: cancelled at once; running: its worker stops it.
                 waiting = run.state is None or run.state.is_scheduled() or run.state.is_pending()
                 client.set_flow_run_state(
-                    child.id, Cancelled() if waiting else Cancelling(), force=True
+                    child_run.id, Cancelled() if waiting else Cancelling(), force=True
                 )
                 cancelled = True
             time.sleep(POLL_SECONDS)
         if run.state.is_completed():
-            return {"flow_run_id": str(child.id), "state": run.state.type.value}
+            return {"flow_run_id": str(child_run.id), "state": run.state.type.value}
         if cancelled and run.state.is_cancelled():
             from prefect.states import Cancelled
 
             return Cancelled(message=f"child flow run '{flow_run_name}' cancelled with the run")
-        node = _failed_node(client, child.id)
+        node = _failed_node(client, child_run.id)
     error = ChildFlowRunError(
         (f"Node {node!r} failed" if node else f"Group {group!r} ended {run.state.name}")
         + f" in child flow run '{flow_run_name}' on work pool '{work_pool}': "
@@ -87,15 +91,7 @@ def run_child_flow(
     raise error
 
 
-def _create_child_run(
-    client: Any,
-    group: str,
-    deployment_id: Any,
-    parameters: dict[str, Any],
-    flow_run_name: str,
-    work_pool: str,
-    work_queue: str | None,
-) -> Any:
+def _create_child_run(client: Any, child: ChildRun) -> Any:
     """The group's flow run, a subflow of this task run (as ``run_deployment`` links one).
 
     Prefect shows a subflow under a task run of the parent that mirrors the subflow's state:
@@ -108,19 +104,20 @@ def _create_child_run(
     from prefect.context import TaskRunContext
 
     task_run = TaskRunContext.get().task_run  # type: ignore[union-attr]
+    name = f"{child.group} on {child.work_pool}"
     link = client.create_task_run(
-        task=Task(name=f"{group} on {work_pool}", fn=lambda: None),
+        task=Task(name=name, fn=lambda: None),
         flow_run_id=task_run.flow_run_id,
         dynamic_key=uuid.uuid4().hex,
-        name=f"{group} on {work_pool}",
+        name=name,
         task_inputs={"__parents__": [TaskRunResult(id=task_run.id)]},
     )
     return client.create_flow_run_from_deployment(
-        deployment_id,
-        parameters=parameters,
-        name=flow_run_name,
+        child.deployment_id,
+        parameters=child.parameters,
+        name=child.flow_run_name,
         parent_task_run_id=link.id,
-        work_queue_name=work_queue,
+        work_queue_name=child.work_queue,
     )
 
 

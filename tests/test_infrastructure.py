@@ -41,6 +41,13 @@ def test_a_key_names_the_nodes_of_a_namespace_or_with_a_tag():
     assert nodes_on_pools(pipeline, _pools(nothing="gpu")) == {}  # maps no node of this run
 
 
+def test_a_key_may_name_a_registered_pipeline_as_spaceflights_has_data_science():
+    pipeline = p.namespaced()
+    registered = {"joining": {"join"}}
+    found = nodes_on_pools(pipeline, _pools(joining="big-memory"), registered)
+    assert [n.name for n in found["joining"]] == ["join"]
+
+
 def test_a_node_in_two_mapped_groups_is_refused_naming_it():
     with pytest.raises(InfrastructureError, match=r"node 'alpha.inc' belongs to two groups"):
         nodes_on_pools(p.namespaced(), _pools(alpha="gpu", light="small"))

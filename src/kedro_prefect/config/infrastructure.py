@@ -1,10 +1,11 @@
 """The ``infrastructure:`` section of ``prefect.yml``: groups of nodes run on Prefect work pools.
 
-Each key names a group of the run's nodes, a top-level namespace or a node tag; its value says
+Each key names a group of the run's nodes, a top-level namespace, a node tag or a registered
+pipeline; its value says
 which work pool runs that group, as a child flow run (see docs/beyond-one-machine.md)::
 
     infrastructure:
-      data_science:                  # the nodes of namespace data_science (or tagged so)
+      data_science:                  # namespace, tag or pipeline data_science
         work_pool: gpu-pool
         job_variables: {image: my-registry/project:1.4, env: {CUDA_VISIBLE_DEVICES: "0"}}
 """
@@ -75,7 +76,7 @@ class InfrastructureConfig(BaseModel):
         return value  # the options themselves: checked by RunnerOptions (config.options)
 
 
-#: ``infrastructure:``: group name (a top-level namespace or a node tag) -> where it runs.
+#: ``infrastructure:``: group name (a namespace, a node tag or a pipeline) -> where it runs.
 Infrastructure = dict[NonEmpty, InfrastructureConfig]
 
 

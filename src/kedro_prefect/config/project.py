@@ -100,8 +100,8 @@ class ProjectConfig(BaseModel):
     infrastructure: Infrastructure = Field(
         default_factory=dict,
         description=(
-            "Groups of nodes (a top-level namespace or a node tag) run on Prefect work pools, "
-            "as child flow runs (docs/beyond-one-machine.md)."
+            "Groups of nodes (a top-level namespace, a node tag or a registered pipeline) run "
+            "on Prefect work pools, as child flow runs (docs/beyond-one-machine.md)."
         ),
     )
 

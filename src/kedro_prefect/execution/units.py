@@ -1,19 +1,20 @@
 """The units of a run: ``group_by`` groups and groups on Prefect work pools (``infrastructure:``).
 
-A key of ``infrastructure:`` names a group of nodes: the nodes of that top-level namespace, and
-the nodes tagged with it. Each mapped group becomes one unit of the run (``kind="pool"``), run
-as a child flow run on its work pool (:mod:`kedro_prefect.workpools`); the other nodes are
-grouped by ``group_by`` as usual.
+A key of ``infrastructure:`` names a group of nodes: the nodes of that top-level namespace, the
+nodes tagged with it, and the nodes of the project's registered pipeline of that name. Each
+mapped group becomes one unit of the run (``kind="pool"``), run as a child flow run on its
+work pool (:mod:`kedro_prefect.workpools`); the other nodes are grouped by ``group_by`` as usual.
 
 Data crosses the boundary of a mapped group only through persisted datasets: the child flow
 run is another process, often on another machine. :func:`check_pool_crossings` refuses an
 in-memory dataset going into or out of a mapped group, naming it, before anything runs.
-Pure pipeline logic: nothing here runs a node or talks to Prefect.
+Pipeline logic only (the project's pipeline registry is read for pipeline names): nothing here
+runs a node or talks to Prefect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.errors import InfrastructureError
@@ -36,11 +37,15 @@ POOL = "pool"
 
 
 def nodes_on_pools(
-    pipeline: Pipeline, infrastructure: Mapping[str, InfrastructureConfig]
+    pipeline: Pipeline,
+    infrastructure: Mapping[str, InfrastructureConfig],
+    registered: Mapping[str, set[str]] | None = None,
 ) -> dict[str, list[Node]]:
     """Group name -> its nodes (pipeline order), for the keys of ``infrastructure`` with nodes.
 
-    A node belongs to key ``k`` if its top-level namespace is ``k`` or it has the tag ``k``.
+    A node belongs to key ``k`` if its top-level namespace is ``k``, it has the tag ``k``, or
+    it is a node of the project's registered pipeline ``k`` (``registered``: pipeline name ->
+    node names, :func:`registered_pipelines`).
 
     Raises:
         InfrastructureError: A node belongs to two mapped groups.
@@ -49,17 +54,34 @@ def nodes_on_pools(
     owner: dict[str, str] = {}
     for node in pipeline.nodes:  # topological order
         top = node.namespace.split(".")[0] if node.namespace else None
-        keys = [key for key in infrastructure if key == top or key in node.tags]
+        keys = [
+            key
+            for key in infrastructure
+            if key == top or key in node.tags or node.name in (registered or {}).get(key, ())
+        ]
         if len(keys) > 1:
             raise InfrastructureError(
                 f"infrastructure: node {node.name!r} belongs to two groups, {keys[0]!r} and "
-                f"{keys[1]!r} (a namespace or a tag each); map only one of them, or untag the "
-                "node. No node has run."
+                f"{keys[1]!r} (a namespace, a tag or a pipeline each); map only one of them, or "
+                "untag the node. No node has run."
             )
         if keys:
             found.setdefault(keys[0], []).append(node)
             owner[node.name] = keys[0]
     return found
+
+
+def registered_pipelines(names: Iterator[str] | list[str]) -> dict[str, set[str]]:
+    """Node names of the project's registered pipelines among ``names`` (none outside a
+    project, or if the registry cannot be read)."""
+    try:
+        from kedro.framework.project import pipelines
+
+        return {
+            name: {n.name for n in pipelines[name].nodes} for name in names if name in pipelines
+        }
+    except Exception:  # no project configured, or a registry that fails to import
+        return {}
 
 
 def with_pools(
@@ -70,7 +92,9 @@ def with_pools(
     """The run's units: one per mapped group (``kind="pool"``), the rest by ``group_rest``."""
     from kedro.pipeline import Pipeline as KedroPipeline
 
-    pooled = nodes_on_pools(pipeline, infrastructure)
+    if not infrastructure:
+        return group_rest(pipeline)
+    pooled = nodes_on_pools(pipeline, infrastructure, registered_pipelines(list(infrastructure)))
     if not pooled:
         return group_rest(pipeline)
     taken = {node for nodes in pooled.values() for node in nodes}

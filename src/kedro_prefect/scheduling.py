@@ -57,7 +57,7 @@ def run_nodes(
     logger: logging.Logger,
     grouping: Grouping | None = None,
     group_task_of: Callable[[Unit], Task] | None = None,
-    submit_pool: Callable[[Unit], PrefectFuture[Any]] | None = None,
+    submit_pool: Callable[[Unit, list[PrefectFuture[Any]]], PrefectFuture[Any]] | None = None,
 ) -> Outcome:
     """Run every node of ``pipeline``; return how they ended (nothing raised for a node).
 
@@ -65,8 +65,8 @@ def run_nodes(
     (``group_task_of(unit)``, parameters from ``execution.submit_group_arguments``), once every
     node outside the group that produces its inputs is done; a single node as before.
     A group on a work pool (``infrastructure:``, ``kind="pool"``) is submitted by
-    ``submit_pool(unit)`` (its child flow run); only persisted data crosses its boundary, so its
-    nodes are never data producers of other units' tasks.
+    ``submit_pool(unit, producer futures)`` (its child flow run); only persisted data crosses its
+    boundary, so its nodes are never data producers of other units' tasks.
     """
     parents = pipeline.node_dependencies
     units = grouping.units if grouping else [Unit(node.name, (node,)) for node in pipeline.nodes]
@@ -91,7 +91,8 @@ def run_nodes(
 
     def submit(unit: Unit) -> None:
         if unit.kind == "pool":
-            future = submit_pool(unit)  # type: ignore[misc]
+            producer_futures = {id(futures[p]): futures[p] for p in producers[unit]}
+            future = submit_pool(unit, list(producer_futures.values()))  # type: ignore[misc]
         elif unit.is_group:
             task = group_task_of(unit)  # type: ignore[misc]
             arguments = execution.submit_group_arguments(  # type: ignore[attr-defined]

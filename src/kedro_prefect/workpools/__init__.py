@@ -70,8 +70,12 @@ class PoolRuns:
             }
         }
 
-    def submit(self, runner: Any, unit: Unit) -> PrefectFuture[Any]:
-        return runner.submit(self.task_of(unit), **self.arguments(unit))
+    def submit(
+        self, runner: Any, unit: Unit, after: list[PrefectFuture[Any]]
+    ) -> PrefectFuture[Any]:
+        """Submit the group's task; ``after``: its producers' futures (done already: they give
+        the UI its edges into the group)."""
+        return runner.submit(self.task_of(unit), **self.arguments(unit), wait_for=after)
 
 
 @contextmanager

@@ -241,3 +241,29 @@ def test_ctrl_c_cancels_the_child_flow_run_with_the_run(tmp_path, prefect_server
         assert parent.state.is_cancelled(), parent.state
         (child,) = _child_runs(client, parent)
         assert child.work_pool_name == idle and child.state.is_cancelled(), child.state
+
+
+def test_deploy_refuses_a_crossing_or_a_missing_pool_and_deploys_nothing(
+    tmp_path, prefect_server, pools
+):
+    (first, second), _ = pools
+    project = _example(tmp_path, "deploy-refused")
+    flow = f"refused-{uuid.uuid4().hex[:6]}"
+    deployments = {
+        "plain": {"work_pool": first},
+        "crossing": {"work_pool": first, "infrastructure": {"regions": {"work_pool": second}}},
+    }
+    write_prefect_yml(project, {"runner": {"flow_name": flow}, "deployments": deployments})
+    line = one_error_line(kedro(project, prefect_server, "deploy"))
+    assert line.startswith("Error: deployment 'crossing': infrastructure: in-memory datasets")
+    assert "regions.east.summary (regions.east.summarize -> combine_regions)" in line
+
+    deployments["crossing"]["infrastructure"] = {"ingest": {"work_pool": "no-such-pool"}}
+    write_prefect_yml(project, {"runner": {"flow_name": flow}, "deployments": deployments})
+    line = one_error_line(kedro(project, prefect_server, "deploy"))
+    assert "work pool 'no-such-pool' does not exist" in line
+    with api(prefect_server) as client:
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+        flows = FlowFilter(name=FlowFilterName(any_=[flow]))
+        assert client.read_deployments(flow_filter=flows) == []  # nothing half-deployed

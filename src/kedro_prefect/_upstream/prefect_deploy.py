@@ -1,4 +1,5 @@
-"""Prefect deployments: the parameter form of a deployment, and serving what the server has.
+"""Prefect deployments: the parameter form of a deployment, serving what the server has, and the
+link of a group's child flow run to its parent.
 
 Relies on:
 
@@ -26,6 +27,14 @@ from kedro_prefect._upstream import Contract
 
 CONTRACTS = (
     Contract(
+        "prefect.client.orchestration:SyncPrefectClient.request",
+        "a group's child flow run is linked under a task run of its parent, posted as JSON "
+        "(Prefect 3.4's create_task_run sends no JSON content type: its server answers 422)",
+        check=lambda method: any(
+            p.kind is p.VAR_KEYWORD for p in inspect.signature(method).parameters.values()
+        ),
+    ),
+    Contract(
         "prefect.deployments.runner:RunnerDeployment",
         "the deployment's parameter form: the schema apply() sends, built from the project",
         check=lambda cls: "_parameter_openapi_schema" in cls.__private_attributes__,
@@ -38,6 +47,36 @@ CONTRACTS = (
 )
 
 logger = logging.getLogger("kedro_prefect.deploy")
+
+
+def create_subflow_link(client: Any, flow_run_id: Any, parent_task_run_id: Any, name: str) -> Any:
+    """A task run of flow run ``flow_run_id`` standing for a subflow, child of task run
+    ``parent_task_run_id``, as ``run_deployment`` creates one (the server keeps its state the
+    subflow's); returns its id.
+
+    Posted through the client's ``request`` with a JSON body: Prefect 3.4's ``create_task_run``
+    posts the same body without a JSON content type, which its server refuses (422).
+    """
+    import uuid
+
+    from prefect.client.schemas.actions import TaskRunCreate
+    from prefect.client.schemas.objects import TaskRunResult
+    from prefect.states import Pending, to_state_create
+
+    body = TaskRunCreate(
+        id=None,
+        name=name,
+        flow_run_id=flow_run_id,
+        task_key=f"kedro_prefect.workpools.{name}",
+        dynamic_key=uuid.uuid4().hex,
+        state=to_state_create(Pending()),
+        task_inputs={"__parents__": [TaskRunResult(id=parent_task_run_id)]},
+    )
+    response = client.request(
+        "POST", "/task_runs/", json=body.model_dump(mode="json", exclude={"id"})
+    )
+    response.raise_for_status()
+    return uuid.UUID(response.json()["id"])
 
 
 def _has_deployment_ids(cls: Any) -> bool:

@@ -97,26 +97,19 @@ def _create_child_run(client: Any, child: ChildRun) -> Any:
     Prefect shows a subflow under a task run of the parent that mirrors the subflow's state:
     one is created here, named after the group and the pool, its parent this task run.
     """
-    import uuid
-
-    from prefect import Task
-    from prefect.client.schemas.objects import TaskRunResult
     from prefect.context import TaskRunContext
 
+    from kedro_prefect._upstream.prefect_deploy import create_subflow_link
+
     task_run = TaskRunContext.get().task_run  # type: ignore[union-attr]
-    name = f"{child.group} on {child.work_pool}"
-    link = client.create_task_run(
-        task=Task(name=name, fn=lambda: None),
-        flow_run_id=task_run.flow_run_id,
-        dynamic_key=uuid.uuid4().hex,
-        name=name,
-        task_inputs={"__parents__": [TaskRunResult(id=task_run.id)]},
+    link = create_subflow_link(
+        client, task_run.flow_run_id, task_run.id, f"{child.group} on {child.work_pool}"
     )
     return client.create_flow_run_from_deployment(
         child.deployment_id,
         parameters=child.parameters,
         name=child.flow_run_name,
-        parent_task_run_id=link.id,
+        parent_task_run_id=link,
         work_queue_name=child.work_queue,
     )
 
@@ -135,8 +128,8 @@ def _failed_node(client: Any, flow_run_id: Any) -> str | None:
     runs = client.read_task_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
         task_run_filter=TaskRunFilter(
-            state=TaskRunFilterState(
-                type=TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])
+            state=TaskRunFilterState(  # name=None: a required field in Prefect 3.4
+                type=TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]), name=None
             )
         ),
     )

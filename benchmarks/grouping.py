@@ -165,6 +165,12 @@ def measure(repeats: int, namespaces: int, length: int) -> dict[str, Any]:
     }
 
 
+def _set_worker_env(values: dict[str, str]) -> None:
+    """The payload size and sleep for the nodes, in a worker's environment: the nodes run
+    there, not in the ``kedro run`` process whose environment has them."""
+    os.environ.update(values)
+
+
 def _worker_bytes_sent(dask_worker: Any) -> int:
     return int(getattr(dask_worker, "transfer_outgoing_bytes_total", 0))
 
@@ -201,6 +207,7 @@ def measure_dask(
             "DO_NOT_TRACK": "1",
         }
         env.pop("PREFECT_API_URL", None)
+        client.run(_set_worker_env, {k: env[k] for k in ("BENCH_PAYLOAD", "BENCH_SLEEP")})
         samples: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
         for _ in range(repeats):
             for case in cases:

@@ -194,7 +194,7 @@ def _side_by_side(graph: Graph, column: dict[str, int]) -> dict[str, list[list[s
         clusters: list[list[str]] = []
         last = -2
         for kid in sorted(kids, key=lambda g: (span[g][0], _natural(g))):
-            if not clusters or span[kid][0] > last + 1:
+            if not clusters or span[kid][0] > last:  # top to bottom: bands sharing a layer
                 clusters.append([])
             clusters[-1].append(kid)
             last = max(last, span[kid][1]) if len(clusters[-1]) > 1 else span[kid][1]

@@ -122,6 +122,8 @@ def _crosses(line: tuple[float, float, float, float], box: Box) -> bool:
     """Whether the segment ``line`` passes through ``box`` (sampled: boxes are large)."""
     x1, y1, x2, y2 = line
     x, y, w, h = box
+    if x > max(x1, x2) or x + w < min(x1, x2) or y > max(y1, y2) or y + h < min(y1, y2):
+        return False
     return any(
         x < x1 + (x2 - x1) * t < x + w and y < y1 + (y2 - y1) * t < y + h
         for t in (k / 40 for k in range(1, 40))

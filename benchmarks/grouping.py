@@ -20,7 +20,9 @@ started by this script; ``kedro run`` with ``task_runner=dask,address=...`` of 8
 a source node feeding two chains of 5 nodes passing 1 MB in memory (each node sleeps 0.2 s, so
 that Dask spreads them over the workers), joined by a last node (whose output is tiny),
 ``group_by=none`` vs ``namespace``: bytes the workers sent (to each other and to the driver),
-summed over the workers before and after each run.
+summed over the workers before and after each run. Dask counts them by its size of each result
+moved, which is the data inside a node task's Prefect state (kedro-prefect registers that
+``dask.sizeof`` on its workers), and the number of those transfers.
 """
 
 from __future__ import annotations
@@ -163,26 +165,10 @@ def measure(repeats: int, namespaces: int, length: int) -> dict[str, Any]:
     }
 
 
-def _size_node_data() -> None:
-    """Let Dask size a node's task result by its contents (it counts bytes moved by size).
-
-    A node task's Dask result is a Prefect ``State`` holding a ``NodeData``; Dask sizes both as
-    the small objects holding the data, and a worker's count of bytes sent would stay near zero
-    however much data moves.
-    """
-    from dask.sizeof import sizeof
-    from prefect.client.schemas.objects import State
-
-    from kedro_prefect.execution.outputs import NodeData
-
-    @sizeof.register(NodeData)
-    def _(value: NodeData) -> int:
-        return sum(sizeof(item) for item in value.data.values())
-
-    @sizeof.register(State)
-    def _(state: State) -> int:
-        data = getattr(state, "data", None)
-        return 1000 + sizeof(getattr(data, "result", data))
+def _set_worker_env(values: dict[str, str]) -> None:
+    """The payload size and sleep for the nodes, in a worker's environment: the nodes run
+    there, not in the ``kedro run`` process whose environment has them."""
+    os.environ.update(values)
 
 
 def _worker_bytes_sent(dask_worker: Any) -> int:
@@ -221,8 +207,8 @@ def measure_dask(
             "DO_NOT_TRACK": "1",
         }
         env.pop("PREFECT_API_URL", None)
+        client.run(_set_worker_env, {k: env[k] for k in ("BENCH_PAYLOAD", "BENCH_SLEEP")})
         samples: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
-        client.run(_size_node_data)
         for _ in range(repeats):
             for case in cases:
                 before = sum(client.run(_worker_bytes_sent).values())
@@ -291,9 +277,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 DASK_NOTE = (
-    "*Bytes sent* is Dask's own count, which adds up its size estimate of each result moved; "
-    "it stays far below the 1 MB payloads moved here, so read the number of *transfers* "
-    "(``get_data`` requests served by the workers, to other workers and to the driver)."
+    "*Bytes sent* is Dask's own count: the size of each result moved, which for a node task is "
+    "the data inside its Prefect state (kedro-prefect tells Dask how to size it); *transfers* "
+    "counts the ``get_data`` requests the workers served (to other workers and to the driver)."
 )
 
 
@@ -331,6 +317,13 @@ def splice(text: str, new: str) -> str:
     return text[:start] + new + (text[end + 1 :] if end != -1 else "")
 
 
+def splice_dask(text: str, dask: dict[str, Any]) -> str:
+    """``text`` (docs/benchmarks.md) with the Dask rows of this section replaced."""
+    start = text.index("On Dask: ", text.index(HEADING))
+    end = text.index("```bash", start)
+    return text[:start] + "\n".join([*report_dask(dask), "", DASK_NOTE, "", ""]) + text[end:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -358,7 +351,9 @@ def main() -> None:
         print("\n".join(report(data)))
     if "dask" in data:
         print("\n".join(report_dask(data["dask"])))
-    if args.write_doc:
+    if args.write_doc and "medians" not in data:  # --dask-only: replace the Dask rows only
+        DOC.write_text(splice_dask(DOC.read_text(), data["dask"]))
+    elif args.write_doc:
         DOC.write_text(splice(DOC.read_text(), section(data)))
 
 

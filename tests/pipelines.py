@@ -247,6 +247,25 @@ def namespaced() -> Pipeline:
     )
 
 
+def namespaced_broad_pipeline(width: int = 6) -> Pipeline:
+    """``width`` namespaces of three chained steps side by side, fed by one dataset and joined
+    (the shape of per-region or per-model modular pipelines): 3 * width + 1 nodes."""
+    parts = [
+        Pipeline(
+            [
+                node(identity, "raw", "cleaned", name="clean_input_table"),
+                node(identity, "cleaned", "features", name="build_features"),
+                node(identity, "features", "summary", name="summarize_results"),
+            ],
+            namespace=f"market_{k}",
+            inputs={"raw"},
+        )
+        for k in range(width)
+    ]
+    summaries = [f"market_{k}.summary" for k in range(width)]
+    return sum(parts, Pipeline([node(total, summaries, "report", name="combine_markets")]))
+
+
 def generator() -> Pipeline:
     return Pipeline(
         [

@@ -157,7 +157,6 @@ def test_a_grouping_with_a_cycle_is_refused_before_any_node_runs():
     ("options", "expected"),
     [
         ({"group_by": "namespaces"}, "group_by='namespaces'"),
-        ({"group_by": "namespace", "skip_unchanged": True}, "cannot be combined with skip"),
     ],
 )
 def test_bad_group_by_options_fail_with_one_specific_line(options, expected):

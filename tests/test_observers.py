@@ -15,6 +15,7 @@ from kedro_prefect.observe.graph import MAX_DRAWN_NODES, build_graph, mermaid_fl
 from kedro_prefect.observe.graph_svg import render_svg
 from kedro_prefect.observe.recorder import _Observers
 from tests.helpers import EXAMPLE_PROJECT
+from tests.pipelines import namespaced_broad_pipeline
 
 
 @pytest.fixture
@@ -235,3 +236,28 @@ def test_a_failing_observer_is_switched_off_and_the_others_go_on(example_pipelin
             observers.on_node_submitted(each, None)
     assert (boom.calls, counter.calls) == (1, 3)
     assert "_Boom.on_node_submitted failed (RuntimeError: observer bug)" in caplog.text
+
+
+def _picture_width(svg: str) -> float:
+    return float(re.search(r'<svg [^>]*width="(\d+)"', svg).group(1))
+
+
+@pytest.mark.parametrize("width", [4, 6, 10])
+def test_a_namespaced_broad_pipeline_is_drawn_narrow_enough_to_read(width):
+    from kedro_prefect.observe.graph_layout import NAME_SIZE, UI_WIDTH
+
+    pipeline = namespaced_broad_pipeline(width)
+    svg = render_svg(
+        build_graph(pipeline, "t", {n.name: ("completed", 0.1) for n in pipeline.nodes})
+    )
+    # names shown at >= 11 px once the UI scales the picture to its column
+    assert NAME_SIZE * min(1, UI_WIDTH / _picture_width(svg)) >= 11
+    nodes = [name for name, css in _svg_items(svg).items() if css.startswith("node ")]
+    assert len(nodes) == len(pipeline.nodes)  # every node drawn, none collapsed
+
+
+def test_the_example_projects_graph_fits_the_uis_column(example_pipeline):
+    from kedro_prefect.observe.graph_layout import UI_WIDTH
+
+    svg = render_svg(build_graph(example_pipeline, "t"))
+    assert _picture_width(svg) <= UI_WIDTH  # was 958 px: names shown at 9.4 px

@@ -309,9 +309,10 @@ class PrefectRunner(AbstractRunner):
         group_fn = group_fn and protect_secrets(group_fn, self._secrets)
 
         def group_task_of(unit: Any) -> Any:
-            return group_task(
+            task = group_task(
                 unit.name, unit.nodes, group_fn, **self._task_options[unit.name].prefect_kwargs()
             )
+            return skip.keyed_group_task(task, unit.nodes) if skip else task
 
         pools = self._pool_runs
         outcome = run_nodes(

@@ -145,3 +145,34 @@ def test_example_project_grouped_on_a_local_cluster(
         assert len(runs) == task_runs
     else:
         assert sorted(run["name"] for run in runs) == task_runs
+
+
+# --- result sizes as Dask sees them -----------------------------------------------------------
+
+#: A node's in-memory output large enough to matter to Dask's transfer costs and placement.
+LARGE = 20_000_000
+
+
+def large_payload(x):
+    return bytes(LARGE)
+
+
+def largest_result_here(payload):
+    """On the Dask worker running this node: the largest result size the worker has noted."""
+    from distributed import get_worker
+
+    return max(task.nbytes or 0 for task in get_worker().state.tasks.values())
+
+
+def test_a_large_in_memory_output_is_sized_as_large_by_the_dask_worker(cluster, api):
+    """Dask sizes a node's task result (a Prefect state holding the node's outputs) by the
+    data inside, so its transfer costs, memory limits and the placement rule see it."""
+    pipeline = Pipeline(
+        [
+            node(large_payload, "source", "payload", name="produce"),
+            node(largest_result_here, "payload", "seen", name="measure"),
+        ]
+    )
+    catalog = DataCatalog({"source": MemoryDataset(1)})
+    got = _run(PrefectRunner(task_runner="dask", address=cluster.address), pipeline, catalog)
+    assert got["seen"] >= LARGE, got

@@ -2,7 +2,8 @@
 window size.
 
 A UI server (``prefect server start``), the final graph artifact of a pipeline with many
-steps in a row (the shape that used to be a 2000 px wide strip), and headless Chromium at
+steps in a row (the shape that used to be a 2000 px wide strip), of a namespaced broad one
+(eight namespaces side by side) and of the example project, and headless Chromium at
 1400x1000 driven over its DevTools protocol: the test asks the page how wide the UI shows the
 picture and how wide the picture is, which gives the size the node names are rendered at.
 The node table's duration column is in view without scrolling the table sideways.
@@ -28,7 +29,8 @@ import httpx
 import pytest
 from kedro.pipeline import Pipeline, node
 
-from tests.helpers import PrefectServer
+from tests.helpers import EXAMPLE_PROJECT, PrefectServer
+from tests.pipelines import namespaced_broad_pipeline
 
 pytestmark = [
     pytest.mark.integration,
@@ -67,9 +69,30 @@ def ui_server(tmp_path_factory):
     server.stop()
 
 
-def _artifact(server: PrefectServer, kind: str) -> str:
+def example_pipeline() -> Pipeline:
+    """The example project's ``__default__`` pipeline (namespaces ``ingest`` and four
+    ``regions.<name>`` side by side: it used to be drawn 958 px wide, names at 9.4 px)."""
+    import sys
+
+    sys.path.insert(0, str(EXAMPLE_PROJECT / "src"))
+    try:
+        from sales_demo.pipeline_registry import register_pipelines
+
+        return register_pipelines()["__default__"]
+    finally:
+        sys.path.remove(str(EXAMPLE_PROJECT / "src"))
+
+
+PIPELINES = {
+    "wide": wide_pipeline,
+    "namespaced": lambda: namespaced_broad_pipeline(8),
+    "example": example_pipeline,
+}
+
+
+def _artifact(server: PrefectServer, kind: str, shape: str = "wide") -> str:
     """The final graph (``kind="graph"``) or node table artifact of a completed run of
-    :func:`wide_pipeline`, as the runner writes them; its id."""
+    one of :data:`PIPELINES`, as the runner writes them; its id."""
     from datetime import UTC, datetime
 
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -79,14 +102,16 @@ def _artifact(server: PrefectServer, kind: str) -> str:
     from kedro_prefect.observe.artifacts import graph_markdown, node_table
     from kedro_prefect.observe.base import PipelineRun
 
-    run = PipelineRun(wide_pipeline(), None, "wide", ["__default__"])
+    run = PipelineRun(PIPELINES[shape](), None, shape, ["__default__"])
     for record in run.nodes.values():
         record.state, record.submitted_at, record.finished_at = Completed(), 0.0, 0.42
         record.attempts, record.start, record.worker = 1, datetime.now(UTC), "tcp://127.0.0.1:40000"
     run.ended_at = run.started_at + 3.0
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         if kind == "graph":
-            return str(create_markdown_artifact(graph_markdown(run, final=True), key="wide-graph"))
+            return str(
+                create_markdown_artifact(graph_markdown(run, final=True), key=f"{shape}-graph")
+            )
         return str(create_table_artifact(node_table(run), key="wide-nodes"))
 
 
@@ -172,14 +197,15 @@ MEASURE = """(() => {
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("shape", sorted(PIPELINES))
 @pytest.mark.parametrize("ui", ["v1", "v2"])
-def test_node_names_of_a_wide_pipeline_are_legible_in_the_ui(ui_server, ui, tmp_path):
+def test_node_names_of_a_wide_pipeline_are_legible_in_the_ui(ui_server, ui, shape, tmp_path):
     from kedro_prefect.observe.graph_svg import NAME_SIZE
 
     uis = _uis(ui_server)
     if ui not in uis:
         pytest.skip(f"this Prefect server offers no {ui} UI (available: {sorted(uis)})")
-    artifact_id = _artifact(ui_server, "graph")
+    artifact_id = _artifact(ui_server, "graph", shape)
     browser = Browser(tmp_path)
     try:
         browser.connect()
@@ -194,7 +220,7 @@ def test_node_names_of_a_wide_pipeline_are_legible_in_the_ui(ui_server, ui, tmp_
         time.sleep(1)  # let the layout settle, then measure again
         measured = browser.evaluate(MEASURE)
         shot = browser.call("Page.captureScreenshot", format="png")
-        screenshot = tmp_path / f"graph-legible-{ui}.png"
+        screenshot = tmp_path / f"graph-legible-{shape}-{ui}.png"
         screenshot.write_bytes(base64.b64decode(shot["data"]))
     finally:
         browser.close()

@@ -345,3 +345,75 @@ def test_cache_in_a_prefect_storage_block(project, session_run, prefect_server, 
     with pytest.raises(CacheStorageError, match="cannot load the cache storage block"):
         session_run(api_url=prefect_server.api_url)
     assert session_run.events == []
+
+
+# --- with group_by: a group is skipped as a whole ----------------------------------------------
+
+
+def test_memory_groups_are_skipped_whole_and_rerun_whole_when_a_node_changed(project, session_run):
+    """group_by=memory groups `scale` -> `report` (linked by `scaled`, in memory)."""
+    assert ran(session_run(group_by="memory")) == ALL
+    first = outputs(project)
+
+    assert session_run(group_by="memory") == []  # no hook fired: every unit was skipped
+    assert outputs(project) == first
+    skipped = [m for m in session_run.records.messages() if m.startswith("Skipped node: ")]
+    assert sorted(m.split()[2] for m in skipped) == sorted(NODES)
+
+    # factor is read by `scale` only: its group runs whole, and `final` after it
+    assert ran(session_run(params={"factor": 3}, group_by="memory")) == {"scale", "report", "final"}
+    assert (project / "data" / "final.txt").read_text() == "3,6,9 stamp!"
+    assert ran(session_run(params={"factor": 3}, group_by="memory")) == set()
+    assert not session_run.records.messages(logging.WARNING)
+    # a missing output of `report` runs its whole group (`scale` too: one task run)
+    (project / "data" / "report.txt").unlink()
+    assert ran(session_run(params={"factor": 3}, group_by="memory")) == {"scale", "report"}
+
+
+def _nodes(output: str, verb: str) -> set[str]:
+    """Node names of the ``<verb> node: <name>`` lines of a ``kedro run``."""
+    import re
+
+    return set(re.findall(rf"{verb} node: ([\w.]+)", output))
+
+
+@pytest.mark.timeout(900)
+def test_namespace_groups_skip_unchanged_and_a_changed_parameter_reruns_its_group(tmp_path):
+    """The example project with group_by=namespace (groups `ingest` and `regions`): outputs as
+    SequentialRunner's, an unchanged re-run skips every group, a parameter read in `regions`
+    runs that group and `combine_regions` after it, nothing else."""
+    from tests.helpers import copy_example_project
+
+    reports = ("region_report.csv", "top_products.csv")
+
+    def run(project: Path, *args: str) -> tuple[str, dict[str, str]]:
+        result = run_kedro(project, "run", *args)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        folder = project / "data" / "08_reporting"
+        return output, {name: (folder / name).read_text() for name in reports}
+
+    changed = "--params=regions.north.name=south"
+    sequential = copy_example_project(tmp_path / "sequential")
+    _, expected = run(sequential)
+    _, expected_changed = run(sequential, changed)
+    project = copy_example_project(tmp_path / "sales_demo")
+    write_prefect_yml(project, f"cache:\n  path: {tmp_path / 'cache'}\n")
+    grouped = (RUNNER, "--runner-params=group_by=namespace,skip_unchanged=true")
+    every = {"ingest.clean_orders", "ingest.clean_products", "ingest.join_lines",
+             "combine_regions", "rank_products",
+             *(f"regions.{r}.{s}" for r in ("north", "south", "east", "west")
+               for s in ("select", "summarize"))}  # fmt: skip
+
+    output, files = run(project, *grouped)
+    assert files == expected and _nodes(output, "Completed") == every, output
+
+    output, files = run(project, *grouped)
+    assert files == expected
+    assert _nodes(output, "Skipped") == every and not _nodes(output, "Completed")
+
+    output, files = run(project, *grouped, changed)
+    assert files == expected_changed
+    regions = {name for name in every if name.startswith("regions.")}
+    assert _nodes(output, "Completed") == regions | {"combine_regions"}
+    assert _nodes(output, "Skipped") == every - regions - {"combine_regions"}

@@ -1,6 +1,7 @@
 """What a piped ``kedro run`` prints under PrefectRunner, next to SequentialRunner's output for
 the same pipeline: Kedro's own lines, and little more (issue 15's budget: 1.1x the lines on
-threads, 1.25x on a local Dask cluster).
+threads, 1.25x on a local Dask cluster), whose worker processes (Dask's, or the process pool's)
+do not repeat Kedro's "Using 'conf/logging.yml' as logging configuration" line.
 
 Each run is a ``kedro run`` subprocess of a fresh copy of the example project, piped (not a
 terminal), at the project's default INFO level, on Prefect's ephemeral API.
@@ -18,6 +19,11 @@ RUNNER = "--runner=kedro_prefect.PrefectRunner"
 #: The whole example (13 nodes in the namespaces ingest and regions.*), and one namespace of it.
 PIPELINES = {"example": [], "namespaced": ["--pipelines=ingest"]}
 BUDGET = {"thread": 1.1, "dask": 1.25}
+#: ``--runner-params`` per backend: two Dask workers, so a repeated line would show.
+PARAMS = {"thread": "task_runner=thread", "dask": "task_runner=dask,n_workers=2",
+          "process": "task_runner=process"}  # fmt: skip
+#: Kedro's line when a process first imports ``kedro.framework.project``.
+LOGGING_LINE = "Using 'conf/logging.yml' as logging"
 SYNC_MODE = "Using synchronous mode for loading and saving data. Use the --async flag"
 
 
@@ -50,7 +56,7 @@ def test_terminal_is_kedros_with_little_more(tmp_path, sequential, pipeline, tas
         pytest.importorskip("prefect_dask", reason="task_runner=dask needs prefect-dask")
     kedro = sequential[pipeline]
     ours = _run(
-        tmp_path, "sales_demo", RUNNER, f"--runner-params=task_runner={task_runner}",
+        tmp_path, "sales_demo", RUNNER, f"--runner-params={PARAMS[task_runner]}",
         *PIPELINES[pipeline],
     )  # fmt: skip
     assert len(_lines(ours)) <= BUDGET[task_runner] * len(_lines(kedro)), ours
@@ -62,6 +68,8 @@ def test_terminal_is_kedros_with_little_more(tmp_path, sequential, pipeline, tas
         ours.count("Completed node: ") == nodes
         and f"Completed {nodes} out of {nodes} tasks" in ours
     )
+    # worker processes do not repeat Kedro's logging-configuration line
+    assert kedro.count(LOGGING_LINE) == ours.count(LOGGING_LINE) == 1, ours
     # no warning of Kedro's printed more often than under SequentialRunner
     warning = "register_new_resolver() is deprecated"
     assert ours.count(warning) == kedro.count(warning)
@@ -73,3 +81,10 @@ def test_terminal_is_kedros_with_little_more(tmp_path, sequential, pipeline, tas
     assert " | INFO    | " not in ours
     for dask_line in ("Start worker at", "Nanny at", "Scheduler at", "Creating a new Dask cluster"):
         assert dask_line not in ours
+
+
+@pytest.mark.timeout(900)
+def test_process_workers_do_not_repeat_kedros_logging_line(tmp_path, sequential):
+    ours = _run(tmp_path, "sales_demo", RUNNER, f"--runner-params={PARAMS['process']}")
+    assert sequential["example"].count(LOGGING_LINE) == ours.count(LOGGING_LINE) == 1, ours
+    assert ours.count("Pipeline execution completed successfully") == 1

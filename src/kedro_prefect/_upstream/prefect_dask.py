@@ -67,7 +67,35 @@ CONTRACTS = (
         "prefect.utilities.engine:collect_task_run_inputs_sync",
         "the task run inputs Prefect records (the UI's graph edges)",
     ),
+    Contract(
+        "prefect.results:ResultRecord",
+        "result: the data a completed task state holds, which Dask sizes (dask.sizeof)",
+        check=lambda cls: "result" in getattr(cls, "model_fields", {}),
+    ),
 )
+
+
+@functools.cache
+def register_state_sizes() -> None:
+    """Tell Dask (``dask.sizeof``) how large a Prefect task's result is: the data inside.
+
+    On a worker, a node task's Dask result is the task run's final ``State``, whose ``data`` is
+    a ``ResultRecord`` holding the task's return value (the node's in-memory outputs). Dask
+    does not look into either, so a state holding 200 MB counts as a few hundred bytes in the
+    scheduler's transfer costs (work stealing), the workers' memory limits, their count of
+    bytes sent and :mod:`kedro_prefect.dask.placement`'s locality rule.
+    """
+    from dask.sizeof import sizeof
+    from prefect.client.schemas.objects import State
+    from prefect.results import ResultRecord
+
+    @sizeof.register(ResultRecord)
+    def _record(value: Any) -> int:
+        return 256 + sizeof(value.result)
+
+    @sizeof.register(State)
+    def _state(value: Any) -> int:
+        return 512 + (0 if value.data is None else sizeof(value.data))
 
 
 def _client_made_on_first_use(cls: type) -> bool:

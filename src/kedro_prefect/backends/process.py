@@ -103,8 +103,10 @@ def _reporting_to_the_run_api(runner: TaskRunner[Any]) -> Iterator[TaskRunner[An
     set_here = bool(api_url) and "PREFECT_API_URL" not in os.environ
     if set_here:
         os.environ["PREFECT_API_URL"] = str(api_url)
+    from kedro_prefect.workers.logging_line import workers_without_logging_line
+
     try:
-        with runner:
+        with workers_without_logging_line(runner):
             yield runner
     finally:
         if set_here:

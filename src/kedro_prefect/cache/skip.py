@@ -11,6 +11,14 @@ a candidate's task looks its key up in Prefect's cache, and a hit ends the task 
 node runs and overwrites the entry (``refresh_cache``). A missing, unreadable or expired entry
 means the node runs, with one warning line.
 
+With ``group_by``, a group (one task run) is skipped as a whole: its nodes are fingerprinted in
+order when the group is submitted (an input produced inside the group, in memory or persisted,
+takes its producer's fingerprint: a persisted one is not written yet), the group's cache key
+is the digest of theirs and of the names of the in-memory outputs leaving it (its task's
+result), and the group is a candidate only when every one of its nodes is. One changed node
+runs the whole group again (and the groups and nodes after it, whose inputs' fingerprints
+changed); each node's fingerprint is recorded as without groups.
+
 The scheduling loop sees a skipped node as completed: its children are submitted as usual.
 :class:`SkippingExecution` wraps the run's :class:`~kedro_prefect.execution.protocol.NodeExecution`
 to put the in-memory outputs of skipped nodes into the shared catalog (threads; on Dask they
@@ -77,6 +85,25 @@ def run_node_keeping_outputs(
     return NodeData(outputs)
 
 
+def run_group_keeping_outputs(
+    nodes: tuple[Node, ...],
+    catalog: CatalogProtocol,
+    hook_manager: Any,
+    is_async: bool,
+    run_id: str | None,
+    upstream: tuple[str, ...] = (),
+    events: Any = None,
+    leaving: tuple[str, ...] = (),
+) -> NodeData:
+    """:func:`~kedro_prefect.execution.local.run_group`, returning the in-memory outputs that
+    leave the group (``leaving``): the task's result, persisted under the group's key. The
+    data produced and read only inside the group is not part of it."""
+    from kedro_prefect.execution.local import run_group
+
+    run_group(nodes, catalog, hook_manager, is_async, run_id, upstream, events)
+    return NodeData({name: pipeline_dataset(catalog, name).load() for name in leaving})
+
+
 class SkipUnchanged:
     """Fingerprints, cache keys and records of one run with ``skip_unchanged``."""
 
@@ -108,6 +135,11 @@ class SkipUnchanged:
         self._expiration = expiration
         self._mask = lambda text: redact(text, secrets)
         self._producer = {name: node for node in pipeline.nodes for name in node.outputs}
+        self._readers: dict[str, set[Node]] = {}
+        for node in pipeline.nodes:
+            for name in node.inputs:
+                self._readers.setdefault(name, set()).add(node)
+        self._free_outputs = pipeline.outputs()
         self._memory = {
             name
             for name in pipeline.datasets()
@@ -123,20 +155,24 @@ class SkipUnchanged:
 
     # --- before a node is submitted ------------------------------------------------------------
 
-    def fingerprint(self, node: Node) -> str | None:
-        """The node's fingerprint now (its producers are done); ``None``: cannot be taken."""
+    def fingerprint(self, node: Node, group: frozenset[str] = frozenset()) -> str | None:
+        """The node's fingerprint now (its producers are done); ``None``: cannot be taken.
+
+        ``group``: the outputs of the nodes of the node's group (``group_by``), not written yet
+        when the group is submitted: each counts by its producer's fingerprint, as in memory.
+        """
         parts: dict[str, str] = {}
         for name in node.inputs:
-            part = self._input_fingerprint(name)
+            part = self._input_fingerprint(name, name in group)
             if part is None:
                 logger.debug("Node %s: input %s cannot be fingerprinted", node.name, name)
                 return None
             parts[name] = part
         return digest(RULES_VERSION, self._project, self._code.node(node), parts)
 
-    def _input_fingerprint(self, name: str) -> str | None:
+    def _input_fingerprint(self, name: str, by_producer: bool = False) -> str | None:
         producer = self._producer.get(name)
-        if producer is not None and name in self._memory:
+        if producer is not None and (by_producer or name in self._memory):
             produced = self.fingerprints.get(producer.name)
             return digest("produced-by", producer.name, produced) if produced else None
         if name not in self._data:
@@ -158,6 +194,20 @@ class SkipUnchanged:
                 missing.append(name)
         return missing
 
+    def _is_candidate(self, node: Node, fingerprint: str) -> bool:
+        last = self._storage.read_json(_node_record(self._project, node.name)) or {}
+        missing = self._missing_outputs(node)
+        if last.get("fingerprint") == fingerprint and not missing:
+            return True
+        logger.debug(
+            "Node %s runs: %s",
+            node.name,
+            f"missing output(s) {', '.join(missing)}"
+            if missing and last.get("fingerprint") == fingerprint
+            else "changed since its last successful run (or never run)",
+        )
+        return False
+
     def keyed_task(self, task: Task, node: Node) -> Task:
         """``task`` (a fresh copy) cached under the node's fingerprint, looked up if unchanged."""
         fingerprint = self.fingerprint(node)
@@ -166,19 +216,48 @@ class SkipUnchanged:
             self._forget(node)
             logger.debug("Node %s runs: its inputs cannot be fingerprinted", node.name)
             return task  # not cached: nothing downstream of it can be skipped either
-        last = self._storage.read_json(_node_record(self._project, node.name)) or {}
-        missing = self._missing_outputs(node)
-        if last.get("fingerprint") == fingerprint and not missing:
+        if self._is_candidate(node, fingerprint):
             self.candidates.add(node.name)
-        else:
-            logger.debug(
-                "Node %s runs: %s",
-                node.name,
-                f"missing output(s) {', '.join(missing)}"
-                if missing and last.get("fingerprint") == fingerprint
-                else "changed since its last successful run (or never run)",
+        return self._keyed(task, fingerprint, node.name in self.candidates)
+
+    def leaving(self, nodes: tuple[Node, ...]) -> tuple[str, ...]:
+        """The in-memory outputs of a group read outside it or returned by the run."""
+        inside = set(nodes)
+        return tuple(
+            sorted(
+                name
+                for node in nodes
+                for name in node.outputs
+                if name in self._memory
+                and (name in self._free_outputs or self._readers.get(name, set()) - inside)
             )
-        policy = self._policy_class(cache_key_fn=FixedKey(fingerprint))
+        )
+
+    def keyed_group_task(self, task: Task, nodes: tuple[Node, ...]) -> Task:
+        """``task`` (a group's, ``group_by``) cached under the digest of its nodes'
+        fingerprints, looked up when every node of the group is unchanged."""
+        parts = []
+        produced = frozenset(name for node in nodes for name in node.outputs)
+        for node in nodes:  # dependency order: producers inside the group come first
+            fingerprint = self.fingerprint(node, produced)
+            self.fingerprints[node.name] = fingerprint
+            if fingerprint is None:
+                self._forget(node)
+                logger.debug("Node %s runs: its inputs cannot be fingerprinted", node.name)
+            parts.append(fingerprint)
+        known = [part for part in parts if part is not None]
+        if len(known) < len(parts):
+            return task
+        unchanged = [
+            self._is_candidate(node, part) for node, part in zip(nodes, known, strict=True)
+        ]
+        if all(unchanged):
+            self.candidates.update(node.name for node in nodes)
+        key = digest("group", *known, *self.leaving(nodes))
+        return self._keyed(task, key, all(unchanged))
+
+    def _keyed(self, task: Task, key: str, candidate: bool) -> Task:
+        policy = self._policy_class(cache_key_fn=FixedKey(key))
         if self._storage.key_storage is not None:
             policy = policy.configure(key_storage=self._storage.key_storage)
         task.cache_policy = policy
@@ -186,7 +265,7 @@ class SkipUnchanged:
         task.persist_result = True
         task.result_storage = self._storage.result_storage
         task.result_serializer = "pickle"
-        task.refresh_cache = node.name not in self.candidates
+        task.refresh_cache = not candidate
         task.cache_expiration = self._expiration
         return task
 
@@ -197,7 +276,8 @@ class SkipUnchanged:
         state = future.state
         fingerprint = self.fingerprints.get(node.name)
         skipped = is_skipped(state)
-        if shared_catalog:
+        # A group's task run may have failed after this node of it completed: no result then.
+        if shared_catalog and state is not None and state.is_completed():
             outputs = future.result()
             if skipped:
                 for name, value in getattr(outputs, "data", {}).items():
@@ -241,11 +321,23 @@ class SkippingExecution:  # implements execution.protocol.NodeExecution
         self.versions = inner.versions
         # On threads the task returns the in-memory outputs, for Prefect to persist them.
         self.task_fn = run_node_keeping_outputs if self._shared_catalog else inner.task_fn
+        inner_group_fn = getattr(inner, "group_fn", None)
+        self.group_fn = run_group_keeping_outputs if self._shared_catalog else inner_group_fn
 
     def submit_arguments(
         self, node: Node, producers: set[Node], futures: dict[Node, Any]
     ) -> dict[str, Any]:
         return self._inner.submit_arguments(node, producers, futures)
+
+    def submit_group_arguments(
+        self, nodes: tuple[Node, ...], producers: set[Node], futures: dict[Node, Any]
+    ) -> dict[str, Any]:
+        arguments: dict[str, Any] = self._inner.submit_group_arguments(  # type: ignore[attr-defined]
+            nodes, producers, futures
+        )
+        if self._shared_catalog:
+            arguments["parameters"]["leaving"] = self._skip.leaving(nodes)
+        return arguments
 
     def node_completed(self, node: Node, futures: dict[Node, Any]) -> None:
         self._skip.node_completed(node, futures[node], self._shared_catalog)

@@ -238,11 +238,6 @@ class RunnerOptions(BaseModel):
         for name in ("cluster_kwargs", "client_kwargs"):
             if "asynchronous" in (getattr(self, name) or {}):
                 raise ValueError(f"{name} cannot set 'asynchronous' (Prefect manages it)")
-        if self.group_by != "none" and self.skip_unchanged:
-            raise ValueError(
-                f"group_by={self.group_by} cannot be combined with skip_unchanged yet (nodes "
-                "are skipped one by one); set group_by=none or skip_unchanged=false"
-            )
         if self.task_runner == "dask" and self.max_workers is not None:
             raise ValueError(
                 "max_workers applies to task_runner=thread and process; with task_runner=dask use "

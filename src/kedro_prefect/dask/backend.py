@@ -29,9 +29,10 @@ class DaskBackend:  # implements execution.protocol.Backend
 
     def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
         from kedro_prefect.dask.task_runner import dask_task_runner
+        from kedro_prefect.workers.logging_line import workers_without_logging_line
 
         runner: TaskRunner[Any] = dask_task_runner(self._options)
-        return runner
+        return workers_without_logging_line(runner)
 
     def node_execution(
         self,

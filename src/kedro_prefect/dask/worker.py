@@ -70,21 +70,20 @@ def run_task_on_worker(
 def _register_sizes() -> None:
     """Tell Dask how large a node task's result is: the in-memory outputs in its state.
 
-    Dask measures each result with ``dask.sizeof``; it does not look into a Prefect state, so a
-    state holding 200 MB would count as a few hundred bytes. With the real size, the scheduler's
-    transfer costs (work stealing), the worker's memory limits and :mod:`.placement`'s locality
-    rule see the data.
+    Dask measures each result with ``dask.sizeof``; it does not look into a Prefect state (nor
+    into :class:`NodeData`), so a state holding 200 MB would count as a few hundred bytes. With
+    the real size, the scheduler's transfer costs (work stealing), the worker's memory limits
+    and :mod:`.placement`'s locality rule see the data.
     """
     from dask.sizeof import sizeof
-    from prefect.client.schemas.objects import State
+
+    from kedro_prefect._upstream.prefect_dask import register_state_sizes
 
     @sizeof.register(NodeData)
     def _node_data(value: NodeData) -> int:
         return 64 + sum(sizeof(item) for item in value.data.values())
 
-    @sizeof.register(State)
-    def _state(value: Any) -> int:
-        return 512 + (sizeof(value.data) if isinstance(value.data, NodeData) else 0)
+    register_state_sizes()
 
 
 def _worker_address() -> str | None:

@@ -10,7 +10,9 @@ layered, with the namespaces as nested bands:
   alternate), so every edge points the same way;
 * each namespace box is a band across the layers holding its own items and, beside them, the
   bands of its child namespaces (side by side only where their layers meet), so boxes never
-  overlap and a namespace reads as one block;
+  overlap and a namespace reads as one block; top to bottom, side-by-side bands broader than
+  the column wrap into rows, one below the other (:func:`_wrapped`; an edge that would cross
+  a box runs down the gap beside the band instead);
 * within a band, a layer's items are ordered by where their producers are, which keeps most
   edges short and uncrossed.
 
@@ -21,6 +23,8 @@ an image cannot load any), with room to spare; the full names are in each box's 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from itertools import pairwise
 
 from kedro_prefect.observe.graph import STATES, Graph, Item
 
@@ -95,23 +99,29 @@ def _size(item: Item) -> tuple[float, float]:
     return max(width + 24, 90), 12 + LINE * len(lines) + 14
 
 
-def _columns(graph: Graph) -> dict[str, int]:
-    """Each item's longest path from an item with no inputs (Kahn's order; edges point right)."""
-    succs: dict[str, list[str]] = defaultdict(list)
+def _columns(graph: Graph, after: Iterable[tuple[str, str]] = ()) -> dict[str, int] | None:
+    """Each item's longest path from an item with no inputs (Kahn's order; edges point right).
+
+    ``after``: pairs ``(a, b)`` where ``b`` must be in a later layer than ``a`` (a wrapped row
+    of namespace bands below the one before it). ``None`` when they would make a cycle.
+    """
+    succs: dict[str, list[tuple[str, int]]] = defaultdict(list)
     waiting = dict.fromkeys(graph.items, 0)
-    for a, b in graph.edges:
-        succs[a].append(b)
+    for a, b, step in [*((a, b, 1) for a, b in graph.edges), *((a, b, 1) for a, b in after)]:
+        succs[a].append((b, step))
         waiting[b] += 1
     column = dict.fromkeys(graph.items, 0)
     ready = [i for i, n in waiting.items() if n == 0]
+    done = 0
     while ready:
         item_id = ready.pop()
-        for nxt in succs[item_id]:
-            column[nxt] = max(column[nxt], column[item_id] + 1)
+        done += 1
+        for nxt, step in succs[item_id]:
+            column[nxt] = max(column[nxt], column[item_id] + step)
             waiting[nxt] -= 1
             if waiting[nxt] == 0:
                 ready.append(nxt)
-    return column
+    return column if done == len(column) else None
 
 
 def choose_layout(graph: Graph) -> tuple[dict[str, Box], bool]:
@@ -119,25 +129,125 @@ def choose_layout(graph: Graph) -> tuple[dict[str, Box], bool]:
     it runs left to right (``True``) or top to bottom. A pipeline with more steps in a row
     than side by side (a "wide" one) reads top to bottom; ties go left to right."""
     across = layout(graph, horizontal=True)
-    down = layout(graph, horizontal=False)
+    down = _wrapped(graph)
     if _fit(down) > _fit(across) + 0.01:
         return down, False
     return across, True
 
 
+def _wrapped(graph: Graph) -> dict[str, Box]:
+    """Top to bottom, with namespace bands that would stand side by side wider than
+    :data:`UI_WIDTH` wrapped into rows, one below the other (the widest row of bands first,
+    one more row at a time), so a namespaced, broad pipeline is not scaled down."""
+    rows: dict[str, int] = {}
+    boxes = layout(graph, horizontal=False)
+    stuck: set[str] = set()
+    for _ in range(4 * len(graph.groups)):
+        if _fit(boxes) >= 1:
+            break
+        widest = _widest_row(graph, boxes, rows, stuck)
+        if widest is None:
+            break
+        rows[widest] = rows.get(widest, 1) + 1
+        if _columns(graph, _row_order(graph, rows)) is None:  # rows that make a cycle
+            rows[widest] -= 1
+            stuck.add(widest)
+            continue
+        wrapped = layout(graph, horizontal=False, rows=rows)
+        if _width(wrapped) < _width(boxes):
+            boxes = wrapped
+    return boxes
+
+
+def _widest_row(
+    graph: Graph, boxes: dict[str, Box], rows: dict[str, int], stuck: set[str]
+) -> str | None:
+    """The namespace ("" for the top level) whose child bands stand side by side widest
+    (and can take one more row), or ``None``."""
+    column = _columns(graph) or {}
+    best, widest = None, 0.0
+    for group, clusters in _side_by_side(graph, column).items():
+        if group in stuck or all(len(c) <= rows.get(group, 1) for c in clusters):
+            continue
+        for cluster in clusters:
+            for row in _split(cluster, rows.get(group, 1)):
+                width = sum(boxes[f"group:{child}"][2] for child in row)
+                if width > widest:
+                    best, widest = group, width
+    return best
+
+
+def _side_by_side(graph: Graph, column: dict[str, int]) -> dict[str, list[list[str]]]:
+    """Namespace -> its child namespaces in clusters sharing layers (drawn side by side)."""
+    span: dict[str, tuple[int, int]] = {}
+    for item_id, item in graph.items.items():
+        for group in graph.groups:
+            if _within(item.group, group):
+                a, b = span.get(group, (column[item_id], column[item_id]))
+                span[group] = (min(a, column[item_id]), max(b, column[item_id]))
+    children: dict[str, list[str]] = defaultdict(list)
+    for group in graph.groups:
+        if group in span:
+            children[group.rpartition(".")[0]].append(group)
+    out: dict[str, list[list[str]]] = {}
+    for parent, kids in children.items():
+        clusters: list[list[str]] = []
+        last = -2
+        for kid in sorted(kids, key=lambda g: (span[g][0], _natural(g))):
+            if not clusters or span[kid][0] > last:  # top to bottom: bands sharing a layer
+                clusters.append([])
+            clusters[-1].append(kid)
+            last = max(last, span[kid][1]) if len(clusters[-1]) > 1 else span[kid][1]
+        out[parent] = [c for c in clusters if len(c) > 1]
+    return out
+
+
+def _split(cluster: list[str], rows: int) -> list[list[str]]:
+    per_row = -(-len(cluster) // max(rows, 1))
+    return [cluster[i : i + per_row] for i in range(0, len(cluster), per_row)]
+
+
+def _row_order(graph: Graph, rows: dict[str, int]) -> list[tuple[str, str]]:
+    """Pairs (a, b): item ``b`` of a wrapped row of bands goes below item ``a`` of the row
+    before it (for :func:`_columns`)."""
+    column = _columns(graph) or {}
+    members: dict[str, list[str]] = defaultdict(list)
+    for item_id, item in graph.items.items():
+        for group in graph.groups:
+            if _within(item.group, group):
+                members[group].append(item_id)
+    pairs = []
+    for parent, clusters in _side_by_side(graph, column).items():
+        for cluster in clusters:
+            split = _split(cluster, rows.get(parent, 1))
+            for above, below in pairwise(split):
+                pairs += [
+                    (a, b) for g in above for a in members[g] for h in below for b in members[h]
+                ]
+    return pairs
+
+
+def _width(boxes: dict[str, Box]) -> float:
+    return max((x + w for x, _, w, _ in boxes.values()), default=0) + MARGIN
+
+
 def _fit(boxes: dict[str, Box]) -> float:
     """The scale the UI shows a picture of these boxes at (1 when it fits its width)."""
-    width = max((x + w for x, _, w, _ in boxes.values()), default=0) + MARGIN
+    width = _width(boxes)
     return min(1.0, UI_WIDTH / width) if width else 1.0
 
 
-def layout(graph: Graph, horizontal: bool = True) -> dict[str, Box]:
+def layout(
+    graph: Graph, horizontal: bool = True, rows: dict[str, int] | None = None
+) -> dict[str, Box]:
     """Item id -> (x, y, width, height), and ``"group:<ns>"`` -> its box, in SVG units.
 
     Computed along two axes: *main* (the edges' direction: x left to right, or y top to bottom)
-    and *cross*; namespaces are bands across it, side by side.
+    and *cross*; namespaces are bands across it, side by side. ``rows``: namespace -> the rows
+    its side-by-side child bands are wrapped into (top to bottom only; ignored if that would
+    make a cycle).
     """
-    column = _columns(graph)
+    column = (rows and _columns(graph, _row_order(graph, rows))) or _columns(graph) or {}
     sizes = {item_id: _size(item) for item_id, item in graph.items.items()}
     if not horizontal and not graph.groups:
         return _folded(graph, column, sizes)
@@ -202,13 +312,14 @@ def layout(graph: Graph, horizontal: bool = True) -> dict[str, Box]:
                 w, h = sizes[item_id]
                 boxes[item_id] = (main, at, w, h) if horizontal else (at, main, w, h)
                 at += cross_of[item_id] + CROSS_GAP
-        start = y
+        start, near = y, 1 if horizontal else 0
         taken = [(column[i], column[i], spans[i][0] + spans[i][1]) for i in members[group]]
         y += band + (CROSS_GAP if band else 0)
         for child in sorted(children[group], key=lambda g: (_first_column(g), _natural(g))):
-            # A band goes beside (not after) what holds none of its layers or their neighbours.
+            # A band goes beside (not after) what holds none of its layers (or, left to right,
+            # their neighbours: a band's header is above it, its padding along the layers).
             first, last = _first_column(child), _last_column(child)
-            ends = [end for a, b, end in taken if a <= last + 1 and first <= b + 1]
+            ends = [end for a, b, end in taken if a <= last + near and first <= b + near]
             at = max(ends, default=start - 6) + (CROSS_GAP if ends else 0)
             end = place(child, at + 6) + 6
             taken.append((first, last, end))

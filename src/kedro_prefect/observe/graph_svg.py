@@ -61,7 +61,8 @@ def render_svg(graph: Graph) -> str:
         )
     out += group_outlines(graph, boxes)
     for a, b in graph.edges:
-        out.append(_edge(boxes[a], boxes[b], horizontal))
+        lane = None if horizontal else _lane(graph, boxes, a, b)
+        out.append(_edge(boxes[a], boxes[b], horizontal) if lane is None else lane)
     for item in graph.items.values():
         out.append(_item(item, boxes[item.id]))
     out.append("</svg>")
@@ -83,6 +84,49 @@ def _edge(a: Box, b: Box, horizontal: bool) -> str:
     return (
         f'<path class="edge" marker-end="url(#arrow)" d="M{x1:.1f},{y1:.1f} '
         f'C{c1} {c2} {x2:.1f},{y2:.1f}"/>'
+    )
+
+
+def _lane(graph: Graph, boxes: dict[str, Box], a: str, b: str) -> str | None:
+    """Top to bottom, an edge whose direct curve would cross another box (a row of namespace
+    bands wrapped below another) runs down the gap beside the outermost namespace band it
+    enters or leaves; ``None`` for a direct curve."""
+    ax, ay, aw, ah = boxes[a]
+    bx, by, bw, _ = boxes[b]
+    x1, y1, x2, y2 = ax + aw / 2, ay + ah, bx + bw / 2, by - 1
+    if not any(
+        _crosses((x1, y1, x2, y2), box)
+        for key, box in boxes.items()
+        if key not in (a, b) and not key.startswith("group:")
+    ):
+        return None
+    ga, gb = graph.items[a].group, graph.items[b].group
+    outer = [g for g in graph.groups if _inside(gb, g) != _inside(ga, g)]
+    if not outer:
+        return None
+    left = boxes[f"group:{min(outer, key=len)}"][0] - 7
+    top, bottom = y1 + 14, y2 - 22
+    return (
+        f'<path class="edge" marker-end="url(#arrow)" d="M{x1:.1f},{y1:.1f} '
+        f"C{x1:.1f},{top:.1f} {left:.1f},{y1:.1f} {left:.1f},{top + 10:.1f} "
+        f"L{left:.1f},{bottom - 10:.1f} C{left:.1f},{y2:.1f} {x2:.1f},{bottom:.1f} "
+        f'{x2:.1f},{y2:.1f}"/>'
+    )
+
+
+def _inside(group: str, parent: str) -> bool:
+    return group == parent or group.startswith(parent + ".")
+
+
+def _crosses(line: tuple[float, float, float, float], box: Box) -> bool:
+    """Whether the segment ``line`` passes through ``box`` (sampled: boxes are large)."""
+    x1, y1, x2, y2 = line
+    x, y, w, h = box
+    if x > max(x1, x2) or x + w < min(x1, x2) or y > max(y1, y2) or y + h < min(y1, y2):
+        return False
+    return any(
+        x < x1 + (x2 - x1) * t < x + w and y < y1 + (y2 - y1) * t < y + h
+        for t in (k / 40 for k in range(1, 40))
     )
 
 

@@ -86,17 +86,17 @@ FILES = {
 
 
         def register_pipelines():
-            return {{
-                "__default__": Pipeline(
-                    [
-                        node(make, "params:factor", "numbers", name="make"),
-                        node(score, ["numbers", "params:offset"], "score", name="score"),
-                        node(fit, "numbers", "model", name="fit"),
-                        node(predict, ["model", "numbers"], "prediction", name="predict"),
-                        node(tabulate, "numbers", ["table", "head"], name="tabulate"),
-                    ]
-                )
-            }}
+            train = Pipeline(
+                [
+                    node(make, "params:factor", "numbers", name="make"),
+                    node(score, ["numbers", "params:offset"], "score", name="score"),
+                    node(fit, "numbers", "model", name="fit"),
+                    node(tabulate, "numbers", ["table", "head"], name="tabulate"),
+                ]
+            )
+            predict_ = Pipeline([node(predict, ["model", "numbers"], "prediction", name="predict")])
+            # kedro-mlflow saves no model when tracking is off: "train" has no node loading it.
+            return {{"__default__": train + predict_, "train": train}}
         """,
 }
 
@@ -113,6 +113,17 @@ def mlflow_project(tmp_path, monkeypatch):
     return project
 
 
+@pytest.fixture
+def untracked_project(mlflow_project):
+    """The project with MLflow tracking disabled for its ``train`` pipeline (mlflow.yml)."""
+    (mlflow_project / "conf" / "base" / "mlflow.yml").write_text(
+        "server:\n  mlflow_tracking_uri: mlruns\n"
+        "tracking:\n  experiment:\n    name: mlflow_demo\n"
+        "  disable_tracking:\n    pipelines: [train]\n"
+    )
+    return mlflow_project
+
+
 def mlflow_runs(project: Path) -> list:
     from mlflow.tracking import MlflowClient
 
@@ -123,7 +134,7 @@ def mlflow_runs(project: Path) -> list:
     return client.search_runs([experiment.experiment_id])
 
 
-def kedro_run(project: Path, runner, caplog) -> tuple[list, dict]:
+def kedro_run(project: Path, runner, caplog, pipeline: str | None = None) -> tuple[list, dict]:
     """One ``kedro run`` in this process; returns the MLflow runs it made, and its outputs."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -136,7 +147,7 @@ def kedro_run(project: Path, runner, caplog) -> tuple[list, dict]:
         caplog.at_level(logging.WARNING),
         KedroSession.create(project_path=project, runtime_params={"factor": 3}) as session,
     ):
-        outputs = session.run(runner=runner)
+        outputs = session.run(runner=runner, pipeline_names=[pipeline] if pipeline else None)
     import mlflow
 
     # kedro-mlflow (2.0.3, MLflow 3) leaves its run on the calling thread's stack after
@@ -211,6 +222,27 @@ def test_kedro_mlflow_makes_one_run_per_kedro_run_on_every_backend(mlflow_projec
         assert outputs["prediction"].load() == prediction
         assert viz_stats(mlflow_project) == stats, runner
     assert {run.info.status for run in mlflow_runs(mlflow_project)} == {"FINISHED"}
+
+
+def test_a_pipeline_whose_tracking_kedro_mlflow_disables_logs_nothing_on_every_backend(
+    untracked_project, caplog
+):
+    """``disable_tracking: pipelines:`` is decided in the driver's ``before_pipeline_run``: the
+    workers' kedro-mlflow hooks log nothing either (no run of their own), as under
+    ``SequentialRunner``."""
+    from kedro.runner import SequentialRunner
+
+    for runner in (
+        SequentialRunner(),
+        PrefectRunner(),
+        PrefectRunner(task_runner="process", max_workers=2),
+        PrefectRunner(task_runner="dask", n_workers=1, threads_per_worker=2),
+    ):
+        made, outputs = kedro_run(untracked_project, runner, caplog, pipeline="train")
+        assert [(run.info.run_name, run.data.params) for run in made] == [], runner
+        assert outputs["head"].load()["n"].tolist() == [3, 6]
+    # No run in any experiment of the store (mlruns/<experiment>/<run>/meta.yaml).
+    assert list((untracked_project / "mlruns").glob("*/*/meta.yaml")) == []
 
 
 def test_a_worker_that_cannot_reach_the_mlflow_run_fails_the_node_clearly(tmp_path, monkeypatch):

@@ -260,7 +260,9 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         if id(future) in self._merged:
             return
         self._merged.add(id(future))
-        if is_skipped(future.state):
+        state = future.state
+        # A group that failed part-way: its task has no result (the run fails anyway).
+        if state is None or not state.is_completed() or is_skipped(state):
             return
         returned = getattr(self._returned(future), "hook_state", None)
         merge_from_worker(self._hook_manager, self._catalog, returned, self._run_id)

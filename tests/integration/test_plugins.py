@@ -1,13 +1,16 @@
-"""kedro-mlflow, the most used Kedro plugin, for real: a local file tracking store, no server.
+"""kedro-mlflow, the most used Kedro plugin, and kedro-viz, for real: a local file tracking
+store, no server.
 
-Configured as its users do (``mlflow.yml``; the metric a ``MlflowMetricDataset``; parameters
-logged by its hooks). Each ``kedro run`` must make exactly one MLflow run, finished, holding the
-run's parameters and metric, the same as under ``SequentialRunner``, on threads, process and
-Dask, with no warning from the plugin and no run left behind on the workers.
+Configured as their users do (``mlflow.yml``; the metric a ``MlflowMetricDataset``, the model a
+``MlflowModelTrackingDataset`` that a later node loads; parameters logged by kedro-mlflow's
+hooks; kedro-viz's hooks from its entry points). Each ``kedro run`` must make exactly one MLflow
+run, finished, holding the run's parameters, metric and model, the same as under
+``SequentialRunner``, on threads, process and Dask, with no warning from the plugins and no run
+left behind on the workers; a pipeline whose tracking ``mlflow.yml`` disables makes none; and
+kedro-viz's ``.viz/stats.json`` holds the same statistics as after a ``SequentialRunner`` run.
 
 Needs the ``plugins`` extra (``tox -e plugins``): an installed Kedro plugin's hooks join every
-Kedro run of its environment, so kedro-mlflow is not in the ``test`` extra.
-"""
+Kedro run of its environment, so kedro-mlflow and kedro-viz are not in the ``test`` extra."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from tests.reliability_project import LOGGING_YML, write_files
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("kedro_mlflow", reason="kedro-mlflow: pip install -e '.[plugins]'")
+pytest.importorskip("kedro_viz", reason="kedro-viz: pip install -e '.[plugins]'")
+pytest.importorskip("sklearn", reason="scikit-learn: pip install -e '.[plugins]'")
 
 PACKAGE = "mlflow_demo"
 FILES = {
@@ -110,6 +115,12 @@ def mlflow_project(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DYNACONF_DISABLE_HOOKS_FOR_PLUGINS", raising=False)
     monkeypatch.chdir(project)
+    # kedro-mlflow's hook is one object per process and keeps the id of the last MLflow run it
+    # started, also when a later run's tracking is disabled (it then reopens that run, here in
+    # another test's store). A `kedro run` process starts with a new one.
+    from kedro_mlflow.framework.hooks import mlflow_hook
+
+    monkeypatch.setattr(mlflow_hook, "run_id", None)
     return project
 
 

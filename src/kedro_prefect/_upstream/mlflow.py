@@ -37,6 +37,19 @@ from typing import Any
 
 from kedro_prefect._upstream import Contract, installed_version
 
+#: kedro-mlflow's model dataset class (the one that loads "the model it saved").
+MODEL_DATASET_CLASS = (
+    "kedro_mlflow.io.models.mlflow_model_tracking_dataset",
+    "MlflowModelTrackingDataset",
+)
+#: What its ``save`` keeps for its ``load``.
+SAVED_STATE = ("_last_saved_model_uri", "model_info")
+
+#: kedro-mlflow's hook class, by module and name (kedro-mlflow is not imported to find it).
+HOOK_CLASS = ("kedro_mlflow.framework.hooks.mlflow_hook", "MlflowHook")
+#: What its ``before_pipeline_run`` sets and its ``before_node_run`` reads.
+RUN_SETTINGS = ("_is_mlflow_enabled", "flatten", "recursive", "sep", "long_params_strategy")
+
 CONTRACTS = (
     Contract(
         "mlflow.tracking.fluent:_active_run_stack",
@@ -62,19 +75,6 @@ CONTRACTS = (
         ),
     ),
 )
-
-#: kedro-mlflow's model dataset class (the one that loads "the model it saved").
-MODEL_DATASET_CLASS = (
-    "kedro_mlflow.io.models.mlflow_model_tracking_dataset",
-    "MlflowModelTrackingDataset",
-)
-#: What its ``save`` keeps for its ``load``.
-SAVED_STATE = ("_last_saved_model_uri", "model_info")
-
-#: kedro-mlflow's hook class, by module and name (kedro-mlflow is not imported to find it).
-HOOK_CLASS = ("kedro_mlflow.framework.hooks.mlflow_hook", "MlflowHook")
-#: What its ``before_pipeline_run`` sets and its ``before_node_run`` reads.
-RUN_SETTINGS = ("_is_mlflow_enabled", "flatten", "recursive", "sep", "long_params_strategy")
 
 
 def active_run() -> tuple[str, str] | None:

@@ -52,6 +52,7 @@ FILES = {
         HOOKS = (Recorder(), StatsHook())
         """,
     "src/{package}/hooks.py": """
+        import json
         import logging
         import os
         import threading
@@ -66,6 +67,10 @@ FILES = {
         def _record(hook, detail="-"):
             with _lock, open(Path("data") / "hooks.log", "a") as stream:
                 stream.write(f"{{hook}} {{os.getpid()}} {{detail}}\\n")
+
+
+        def _run_id(run_params):
+            return run_params.get("run_id") or run_params.get("session_id")  # Kedro < 1.3
 
 
         class Recorder:
@@ -102,19 +107,27 @@ FILES = {
                 _record("after_dataset_saved", dataset_name)
 
 
+        # kedro-viz-style: state from the run's start used in dataset hooks, and gathered there
+        # for after_pipeline_run; carried between the driver and the workers by the methods
+        # that docs/dask.md documents.
         class StatsHook:
             def __init__(self):
                 self._stats = {{}}
+                self.datasets = None
 
             @hook_impl
             def after_catalog_created(self, catalog):
                 self.datasets = catalog
 
             @hook_impl
+            def before_pipeline_run(self, run_params):
+                self.run_label = _run_id(run_params)
+
+            @hook_impl
             def after_dataset_saved(self, dataset_name, data):
                 try:
-                    dataset = self.datasets.get(dataset_name)
-                    self._stats[dataset_name] = [len(str(data)), type(dataset).__name__]
+                    self.datasets.get(dataset_name)
+                    self._stats[dataset_name] = [len(str(data)), self.run_label]
                 except Exception as exc:
                     _record("stats_failed", dataset_name)
                     logger.warning(
@@ -123,6 +136,28 @@ FILES = {
                         dataset_name,
                         exc,
                     )
+
+            @hook_impl
+            def after_pipeline_run(self, run_params):
+                stats = {{
+                    name: [size, label == _run_id(run_params)]
+                    for name, (size, label) in sorted(self._stats.items())
+                }}
+                self._stats.clear()
+                _record("stats", json.dumps(stats, separators=(",", ":")))
+
+            def state_for_workers(self):
+                return self.run_label
+
+            def use_driver_state(self, state):
+                self.run_label = state
+
+            def state_for_driver(self, nodes):
+                names = {{name for node in nodes for name in node.outputs}}
+                return {{name: self._stats.pop(name) for name in names if name in self._stats}}
+
+            def merge_worker_state(self, state):
+                self._stats.update(state)
         """,
     "src/{package}/pipeline_registry.py": """
         from kedro.pipeline import Pipeline, node

@@ -6,7 +6,9 @@ run each with ``SequentialRunner``, PrefectRunner on threads, on two worker proc
 places and counts must read exactly as the table's cells. On process and Dask, each worker
 process that ran nodes also has the run's context (the run's parameters) and catalog (the run's
 save version), and a kedro-viz-style hook keeping the catalog from ``after_catalog_created``
-finds it there (no "Unable to create statistics" warning).
+finds it there (no "Unable to create statistics" warning); with the methods of
+``kedro_prefect.workers.hook_state``, what it decided in the driver's ``before_pipeline_run``
+reaches the workers, and what it gathered there reaches the driver's ``after_pipeline_run``.
 """
 
 from __future__ import annotations
@@ -104,8 +106,19 @@ def test_hooks_fire_where_the_docs_table_says(session_run):
         PrefectRunner(task_runner="dask", n_workers=2, threads_per_worker=1), {"factor": 3}
     )
 
+    # The kedro-viz-style hook's statistics, written by the driver in after_pipeline_run:
+    # gathered on the workers with the label its before_pipeline_run chose in the driver.
+    stats = {
+        backend: [d for h, p, d in lines if h == "stats" and p == os.getpid()]
+        for backend, lines in runs.items()
+    }
+    assert stats["sequential"] == [
+        '{"joined":[3,true],"left":[1,true],"numbers":[6,true],"right":[1,true]}'
+    ]
+    assert stats == {backend: stats["sequential"] for backend in runs}
+
     for backend, lines in runs.items():
-        seen = observed(lines, reference)
+        seen = observed([line for line in lines if line[0] != "stats"], reference)
         assert "stats_failed" not in seen, (backend, lines)  # the kedro-viz-style hook
         assert seen == {hook: table[hook][backend] for hook in seen}, backend
 

@@ -9,7 +9,9 @@ this package, one per upstream:
 * :mod:`.prefect_deploy`: a deployment's parameter form, and serving what the server has;
 * :mod:`.prefect_dask`: prefect-dask's ``DaskTaskRunner`` and its futures;
 * :mod:`.kedro`: Kedro's hook manager and CLI helpers;
-* :mod:`.mlflow`: MLflow's active run per thread (when a plugin such as kedro-mlflow uses it).
+* :mod:`.mlflow`: MLflow's active run per thread (when a plugin such as kedro-mlflow uses it),
+  and kedro-mlflow's run settings on the workers;
+* :mod:`.kedro_viz`: kedro-viz's dataset statistics, gathered on the workers.
 
 Each module opens with the upstream behaviour it relies on and what that buys, and lists its
 targets as :class:`Contract` objects in ``CONTRACTS``. ``tests/upstream/test_contracts.py`` checks
@@ -98,5 +100,13 @@ def version_at_least(distribution: str, *minimum: int) -> bool:
 
 def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
-    names = ("prefect", "prefect_server", "prefect_deploy", "prefect_dask", "kedro", "mlflow")
+    names = (
+        "prefect",
+        "prefect_server",
+        "prefect_deploy",
+        "prefect_dask",
+        "kedro",
+        "mlflow",
+        "kedro_viz",
+    )
     return {name: importlib.import_module(f"{__name__}.{name}").CONTRACTS for name in names}

@@ -22,7 +22,8 @@ differences, which buy:
 * ``duplicate()`` keeps every setting, as prefect-dask's own does (``adapt_kwargs`` and
   ``performance_report_path`` included);
 * completion goes through a tiny data-less companion future, so the driver never receives a
-  node's in-memory outputs (``wait()`` and ``state`` do not fetch them);
+  node's in-memory outputs (``wait()`` and ``state`` do not fetch them), only what the hooks
+  gathered on the worker for the driver's hooks (``NodeData.without_data()``);
 * ``dependencies`` (the task run's recorded inputs) are merged into those found in the
   parameters, as ``PrefectDaskClient.submit`` does.
 """
@@ -335,7 +336,13 @@ DATA_ON_WORKER = "kedro-prefect: in-memory outputs stay on the Dask worker"
 
 
 def _without_data(state: Any) -> Any:
-    """A completed Prefect state without its data (failed states keep their exception)."""
+    """A completed Prefect state without its data (failed states keep their exception).
+
+    What the task's hooks gathered on the worker for the driver's hooks stays: a result box
+    that has a ``without_data()`` (``NodeData``, maybe in Prefect's ``ResultRecord``) is
+    replaced by what that returns."""
     if getattr(state, "is_completed", None) and state.is_completed():
-        return state.model_copy(update={"data": DATA_ON_WORKER})
+        value = getattr(state.data, "result", state.data)  # a ResultRecord holds the value
+        without = getattr(value, "without_data", None)
+        return state.model_copy(update={"data": without() if callable(without) else DATA_ON_WORKER})
     return state

@@ -82,6 +82,7 @@ class ProcessBackend:  # implements execution.protocol.Backend
             release=_drop_outputs,
             extra_parameters={"log_levels": project_log_levels(project[0])},
             group_fn=run_group_in_process,
+            hook_manager=hook_manager,
         )
 
     def worker_label(self, task_runner: TaskRunner[Any]) -> str | None:

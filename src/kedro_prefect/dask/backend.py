@@ -48,7 +48,9 @@ class DaskBackend:  # implements execution.protocol.Backend
         checks the datasets and registers the project on every worker."""
         from kedro_prefect.dask.driver import DaskNodeExecution
 
-        return DaskNodeExecution(task_runner, pipeline, catalog, is_async, run_id, events)
+        return DaskNodeExecution(
+            task_runner, pipeline, catalog, is_async, run_id, events, hook_manager
+        )
 
     def worker_label(self, task_runner: TaskRunner[Any]) -> str | None:
         return None  # a Dask worker names itself in its record of the task run

@@ -50,6 +50,7 @@ class DaskNodeExecution(TransferNodeExecution):  # implements execution.protocol
         is_async: bool,
         run_id: str | None,
         events: SavedEvents | None = None,
+        hook_manager: Any = None,
     ):
         for node in pipeline.nodes:
             node_resources(set(node.tags))
@@ -65,12 +66,19 @@ class DaskNodeExecution(TransferNodeExecution):  # implements execution.protocol
             project,
             release=_release,
             group_fn=run_group_on_worker,
+            hook_manager=hook_manager,
         )
         self._client = client = _start_client(task_runner)
         _log_dashboard(client)
         _link_performance_report(task_runner.performance_report_path)
         plugin = _project_bootstrap(*project)
         client.register_plugin(plugin, name=plugin.name)
+
+    def _returned(self, future: Any) -> Any:
+        """The task's state without its data (the outputs stay on the worker), which keeps what
+        the hooks there gathered for the driver's (``NodeData.without_data``)."""
+        state = future.state
+        return state.data if state is not None else None
 
     def nodes_finished(self, futures: dict[Node, Any]) -> None:
         """Collect the workers' records of this run's task runs (attempts, start, duration).

@@ -12,15 +12,26 @@ from typing import Any
 
 
 class NodeData:
-    """In-memory outputs of a node by name (pickled as their plain dict)."""
+    """In-memory outputs of a node by name (pickled as their plain dict), and what the hooks of
+    the worker process gathered while the task ran (``hook_state``, for the driver's hooks:
+    :mod:`kedro_prefect.workers.hook_state`)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "hook_state")
 
-    def __init__(self, data: dict[str, Any]):
+    def __init__(self, data: dict[str, Any], hook_state: Any = None):
         self.data = data
+        self.hook_state = hook_state
 
-    def __getstate__(self) -> dict[str, Any]:
-        return self.data
+    def without_data(self) -> NodeData:
+        """The box without the outputs: what the driver learns of a task whose data stays on a
+        Dask worker."""
+        return NodeData({}, self.hook_state)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.data = state
+    def __getstate__(self) -> Any:
+        return self.data if self.hook_state is None else (self.data, self.hook_state)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple):
+            self.data, self.hook_state = state
+        else:
+            self.data, self.hook_state = state, None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro_prefect.execution.outputs import NodeData
+from kedro_prefect.workers.hook_state import for_driver
 from kedro_prefect.workers.session import RunSession, enter_run, node_in_run
 
 
@@ -183,6 +184,10 @@ def run_node_on_worker(
         session: The driver's Kedro session of this run (:mod:`.session`): before the run's
             first node in this process, the project's hooks see ``after_context_created`` and
             ``after_catalog_created`` with the run's context and catalog, created here.
+
+    Returns:
+        The node's in-memory outputs, and what the hooks here gathered for the driver's
+        (:mod:`.hook_state`).
     """
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
@@ -205,6 +210,9 @@ def run_node_on_worker(
             catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
     hook_manager = worker_hook_manager(package_name)
     enter_run(session, hook_manager)
-    with node_in_run(session):
+    with node_in_run(session, hook_manager):
         run_node(node, catalog, hook_manager, is_async, run_id, events=events)
-    return NodeData({name: catalog[name].load() for name in node.outputs if name in memory})
+    return NodeData(
+        {name: catalog[name].load() for name in node.outputs if name in memory},
+        for_driver(hook_manager, catalog, [node], run_id),
+    )

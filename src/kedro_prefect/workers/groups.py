@@ -19,6 +19,7 @@ from kedro_prefect.workers.bootstrap import (
     _ensure_worker_logging,
     worker_hook_manager,
 )
+from kedro_prefect.workers.hook_state import for_driver
 from kedro_prefect.workers.session import RunSession, enter_run, node_in_run
 
 
@@ -67,9 +68,12 @@ def run_group_on_worker(
     enter_run(session, hook_manager)
     for node in nodes:
         try:
-            with node_in_run(session):
+            with node_in_run(session, hook_manager):
                 run_node(node, catalog, hook_manager, is_async, run_id, events=events)
         except Exception as exc:
             mark_failed_node(exc, node.name)
             raise
-    return NodeData({name: catalog[name].load() for name in leaving})
+    return NodeData(
+        {name: catalog[name].load() for name in leaving},
+        for_driver(hook_manager, catalog, nodes, run_id),
+    )

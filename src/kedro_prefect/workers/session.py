@@ -15,6 +15,9 @@ process (several projects and runs may share a cluster). ``before_pipeline_run``
 
 kedro-telemetry's hooks are left out on workers (the driver already sent the run's telemetry).
 
+Hook state decided in the driver for the run (kedro-mlflow: whether this pipeline is tracked)
+reaches the workers' hooks before each node (:mod:`.hook_state`).
+
 MLflow: if the driver has an active MLflow run when the nodes start (kedro-mlflow starts it in
 ``before_pipeline_run``), each node on a worker runs with that run active in its thread, on the
 driver's tracking URI (:mod:`kedro_prefect._upstream.mlflow`): what the node, its hooks and its
@@ -53,12 +56,18 @@ class RunSession:
     load_versions: dict[str, str] = field(default_factory=dict)
     save_version: str | None = None
     mlflow_run: tuple[str, str] | None = None  # (tracking URI, run id) active in the driver
+    #: What the driver's hooks pass to the workers' copies for this run (:mod:`.hook_state`).
+    hook_states: dict[str, Any] = field(default_factory=dict)
 
 
-def run_session(run_id: str | None, package_name: str | None) -> RunSession | None:
-    """The driver's session of this run (``None``: the runner runs outside a Kedro session)."""
+def run_session(
+    run_id: str | None, package_name: str | None, hook_manager: Any = None
+) -> RunSession | None:
+    """The driver's session of this run (``None``: the runner runs outside a Kedro session);
+    ``hook_manager``: the driver's, whose hooks may pass state to the workers."""
     from kedro_prefect._upstream.kedro import run_params_run_id
     from kedro_prefect.hooks import run_params_recorder
+    from kedro_prefect.workers.hook_state import for_workers
 
     context = run_params_recorder.context
     params = run_params_recorder.get(run_id)
@@ -75,6 +84,7 @@ def run_session(run_id: str | None, package_name: str | None) -> RunSession | No
         load_versions=dict(params.get("load_versions") or {}),
         save_version=run_params_run_id(params) or run_id,
         mlflow_run=_driver_mlflow_run(),
+        hook_states=for_workers(hook_manager),
     )
 
 
@@ -165,9 +175,14 @@ class _SessionHooks:
         )
 
 
-def node_in_run(session: RunSession | None) -> Any:
+def node_in_run(session: RunSession | None, hook_manager: Any = None) -> Any:
     """A context manager around one node on a worker: the driver's MLflow run active in this
-    thread while it runs (nothing when the driver has none)."""
+    thread while it runs (nothing when the driver has none). Before it, the worker's hooks get
+    what the driver's passed for this run (:func:`.hook_state.use_driver_states`)."""
+    if session is not None and session.hook_states:
+        from kedro_prefect.workers.hook_state import use_driver_states
+
+        use_driver_states(hook_manager, session.hook_states)
     if session is None or session.mlflow_run is None:
         return contextlib.nullcontext()
     from kedro_prefect._upstream.mlflow import run_active_in_thread

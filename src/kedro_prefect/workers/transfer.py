@@ -5,7 +5,8 @@ the ``upstream`` parameter, and the task runner resolves them to the producers' 
 outputs (:class:`~kedro_prefect.execution.outputs.NodeData`): Dask worker to worker, a process
 pool through the driver (as Kedro's ``ParallelRunner``). Persisted datasets are pickled to the
 worker that loads or saves them. Only the pipeline's free in-memory outputs are put in the
-driver's catalog, because ``run()`` returns them. Each task's body is
+driver's catalog, because ``run()`` returns them. What the hooks gathered on the worker comes
+back with each task's result, for the driver's hooks (:mod:`.hook_state`). Each task's body is
 :func:`kedro_prefect.workers.bootstrap.run_node_on_worker`.
 """
 
@@ -21,8 +22,10 @@ from kedro_prefect._upstream.kedro import (
     pipeline_dataset,
     single_process,
 )
+from kedro_prefect.cache.hits import is_skipped
 from kedro_prefect.errors import KedroPrefectError, WorkerDatasetError
 from kedro_prefect.execution.versions import RunVersions
+from kedro_prefect.workers.hook_state import merge_from_worker
 from kedro_prefect.workers.session import run_session
 
 if TYPE_CHECKING:
@@ -94,6 +97,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         release: Callable[[PrefectFuture[Any]], None] | None = None,
         extra_parameters: dict[str, Any] | None = None,
         group_fn: Callable[..., Any] | None = None,
+        hook_manager: Any = None,
     ):
         self.task_fn = task_fn
         #: The body of a group's task (``group_by``), taking :meth:`submit_group_arguments`.
@@ -109,8 +113,11 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         # never with a load version the driver's object cached earlier (skip_unchanged
         # fingerprints these same versions).
         self.versions = RunVersions(catalog)
-        # The run's session, for the project's hooks on the workers (workers.session).
-        self._session = run_session(run_id, project[0])
+        # The run's session, for the project's hooks on the workers (workers.session), and the
+        # driver's hooks, which get what their copies on the workers gathered (hook_state).
+        self._hook_manager = hook_manager
+        self._session = run_session(run_id, project[0], hook_manager)
+        self._merged: set[int] = set()  # the tasks whose hook state was merged (a group's once)
         self._memory: dict[str, Any] = {}
         self._datasets: dict[str, Any] = {}
         for name in pipeline.datasets():
@@ -232,6 +239,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
 
         A node's in-memory outputs are kept until its last consumer has finished.
         """
+        self._merge_hook_state(futures[node])
         free = [name for name in node.outputs if name in self._free_outputs]
         if free:
             outputs = futures[node].result().data
@@ -245,6 +253,24 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
             self._pending_consumers[producer] -= 1
             if not self._pending_consumers[producer]:
                 self._release_outputs(producer, futures)
+
+    def _merge_hook_state(self, future: PrefectFuture[Any]) -> None:
+        """Give the driver's hooks what their copies gathered on the worker for this task's
+        nodes (once per task; nothing for a node skipped by ``skip_unchanged``)."""
+        if id(future) in self._merged:
+            return
+        self._merged.add(id(future))
+        state = future.state
+        # A group that failed part-way: its task has no result (the run fails anyway).
+        if state is None or not state.is_completed() or is_skipped(state):
+            return
+        returned = getattr(self._returned(future), "hook_state", None)
+        merge_from_worker(self._hook_manager, self._catalog, returned, self._run_id)
+
+    def _returned(self, future: PrefectFuture[Any]) -> Any:
+        """The task's result as the driver may read it (a process pool already sent it here;
+        the Dask backend reads the data-less state instead)."""
+        return future.result()
 
     def _release_outputs(self, node: Node, futures: dict[Node, Any]) -> None:
         """Release ``node``'s task result, unless it is a group's and another node of the group

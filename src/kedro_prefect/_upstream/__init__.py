@@ -98,5 +98,13 @@ def version_at_least(distribution: str, *minimum: int) -> bool:
 
 def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
-    names = ("prefect", "prefect_server", "prefect_deploy", "prefect_dask", "kedro", "mlflow")
+    names = (
+        "prefect",
+        "prefect_pool",
+        "prefect_server",
+        "prefect_deploy",
+        "prefect_dask",
+        "kedro",
+        "mlflow",
+    )
     return {name: importlib.import_module(f"{__name__}.{name}").CONTRACTS for name in names}

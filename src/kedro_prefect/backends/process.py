@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.backends.thread import side_by_side
+from kedro_prefect.process_exit import collect_then_freeze_at_exit
 from kedro_prefect.workers.bootstrap import bootstrap_worker, run_node_on_worker
 
 if TYPE_CHECKING:
@@ -48,9 +49,9 @@ class ProcessBackend:  # implements execution.protocol.Backend
         nodes that can run side by side (each process imports the project: seconds)."""
         from prefect.task_runners import ProcessPoolTaskRunner
 
-        from kedro_prefect._upstream.prefect import process_pool_in_run_context
+        from kedro_prefect._upstream.prefect_pool import process_pool_in_run_context
 
-        cls = process_pool_in_run_context(self._cls or ProcessPoolTaskRunner)
+        cls = process_pool_in_run_context(self._cls or ProcessPoolTaskRunner, start_worker)
         ceiling = self._options.max_workers or os.cpu_count() or 1
         runner = cls(max_workers=max(1, min(side_by_side(pipeline), ceiling)))
         return _reporting_to_the_run_api(runner)
@@ -119,6 +120,18 @@ def _drop_outputs(future: Any) -> None:
     outputs = future.result()
     if isinstance(outputs, NodeData):
         outputs.data = {}
+
+
+def start_worker() -> None:
+    """In each worker process, as the pool starts it (while the driver prepares the run): the
+    imports of its node tasks, and the quick interpreter exit of the driver
+    (:mod:`kedro_prefect.process_exit`: a pool's worker otherwise spends ~1 s in garbage
+    collections as it exits, which the run waits for)."""
+    import prefect.task_engine  # noqa: F401
+
+    import kedro_prefect.execution.tasks  # noqa: F401
+
+    collect_then_freeze_at_exit()
 
 
 #: The projects this worker process has been set up for (package name, source dir).

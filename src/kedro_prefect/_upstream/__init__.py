@@ -105,6 +105,7 @@ def all_contracts() -> dict[str, tuple[Contract, ...]]:
         "prefect_deploy",
         "prefect_dask",
         "kedro",
+        "kedro_memory",
         "mlflow",
     )
     return {name: importlib.import_module(f"{__name__}.{name}").CONTRACTS for name in names}

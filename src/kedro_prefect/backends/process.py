@@ -142,6 +142,7 @@ _set_up_lock = threading.Lock()
 def _set_up_once(project: tuple[str | None, str | None], log_levels: dict[str, Any] | None) -> None:
     """Set this worker process up for the project on its first task (node or group)."""
     with _set_up_lock:
+        collect_then_freeze_at_exit()  # (start_worker may have run in another worker)
         if project not in _set_up:
             bootstrap_worker(project[0], project[1], log_levels or {})
             _set_up.add(project)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from kedro_prefect._upstream import Contract
 
@@ -34,7 +34,7 @@ CONTRACTS = (
 )
 
 
-def infer_copy_mode(data: Any) -> str:
+def infer_copy_mode(data: Any) -> Literal["copy", "assign", "deepcopy"]:
     """The copy mode Kedro's ``MemoryDataset`` infers for ``data``, without importing pandas,
     numpy or ibis where they are not imported yet."""
     pandas, numpy, ibis = (sys.modules.get(name) for name in ("pandas", "numpy", "ibis"))

@@ -175,8 +175,9 @@ def blocks_from_registry_first() -> None:
 
         try:
             return lookup_type(cls, key)
-        except KeyError:
-            return original.__func__(cls, key)
+        except KeyError:  # not imported yet: Prefect loads the collections, then looks again
+            pass
+        return original.__func__(cls, key)
 
     replacement = classmethod(get_block_class_from_key)
     replacement._kedro_prefect = True  # type: ignore[attr-defined]

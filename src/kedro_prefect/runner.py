@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from kedro.runner import AbstractRunner
@@ -27,6 +25,7 @@ from kedro_prefect.config import RunnerOptions, load_project_config, parse_runne
 from kedro_prefect.dask.resources import resource_tags
 from kedro_prefect.errors import MissingPipelineInputError, RunCancelledError
 from kedro_prefect.execution.cancellation import Cancellation, run_flow_body
+from kedro_prefect.execution.flow import RUN_BODY, pipeline_flow
 from kedro_prefect.execution.grouping import group_of_nodes
 from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.execution.task_options import (
@@ -230,7 +229,7 @@ class PrefectRunner(AbstractRunner):
             "log_prints": False,
             **local_result_storage(),  # nothing is persisted: no read of the server's default
         }
-        pipeline_flow = flow(_pipeline_flow, **flow_options)
+        prefect_flow = flow(pipeline_flow, **flow_options)
         api_url = configured_api_url()
         if api_url:
             ensure_api_reachable(api_url)
@@ -239,7 +238,7 @@ class PrefectRunner(AbstractRunner):
             state, outcome["error"] = run_flow_body(body, cancellation, secrets)
             return state
 
-        token = _RUN_BODY.set(flow_body)
+        token = RUN_BODY.set(flow_body)
         try:
             with (
                 prefect_run_settings() as api_url,
@@ -249,9 +248,9 @@ class PrefectRunner(AbstractRunner):
                 quiet_terminal(dask=self._backend.quiet_dask_logs),
             ):
                 with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
-                    pipeline_flow(return_state=True)
+                    prefect_flow(return_state=True)
         finally:
-            _RUN_BODY.reset(token)
+            RUN_BODY.reset(token)
         if outcome["error"] is not None:
             raise outcome["error"]
 
@@ -384,20 +383,6 @@ def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputErro
         f"{', '.join(missing)} in conf/<env>/catalog.yml, or include the nodes that produce "
         "them in the run (check --pipeline, --from-nodes, --to-nodes, --tags)."
     )
-
-
-#: The body of the flow run being started by ``PrefectRunner._run`` in this context.
-_RUN_BODY: ContextVar[Callable[[], Any]] = ContextVar("kedro_prefect_run_body")
-
-
-def _pipeline_flow() -> Any:
-    """The function of every PrefectRunner flow: runs the body its runner set in ``_RUN_BODY``.
-
-    It is module-level on purpose. Prefect sends the flow object along with every task it
-    submits to another process (Dask): a closure would carry the runner, the pipeline, the
-    catalog and the hook manager into each task; this function is pickled by reference.
-    """
-    return _RUN_BODY.get()()  # the flow run's final state (None: Completed)
 
 
 def _follow_kedro_log_level() -> None:

@@ -177,3 +177,38 @@ def test_api_log_batches_go_to_the_route_or_else_to_the_api():
         prefect_bridge.route_api_log_batches(lambda url, items: False)
     assert [url.rstrip("/") for url, mine in taken if mine] == [EPHEMERAL_API.url] * 2
     assert [log.message for log in stored if log.message.startswith(marker)] == [f"{marker} posted"]
+
+
+def test_a_process_worker_sets_up_without_the_imports_a_pure_python_node_does_not_need():
+    """In a fresh interpreter, as in a worker process of ``task_runner=process``: the run's
+    result storage block is found without importing Prefect's collections (prefect-dask, hence
+    Dask), an unknown block slug still fails as in Prefect, and a MemoryDataset's copy mode is
+    Kedro's without importing pandas."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from kedro_prefect._upstream.kedro_memory import infer_copy_mode
+from kedro_prefect._upstream.prefect_pool import blocks_from_registry_first
+from prefect.blocks.core import Block
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
+blocks_from_registry_first()
+blocks_from_registry_first()
+storage = WritableFileSystem(block_type_slug="local-file-system", basepath="/tmp")
+assert isinstance(storage, LocalFileSystem), storage
+assert infer_copy_mode({"a": [1]}) == "deepcopy"
+assert infer_copy_mode(type("DataFrame", (), {})()) == "assign"
+print(sorted({"prefect_dask", "distributed", "pandas"} & set(sys.modules)))
+try:
+    Block.get_block_class_from_key("no-such-block-type")
+except Exception as exc:  # Prefect's own error for it (its type varies by release)
+    assert "no-such-block-type" in str(exc), exc
+else:
+    raise AssertionError("an unknown slug was found")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"  # imported before the unknown slug

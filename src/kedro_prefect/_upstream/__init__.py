@@ -102,10 +102,12 @@ def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
     names = (
         "prefect",
+        "prefect_pool",
         "prefect_server",
         "prefect_deploy",
         "prefect_dask",
         "kedro",
+        "kedro_memory",
         "mlflow",
         "kedro_viz",
     )

@@ -13,9 +13,9 @@ Relies on, and buys:
   an SSL context that loads no CA certificates for ``http://`` APIs (~30 ms per client) and
   clears the attribute, so the flow engine and helpers asking with none get that one client.
 * ``ContextModel.__var__`` of ``SyncClientContext`` and ``run_task_sync(context=...)``: a Dask
-  worker sets its cached client context before Prefect hydrates a task's context
-  (:func:`run_task_with_worker_caches`): settings built once per worker (~80 ms each) and one
-  client per worker thread, instead of both per task.
+  worker (and a worker process of ``task_runner=process``, :mod:`.prefect_pool`) sets its cached
+  client context before Prefect hydrates a task's context (:func:`worker_caches`): settings
+  built once per worker (~80 ms each) and one client per worker thread, instead of both per task.
 * ``prefect.logging.configuration.PROCESS_LOGGING_CONFIG`` and the import of ``prefect.main``,
   which sets Prefect's logging up once per process (:func:`set_up_prefect_logging_once`).
 * The ``flows.heartbeat_frequency`` setting (Prefect >= 3.6.13): turned off for runs driven by
@@ -32,11 +32,6 @@ Relies on, and buys:
   (``_client``): :func:`route_api_log_batches` hands the batches for the ephemeral API to files
   instead (:mod:`kedro_prefect.local_api.log_spool`), so a run exits without waiting for the busy
   server to store its last lines.
-* ``ProcessPoolTaskRunner._forward_subprocess_messages`` (newer Prefect): the thread that hands
-  the worker processes' events and log lines to this process's events and log workers. A plain
-  thread sees Prefect's process-wide settings, not the run's settings context (which holds the
-  run's API URL), and would start a temporary API server to send them to:
-  :func:`process_pool_in_run_context` runs it in the context the task runner was entered in.
 * Prefect's queue services (the events and API log workers) drain at interpreter exit from
   ``threading._register_atexit`` hooks, which run last-registered first:
   :func:`before_prefect_exit_drains` registers a hook after them that runs before their drains
@@ -49,7 +44,6 @@ Relies on, and buys:
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -104,12 +98,6 @@ CONTRACTS = (
         "prefect.settings:PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
         "no flow run heartbeat thread (~1 s at the end of every run)",
         expected=_has_heartbeat_setting,
-    ),
-    Contract(
-        "prefect.task_runners:ProcessPoolTaskRunner._forward_subprocess_messages",
-        "task_runner=process: forward the workers' events and logs to the run's API",
-        expected=lambda: version_at_least("prefect", 3, 9),
-        check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self"],
     ),
 )
 
@@ -216,12 +204,23 @@ def run_task_with_worker_caches(
     are built once per worker process and the client once per worker thread, and both are in
     place before Prefect hydrates the rest of the task's context, so it reuses them.
     """
-    from prefect.context import SettingsContext, SyncClientContext
     from prefect.task_engine import run_task_sync
+
+    with worker_caches(context, key) as context:
+        return run_task_sync(context=context, **run_task_kwargs)
+
+
+@contextlib.contextmanager
+def worker_caches(context: dict[str, Any], key: str | None = None) -> Iterator[dict[str, Any]]:
+    """The settings and API client context of this worker for a task's serialized ``context``,
+    in place; yields the context for Prefect to hydrate the rest of (without the settings).
+    ``key`` names the settings (:func:`settings_key`, computed here when not given)."""
+    from prefect.context import SettingsContext, SyncClientContext
 
     serialized = context.get("settings_context")
     if not serialized:
-        return run_task_sync(context=context, **run_task_kwargs)
+        yield context
+        return
     key = key or settings_key(serialized)
     with _worker_cache_lock:
         built = _worker_settings.get(key)
@@ -238,7 +237,7 @@ def run_task_with_worker_caches(
             clients[key] = client_context
         token = SyncClientContext.__var__.set(client_context)
         try:
-            return run_task_sync(context={**context, "settings_context": {}}, **run_task_kwargs)
+            yield {**context, "settings_context": {}}
         finally:
             SyncClientContext.__var__.reset(token)
 
@@ -406,38 +405,3 @@ def upsert_global_concurrency_limit(client: Any, name: str, limit: int) -> None:
         return
     if existing.limit != limit:
         client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit))
-
-
-def process_pool_in_run_context(cls: type) -> type:
-    """``cls`` (a ``ProcessPoolTaskRunner`` class), forwarding its worker processes' events and
-    log lines in the context it was entered in (the run's settings), where Prefect forwards them
-    from a thread of its own; ``cls`` itself where Prefect does not forward them."""
-    if not hasattr(cls, "_forward_subprocess_messages"):
-        return cls
-    return _in_run_context(cls)
-
-
-@functools.cache
-def _in_run_context(cls: Any) -> type:
-    import contextvars
-
-    def __enter__(self: Any) -> Any:
-        self._kedro_prefect_context = contextvars.copy_context()
-        return cls.__enter__(self)
-
-    def _forward_subprocess_messages(self: Any) -> None:
-        context = getattr(self, "_kedro_prefect_context", None)
-        if context is None:
-            return cls._forward_subprocess_messages(self)
-        return context.run(cls._forward_subprocess_messages, self)
-
-    return type(
-        cls.__name__,
-        (cls,),
-        {
-            "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__,
-            "__enter__": __enter__,
-            "_forward_subprocess_messages": _forward_subprocess_messages,
-        },
-    )

@@ -11,6 +11,7 @@ to the consumer's process, as Kedro's ``ParallelRunner`` passes data through its
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.backends.thread import side_by_side
+from kedro_prefect.process_exit import collect_then_freeze_at_exit
 from kedro_prefect.workers.bootstrap import bootstrap_worker, run_node_on_worker
 
 if TYPE_CHECKING:
@@ -48,9 +50,9 @@ class ProcessBackend:  # implements execution.protocol.Backend
         nodes that can run side by side (each process imports the project: seconds)."""
         from prefect.task_runners import ProcessPoolTaskRunner
 
-        from kedro_prefect._upstream.prefect import process_pool_in_run_context
+        from kedro_prefect._upstream.prefect_pool import process_pool_in_run_context
 
-        cls = process_pool_in_run_context(self._cls or ProcessPoolTaskRunner)
+        cls = process_pool_in_run_context(self._cls or ProcessPoolTaskRunner, start_worker)
         ceiling = self._options.max_workers or os.cpu_count() or 1
         runner = cls(max_workers=max(1, min(side_by_side(pipeline), ceiling)))
         return _reporting_to_the_run_api(runner)
@@ -124,6 +126,29 @@ def _drop_outputs(future: Any) -> None:
         outputs.data = {}
 
 
+def start_worker() -> None:
+    """In each worker process, as the pool starts it (while the driver prepares the run): the
+    imports of its node tasks, then :func:`settle_worker`."""
+    import prefect.task_engine  # noqa: F401
+
+    import kedro_prefect.execution.tasks  # noqa: F401
+
+    settle_worker()
+
+
+def settle_worker() -> None:
+    """Leave the objects of this worker's imports to reference counting alone (``gc.freeze``),
+    and exit as the driver does (:mod:`kedro_prefect.process_exit`).
+
+    Prefect's and Kedro's modules leave ~120,000 objects tracked by the garbage collector; each
+    full collection traverses them all: those while nodes run, and the one at exit, which the
+    run waits for (~0.5 s on a small machine). Frozen, the collections only traverse what the
+    nodes and task runs created since.
+    """
+    gc.freeze()
+    collect_then_freeze_at_exit()
+
+
 #: The projects this worker process has been set up for (package name, source dir).
 _set_up: set[tuple[str | None, str | None]] = set()
 _set_up_lock = threading.Lock()
@@ -135,6 +160,7 @@ def _set_up_once(project: tuple[str | None, str | None], log_levels: dict[str, A
         if project not in _set_up:
             bootstrap_worker(project[0], project[1], log_levels or {})
             _set_up.add(project)
+            settle_worker()  # again: this worker may not have run start_worker
 
 
 def run_node_in_process(

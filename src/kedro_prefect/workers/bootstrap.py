@@ -192,6 +192,7 @@ def run_node_on_worker(
     import cloudpickle
     from kedro.io import DataCatalog, MemoryDataset
 
+    from kedro_prefect._upstream.kedro_memory import infer_copy_mode
     from kedro_prefect.execution.local import run_node
 
     package_name, source_dir = project
@@ -207,7 +208,8 @@ def run_node_on_worker(
         if name in node.outputs:
             catalog[name] = MemoryDataset(copy_mode="assign")
         else:  # the dataset's own save() applies the copy mode, without catalog log lines
-            catalog[name] = MemoryDataset(data=available[name], copy_mode=copy_mode)
+            data = available[name]
+            catalog[name] = MemoryDataset(data=data, copy_mode=copy_mode or infer_copy_mode(data))
     hook_manager = worker_hook_manager(package_name)
     enter_run(session, hook_manager)
     with node_in_run(session, hook_manager):

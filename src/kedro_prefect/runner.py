@@ -363,7 +363,7 @@ class PrefectRunner(AbstractRunner):
         return self._options.flow_name or project, run_name
 
 
-def missing_input_error(pipeline: Any, message: str) -> MissingPipelineInputError:
+def missing_input_error(pipeline: Pipeline, message: str) -> MissingPipelineInputError:
     """Kedro's "Pipeline input(s) {...} not found in the DataCatalog" error, with a hint after it.
 
     A ``ValueError`` whose first line is Kedro's own message (so code and tests written against

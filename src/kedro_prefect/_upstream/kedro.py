@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 from kedro_prefect._upstream import Contract, version_at_least
 
 if TYPE_CHECKING:
-    from kedro.io import AbstractDataset
+    from kedro.io import AbstractDataset, CatalogProtocol
+    from kedro.pipeline import Pipeline
 
 CONTRACTS = (
     Contract(
@@ -266,7 +267,7 @@ def single_process(dataset: Any) -> bool:
     return bool(getattr(dataset, "_SINGLE_PROCESS", False))
 
 
-def pipeline_dataset(catalog: Any, name: str) -> AbstractDataset[Any, Any]:
+def pipeline_dataset(catalog: CatalogProtocol, name: str) -> AbstractDataset[Any, Any]:
     """The catalog's dataset ``name`` as Kedro's runners get it: made from the catalog's
     patterns, or a ``MemoryDataset`` from the runtime pattern when nothing declares it."""
     dataset = catalog.get(name, fallback_to_runtime_pattern=True)
@@ -372,7 +373,7 @@ def is_versioned(dataset: Any) -> bool:
     return versioned and bool(getattr(dataset, "_version", None))
 
 
-def typed_parameters(pipeline: Any) -> dict[str, type]:
+def typed_parameters(pipeline: Pipeline) -> dict[str, type]:
     """``{parameter key: annotated type}`` of a pipeline's typed ``params:`` inputs (Kedro 1.3+).
 
     Keys are Kedro's (``model_options`` or ``a.b``); empty where Kedro has no typed parameters.
@@ -418,7 +419,7 @@ def create_run_context(
     conf_source: str | None,
     env: str | None,
     runtime_params: dict[str, Any],
-    hook_manager: Any,
+    hook_manager: Any,  # a PluginManager, or a worker's stand-in with the same hook calls
 ) -> Any:
     """The project's ``KedroContext`` for a run, as ``KedroSession.load_context`` creates it
     (the project's ``CONTEXT_CLASS`` and ``CONFIG_LOADER_CLASS``), without firing a hook."""

@@ -48,9 +48,12 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from kedro_prefect._upstream import Contract, version_at_least
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 
 def _has_heartbeat_setting() -> bool:
@@ -382,7 +385,7 @@ class _Deployed:
         return self.id
 
 
-def upsert_global_concurrency_limit(client: Any, name: str, limit: int) -> None:
+def upsert_global_concurrency_limit(client: SyncPrefectClient, name: str, limit: int) -> None:
     """``client.upsert_global_concurrency_limit_by_name(name, limit)`` (a sync client).
 
     Prefect 3.6.10 to 3.6.12 send ``slot_decay_per_second: null`` when they create a limit (the

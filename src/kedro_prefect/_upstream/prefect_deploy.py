@@ -21,9 +21,12 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from kedro_prefect._upstream import Contract
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 CONTRACTS = (
     Contract(
@@ -49,7 +52,9 @@ CONTRACTS = (
 logger = logging.getLogger("kedro_prefect.deploy")
 
 
-def create_subflow_link(client: Any, flow_run_id: Any, parent_task_run_id: Any, name: str) -> Any:
+def create_subflow_link(
+    client: SyncPrefectClient, flow_run_id: Any, parent_task_run_id: Any, name: str
+) -> Any:
     """A task run of flow run ``flow_run_id`` standing for a subflow, child of task run
     ``parent_task_run_id``, as ``run_deployment`` creates one (the server keeps its state the
     subflow's); returns its id.

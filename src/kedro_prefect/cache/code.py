@@ -24,9 +24,12 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.cache.fingerprint import digest, value_fingerprint
+
+if TYPE_CHECKING:
+    from kedro.pipeline.node import Node
 
 _PLAIN = (str, bytes, int, float, bool, type(None))
 
@@ -39,7 +42,7 @@ class CodeFingerprints:
         self._texts: dict[int, tuple[Any, Any]] = {}  # id -> (object, text); keeps it alive
         self._checked: set[str] = set()  # files whose line cache was checked this run
 
-    def node(self, node: Any) -> str:
+    def node(self, node: Node) -> str:
         """The node's code: function (and the project code it reaches), name, inputs, outputs."""
         return digest(
             "code",

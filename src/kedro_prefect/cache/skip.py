@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
+    from pluggy import PluginManager
     from prefect import Task
     from prefect.futures import PrefectFuture
 
@@ -66,7 +67,7 @@ class FixedKey:
 def run_node_keeping_outputs(
     node: Node,
     catalog: CatalogProtocol,
-    hook_manager: Any,
+    hook_manager: PluginManager,
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
@@ -88,7 +89,7 @@ def run_node_keeping_outputs(
 def run_group_keeping_outputs(
     nodes: tuple[Node, ...],
     catalog: CatalogProtocol,
-    hook_manager: Any,
+    hook_manager: PluginManager,
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),

@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.config import AbstractConfigLoader
 
 #: File patterns of ``prefect.yml`` under an environment directory (those of the config loader).
 _SUFFIXES = (".yml", ".yaml", ".json")
@@ -25,7 +28,7 @@ def shown_path(path: str | Path) -> str:
         return str(path)
 
 
-def prefect_yml_files(config_loader: Any) -> list[Path]:
+def prefect_yml_files(config_loader: AbstractConfigLoader | None) -> list[Path]:
     """The local ``prefect*`` files the loader reads: run environment first, then base."""
     source = getattr(config_loader, "conf_source", None)
     if not source or "://" in str(source) or not Path(source).is_dir():

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
+    from pluggy import PluginManager
 
     from kedro_prefect.execution.protocol import SavedEvents
 
@@ -50,7 +51,7 @@ class DaskNodeExecution(TransferNodeExecution):  # implements execution.protocol
         is_async: bool,
         run_id: str | None,
         events: SavedEvents | None = None,
-        hook_manager: Any = None,
+        hook_manager: PluginManager | None = None,
     ):
         for node in pipeline.nodes:
             node_resources(set(node.tags))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kedro_prefect.errors import PrefectRunnerConfigError
+
+if TYPE_CHECKING:
+    from kedro.pipeline.node import Node
 
 #: Node tags ``dask-<RESOURCE>-<amount>`` ask for Dask worker resources, e.g. ``dask-GPU-1``.
 #: (Kedro tags may only hold letters, digits, ``-``, ``_`` and ``.``.)
 RESOURCE_TAG_PREFIX = "dask-"
 
 
-def resource_tags(node: Any) -> set[str]:
+def resource_tags(node: Node) -> set[str]:
     """The ``dask-`` resource tags of ``node``: the nodes of a group (``group_by``) share them."""
     return {tag for tag in node.tags if tag.startswith(RESOURCE_TAG_PREFIX)}
 

@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "FLOW_ENTRYPOINT": "kedro_prefect.deploy.flow",
+    "FLOW_ENTRYPOINT": "kedro_prefect.workpools",
     "kedro_pipeline": "kedro_prefect.deploy.flow",
     "kedro_deployment": "kedro_prefect.deploy.deployments",
     "check_api_reachable": "kedro_prefect.deploy.deployments",

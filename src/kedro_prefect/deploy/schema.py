@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.pipeline import Pipeline
 
 #: Runner options offered in the form (others set in prefect.yml are kept and shown too).
 LAUNCH_OPTIONS = (
@@ -234,7 +237,7 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def used_parameters(pipeline: Any) -> set[str] | None:
+def used_parameters(pipeline: Pipeline) -> set[str] | None:
     """Top-level parameter keys a pipeline uses (``params:a.b`` -> ``a``); None: all of them."""
     names = pipeline.datasets()
     if "parameters" in names:

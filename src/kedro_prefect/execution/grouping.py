@@ -28,6 +28,7 @@ from kedro_prefect._upstream.kedro import is_in_memory
 from kedro_prefect.errors import NodeGroupingError
 
 if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
 
@@ -242,7 +243,7 @@ def group_of_nodes(grouping: Grouping | None) -> dict[str, str]:
     return {node.name: unit.name for unit in grouping.units if unit.is_group for node in unit.nodes}
 
 
-def in_memory_datasets(catalog: Any) -> Callable[[str], bool]:
+def in_memory_datasets(catalog: CatalogProtocol) -> Callable[[str], bool]:
     """Whether a dataset of ``catalog`` is held in memory: the package's one answer
     (:func:`~kedro_prefect._upstream.kedro.is_in_memory`, as ``kedro prefect check`` asks it)."""
 

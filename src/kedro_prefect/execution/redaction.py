@@ -24,14 +24,17 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.config import AbstractConfigLoader
 
 #: Credential values shorter than this are not masked (they would mangle every log line).
 MIN_SECRET_LENGTH = 4
 MASK = "***"
 
 
-def project_secrets(config_loader: Any) -> frozenset[str]:
+def project_secrets(config_loader: AbstractConfigLoader | None) -> frozenset[str]:
     """Every string value of the project's credentials (empty outside a Kedro session)."""
     if config_loader is None:
         return frozenset()

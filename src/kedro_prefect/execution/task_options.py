@@ -15,6 +15,7 @@ from kedro_prefect.errors import NodeTimeoutError
 if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
+    from prefect.client.orchestration import SyncPrefectClient
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def apply_concurrency_limits(config: TasksConfig) -> frozenset[str]:
     return limited
 
 
-def _tag_limit_names(client: Any, page: int = 200) -> frozenset[str]:
+def _tag_limit_names(client: SyncPrefectClient, page: int = 200) -> frozenset[str]:
     names: set[str] = set()
     offset = 0
     while True:

@@ -27,6 +27,7 @@ from kedro_prefect.execution.grouping import (
 )
 
 if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
 
@@ -195,7 +196,7 @@ def plan_units(
 
 def run_grouping(
     pipeline: Pipeline,
-    catalog: Any,
+    catalog: CatalogProtocol,
     group_by: str,
     task_options: dict[str, Any],
     resources: Callable[[Node], Any] | None = None,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 logger = logging.getLogger(__name__)
 
 
 def read_recorded_task_runs(
-    client: Any, final_states: dict[Any, Any], deadline: float
+    client: SyncPrefectClient, final_states: dict[Any, Any], deadline: float
 ) -> dict[Any, Any]:
     """The task runs that the API shows in their final state, polling until ``deadline``.
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from kedro_prefect._upstream.kedro import is_in_memory
 
 if TYPE_CHECKING:
+    from kedro.config import AbstractConfigLoader
     from kedro.io import CatalogProtocol
     from kedro.pipeline.node import Node
 
@@ -150,7 +151,10 @@ def _save_version(dataset: Any) -> str | None:
 
 
 def dataset_events_for_run(
-    package: str | None, run_params: dict[str, Any], config_loader: Any, run_id: str | None
+    package: str | None,
+    run_params: dict[str, Any],
+    config_loader: AbstractConfigLoader | None,
+    run_id: str | None,
 ) -> DatasetEvents:
     """The :class:`DatasetEvents` of a run, from what the Kedro session recorded."""
     from kedro_prefect._upstream.kedro import run_pipeline_names

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kedro_prefect.observe.base import NodeRun, PipelineRun, RunObserver
 
 if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
     from prefect.futures import PrefectFuture
@@ -127,7 +128,7 @@ def observe_run(
     worker_label: str | None,
     flow_name: str,
     run_id: str | None,
-    catalog: Any = None,
+    catalog: CatalogProtocol | None = None,
     cancellation: Cancellation | None = None,
     groups: dict[str, str] | None = None,
     places: dict[str, str] | None = None,
@@ -275,7 +276,7 @@ def _ui_index_answers(ui_url: str) -> bool:
         return False
 
 
-def _persisted(pipeline: Pipeline, catalog: Any) -> set[str]:
+def _persisted(pipeline: Pipeline, catalog: CatalogProtocol | None) -> set[str]:
     """The pipeline's datasets that the catalog declares and that are not in memory."""
     if catalog is None:
         return set()

@@ -38,7 +38,9 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
     from kedro.pipeline.node import Node
+    from pluggy import PluginManager
 
 #: The methods a hook implements to carry its state (see the module's docstring).
 METHODS = ("state_for_workers", "use_driver_state", "state_for_driver", "merge_worker_state")
@@ -93,7 +95,7 @@ def _carrier(hook: Any) -> HookStateCarrier | None:
     return None
 
 
-def carriers(hook_manager: Any) -> Iterator[tuple[str, HookStateCarrier]]:
+def carriers(hook_manager: PluginManager | None) -> Iterator[tuple[str, HookStateCarrier]]:
     """Each hook of ``hook_manager`` with state to carry, by a key that names the same hook in
     the driver and on the workers (its class, and its rank among the hooks of that class)."""
     if hook_manager is None or not hasattr(hook_manager, "list_name_plugin"):
@@ -114,7 +116,7 @@ def carriers(hook_manager: Any) -> Iterator[tuple[str, HookStateCarrier]]:
 # --- the driver --------------------------------------------------------------------------------
 
 
-def for_workers(hook_manager: Any) -> dict[str, Any]:
+def for_workers(hook_manager: PluginManager | None) -> dict[str, Any]:
     """What the driver's hooks pass to the workers' copies for this run (after
     ``before_pipeline_run``)."""
     states = {}
@@ -125,7 +127,9 @@ def for_workers(hook_manager: Any) -> dict[str, Any]:
     return states
 
 
-def merge_from_worker(hook_manager: Any, catalog: Any, returned: Any, run_id: str | None) -> None:
+def merge_from_worker(
+    hook_manager: PluginManager | None, catalog: CatalogProtocol, returned: Any, run_id: str | None
+) -> None:
     """Merge what one task's nodes gathered on a worker into the driver's hooks, and what its
     datasets kept after saving into the driver's datasets (``returned``: the task result's
     ``hook_state``, ``(run id, hook states by key, dataset states by name)``)."""
@@ -149,7 +153,7 @@ def merge_from_worker(hook_manager: Any, catalog: Any, returned: Any, run_id: st
 # --- a worker ----------------------------------------------------------------------------------
 
 
-def use_driver_states(hook_manager: Any, states: dict[str, Any] | None) -> None:
+def use_driver_states(hook_manager: PluginManager | None, states: dict[str, Any] | None) -> None:
     """Give the worker's hooks what the driver's passed for this run (before each node: a
     worker process may run nodes of several runs)."""
     if not states:
@@ -160,7 +164,10 @@ def use_driver_states(hook_manager: Any, states: dict[str, Any] | None) -> None:
 
 
 def for_driver(
-    hook_manager: Any, catalog: Any, nodes: Sequence[Node], run_id: str | None
+    hook_manager: PluginManager | None,
+    catalog: CatalogProtocol,
+    nodes: Sequence[Node],
+    run_id: str | None,
 ) -> tuple[str | None, dict[str, Any], dict[str, Any]] | None:
     """What the worker's hooks gathered for ``nodes`` and what the datasets they saved kept,
     for the task's result (``None``: nothing)."""

@@ -34,7 +34,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pluggy import PluginManager
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class RunSession:
 
 
 def run_session(
-    run_id: str | None, package_name: str | None, hook_manager: Any = None
+    run_id: str | None, package_name: str | None, hook_manager: PluginManager | None = None
 ) -> RunSession | None:
     """The driver's session of this run (``None``: the runner runs outside a Kedro session);
     ``hook_manager``: the driver's, whose hooks may pass state to the workers."""
@@ -100,7 +103,7 @@ _runs: OrderedDict[tuple[str | None, str | None], Any] = OrderedDict()
 _runs_lock = threading.Lock()
 
 
-def enter_run(session: RunSession | None, hook_manager: Any) -> None:
+def enter_run(session: RunSession | None, hook_manager: PluginManager) -> None:
     """Create the run's context and catalog in this process, once per run and project, firing
     ``after_context_created`` and ``after_catalog_created`` on ``hook_manager``."""
     if session is None:
@@ -130,7 +133,7 @@ def enter_run(session: RunSession | None, hook_manager: Any) -> None:
             raise
 
 
-def _create(session: RunSession, hook_manager: Any) -> Any:
+def _create(session: RunSession, hook_manager: PluginManager) -> Any:
     import warnings
 
     from kedro_prefect._upstream.kedro import create_run_catalog, create_run_context
@@ -175,7 +178,7 @@ class _SessionHooks:
         )
 
 
-def node_in_run(session: RunSession | None, hook_manager: Any = None) -> Any:
+def node_in_run(session: RunSession | None, hook_manager: PluginManager | None = None) -> Any:
     """A context manager around one node on a worker: the driver's MLflow run active in this
     thread while it runs (nothing when the driver has none). Before it, the worker's hooks get
     what the driver's passed for this run (:func:`.hook_state.use_driver_states`)."""

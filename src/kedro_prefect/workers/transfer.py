@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
+    from pluggy import PluginManager
     from prefect.futures import PrefectFuture
 
     from kedro_prefect.execution.protocol import SavedEvents
@@ -97,7 +98,7 @@ class TransferNodeExecution:  # implements execution.protocol.NodeExecution
         release: Callable[[PrefectFuture[Any]], None] | None = None,
         extra_parameters: dict[str, Any] | None = None,
         group_fn: Callable[..., Any] | None = None,
-        hook_manager: Any = None,
+        hook_manager: PluginManager | None = None,
     ):
         self.task_fn = task_fn
         #: The body of a group's task (``group_by``), taking :meth:`submit_group_arguments`.

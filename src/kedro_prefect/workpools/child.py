@@ -17,6 +17,8 @@ from kedro_prefect.errors import ChildFlowRunError
 from kedro_prefect.execution.local import mark_failed_node
 
 if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
     from kedro_prefect.execution.cancellation import Cancellation
 
 logger = logging.getLogger("kedro_prefect.workpools")
@@ -91,7 +93,7 @@ def run_child_flow(child: ChildRun, cancellation: Cancellation | None = None) ->
     raise error
 
 
-def _create_child_run(client: Any, child: ChildRun) -> Any:
+def _create_child_run(client: SyncPrefectClient, child: ChildRun) -> Any:
     """The group's flow run, a subflow of this task run (as ``run_deployment`` links one).
 
     Prefect shows a subflow under a task run of the parent that mirrors the subflow's state:
@@ -114,7 +116,7 @@ def _create_child_run(client: Any, child: ChildRun) -> Any:
     )
 
 
-def _failed_node(client: Any, flow_run_id: Any) -> str | None:
+def _failed_node(client: SyncPrefectClient, flow_run_id: Any) -> str | None:
     """The name of the first task run of the child that did not complete (a node's task)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,

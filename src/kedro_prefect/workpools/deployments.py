@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from kedro_prefect.errors import InfrastructureError
 
 if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
     from kedro_prefect.config.infrastructure import InfrastructureConfig
 
 #: The entrypoint of every kedro-prefect deployment (the deployable flow, ``deploy/flow.py``).
@@ -47,7 +49,7 @@ def require_server(api_url: str | None, groups: list[str]) -> str:
     )
 
 
-def check_work_pools(client: Any, pools: dict[str, InfrastructureConfig]) -> None:
+def check_work_pools(client: SyncPrefectClient, pools: dict[str, InfrastructureConfig]) -> None:
     """Raise :class:`InfrastructureError` naming each mapped work pool that does not exist."""
     from prefect.exceptions import ObjectNotFound
 

@@ -308,6 +308,7 @@ class PrefectRunner(AbstractRunner):
         group_fn = group_fn and protect_secrets(group_fn, self._secrets)
 
         def group_task_of(unit: Any) -> Any:
+            assert group_fn is not None  # a backend that runs groups has a group body
             task = group_task(
                 unit.name, unit.nodes, group_fn, **self._task_options[unit.name].prefect_kwargs()
             )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
     from prefect import Task
+    from prefect.client.schemas.objects import State
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
 
@@ -164,7 +165,7 @@ def run_nodes(
     return outcome
 
 
-def _failed_node(unit: Unit, state: Any) -> Node:
+def _failed_node(unit: Unit, state: State[Any]) -> Node:
     """The node of ``unit`` that failed: the one its exception names, else its first node."""
     if len(unit.nodes) == 1:
         return unit.nodes[0]
@@ -180,7 +181,7 @@ def _failed_node(unit: Unit, state: Any) -> Node:
 class _Done:
     """A group's future seen by a node that completed before another node of the group failed."""
 
-    def __init__(self, future: Any):
+    def __init__(self, future: PrefectFuture[Any]):
         from prefect.states import Completed
 
         self._future = future

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, cast
 from kedro_prefect._upstream import Contract
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.client.orchestration import SyncPrefectClient
 
 CONTRACTS = (
@@ -53,7 +55,7 @@ logger = logging.getLogger("kedro_prefect.deploy")
 
 
 def create_subflow_link(
-    client: SyncPrefectClient, flow_run_id: Any, parent_task_run_id: Any, name: str
+    client: SyncPrefectClient, flow_run_id: UUID | None, parent_task_run_id: UUID, name: str
 ) -> Any:
     """A task run of flow run ``flow_run_id`` standing for a subflow, child of task run
     ``parent_task_run_id``, as ``run_deployment`` creates one (the server keeps its state the

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from pluggy import PluginManager
+    from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.config.options import RunnerOptions
@@ -116,7 +117,7 @@ def _reporting_to_the_run_api(runner: TaskRunner[Any]) -> Iterator[TaskRunner[An
             os.environ.pop("PREFECT_API_URL", None)
 
 
-def _drop_outputs(future: Any) -> None:
+def _drop_outputs(future: PrefectFuture[Any]) -> None:
     """Let go of a node's in-memory outputs in the driver once no consumer needs them (Prefect's
     future keeps a pickled copy of its result until the run ends)."""
     from kedro_prefect.execution.outputs import NodeData

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
 
     from kedro_prefect.cache.storage import CacheStorage
-    from kedro_prefect.execution.protocol import NodeExecution
+    from kedro_prefect.execution.protocol import NodeExecution, SavedEvents
     from kedro_prefect.execution.versions import RunVersions
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run_node_keeping_outputs(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
-    events: Any = None,
+    events: SavedEvents | None = None,
 ) -> NodeData:
     """:func:`~kedro_prefect.execution.local.run_node`, returning the node's in-memory outputs.
 
@@ -93,7 +93,7 @@ def run_group_keeping_outputs(
     is_async: bool,
     run_id: str | None,
     upstream: tuple[str, ...] = (),
-    events: Any = None,
+    events: SavedEvents | None = None,
     leaving: tuple[str, ...] = (),
 ) -> NodeData:
     """:func:`~kedro_prefect.execution.local.run_group`, returning the in-memory outputs that

@@ -25,6 +25,8 @@ from kedro_prefect.deploy.deployments import (
 )
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.deployments.runner import RunnerDeployment
 
@@ -309,7 +311,7 @@ def list_rows(project: Project, env: Any = ...) -> list[dict[str, str]]:
         ]
 
 
-def _stored_triggers(client: SyncPrefectClient, deployment_id: Any) -> str:
+def _stored_triggers(client: SyncPrefectClient, deployment_id: UUID) -> str:
     """The dataset triggers the server has for a deployment (its automations), or ``-``."""
     from kedro_prefect.observe.events import DATASET_RESOURCE_PREFIX
 
@@ -333,7 +335,7 @@ def _stored_triggers(client: SyncPrefectClient, deployment_id: Any) -> str:
     return "; ".join(described) or "-"
 
 
-def _run(client: SyncPrefectClient, deployment_id: Any, *, upcoming: bool) -> Any:
+def _run(client: SyncPrefectClient, deployment_id: UUID, *, upcoming: bool) -> Any:
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,

@@ -36,6 +36,8 @@ from kedro_prefect.errors import RunCancelledError, RunStoppedError
 from kedro_prefect.execution.redaction import redact
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.client.schemas.objects import State
 
 logger = logging.getLogger(__name__)
@@ -146,7 +148,7 @@ def run_flow_body(
     return None, None
 
 
-def mark_crashed(flow_run_id: Any, task_run_ids: list[Any], message: str) -> None:
+def mark_crashed(flow_run_id: UUID, task_run_ids: list[UUID], message: str) -> None:
     """Best effort: set the flow run and the abandoned task runs ``Crashed`` in the Prefect API.
 
     The task runs' own states travel as events: those still queued in this process are sent

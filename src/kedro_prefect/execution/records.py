@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.client.schemas.objects import TaskRun
 
 
@@ -78,7 +80,7 @@ def add_task_run_records(records: dict[Any, TaskRunRecord]) -> None:
         current.update(records)
 
 
-def ended_task_run(records: dict[Any, Any], task_run_id: Any) -> TaskRunRecord | None:
+def ended_task_run(records: dict[Any, Any], task_run_id: UUID | None) -> TaskRunRecord | None:
     """The record of a node task run that has ended, from :func:`recording_task_runs`'s dict."""
     record = records.get(task_run_id)
     if record is None or isinstance(record, TaskRunRecord):

@@ -11,6 +11,8 @@ from kedro_prefect.execution.local import run_node
 from kedro_prefect.execution.records import note_task_run
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kedro.pipeline.node import Node
     from prefect import Task
 
@@ -23,7 +25,7 @@ def node_tags(node: Node) -> set[str]:
     return tags
 
 
-def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
+def node_task(node: Node, fn: Callable[..., Any] = run_node, **task_options: Any) -> Task:
     """The Prefect task that runs ``node``: named after it, tagged, never cached or persisted.
 
     Prefect would otherwise hash every input (catalog included) into a cache key and write
@@ -45,7 +47,9 @@ def node_task(node: Node, fn: Any = run_node, **task_options: Any) -> Task:
     return task
 
 
-def group_task(name: str, nodes: tuple[Node, ...], fn: Any, **task_options: Any) -> Task:
+def group_task(
+    name: str, nodes: tuple[Node, ...], fn: Callable[..., Any], **task_options: Any
+) -> Task:
     """The Prefect task that runs a group of nodes (``group_by``): named after the group, with
     the tags of all its nodes."""
     extra_tags = task_options.pop("tags", ())

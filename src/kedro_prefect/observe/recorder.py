@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from kedro_prefect.observe.base import NodeRun, PipelineRun, RunObserver
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
@@ -67,7 +69,7 @@ class RunRecorder(RunObserver):
     def on_node_not_run(self, node: Node) -> None:
         self.run.nodes[node.name].future = None
 
-    def _take_engine_record(self, record: NodeRun, task_run_id: Any) -> None:
+    def _take_engine_record(self, record: NodeRun, task_run_id: UUID) -> None:
         from kedro_prefect.execution.records import ended_task_run
 
         engine_record = ended_task_run(self._task_run_records, task_run_id)

@@ -17,6 +17,8 @@ from kedro_prefect.errors import ChildFlowRunError
 from kedro_prefect.execution.local import mark_failed_node
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.client.orchestration import SyncPrefectClient
 
     from kedro_prefect.execution.cancellation import Cancellation
@@ -116,7 +118,7 @@ def _create_child_run(client: SyncPrefectClient, child: ChildRun) -> Any:
     )
 
 
-def _failed_node(client: SyncPrefectClient, flow_run_id: Any) -> str | None:
+def _failed_node(client: SyncPrefectClient, flow_run_id: UUID) -> str | None:
     """The name of the first task run of the child that did not complete (a node's task)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,

@@ -17,7 +17,6 @@ import uuid
 import pandas as pd
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
-from prefect.client.schemas.sorting import FlowRunSort
 
 from tests.helpers import KEDRO, PREFECT, ProcessGroup, run_kedro
 from tests.integration.deploy_support import (
@@ -83,9 +82,14 @@ def _child_runs(client, parent):
     )
 
 
-def _latest_parent(client, flow):
-    runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
-    return next(r for r in runs if r.parent_task_run_id is None and r.name.startswith(flow))
+def _parent(client, flow: str):
+    """The one top-level flow run of flow ``flow`` (a name of the test's own: the server is
+    shared with other tests)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+    (parent,) = [run for run in runs if run.parent_task_run_id is None]
+    return parent
 
 
 def test_a_namespace_runs_as_a_child_flow_run_on_its_pool(tmp_path, prefect_server, pools):
@@ -94,9 +98,13 @@ def test_a_namespace_runs_as_a_child_flow_run_on_its_pool(tmp_path, prefect_serv
     assert run_kedro(sequential, "run").returncode == 0
     project = _example(tmp_path, "pooled")
     job_variables = {"env": {"SALES_DEMO_POOL": second}}
+    flow = f"pooled-{uuid.uuid4().hex[:6]}"
     write_prefect_yml(
         project,
-        {"infrastructure": {"ingest": {"work_pool": second, "job_variables": job_variables}}},
+        {
+            "runner": {"flow_name": flow},
+            "infrastructure": {"ingest": {"work_pool": second, "job_variables": job_variables}},
+        },
     )
 
     result = run_kedro(
@@ -121,7 +129,7 @@ def test_a_namespace_runs_as_a_child_flow_run_on_its_pool(tmp_path, prefect_serv
     assert "Running node: combine_regions" in log
 
     with api(prefect_server) as client:
-        parent = _latest_parent(client, "sales_demo-__default__")
+        parent = _parent(client, flow)
         assert parent.state.is_completed()
         (child,) = _child_runs(client, parent)
         assert child.work_pool_name == second
@@ -223,7 +231,11 @@ def test_ctrl_c_cancels_the_child_flow_run_with_the_run(tmp_path, prefect_server
         )
     )
     project = _example(tmp_path, "cancelled")
-    write_prefect_yml(project, {"infrastructure": {"ingest": {"work_pool": idle}}})
+    flow = f"cancelled-{uuid.uuid4().hex[:6]}"
+    write_prefect_yml(
+        project,
+        {"runner": {"flow_name": flow}, "infrastructure": {"ingest": {"work_pool": idle}}},
+    )
     run = ProcessGroup(
         [KEDRO, "run", "--runner=kedro_prefect.PrefectRunner"],
         project,
@@ -237,7 +249,7 @@ def test_ctrl_c_cancels_the_child_flow_run_with_the_run(tmp_path, prefect_server
     finally:
         run.stop()
     with api(prefect_server) as client:
-        parent = _latest_parent(client, "sales_demo-__default__")
+        parent = _parent(client, flow)
         assert parent.state.is_cancelled(), parent.state
         (child,) = _child_runs(client, parent)
         assert child.work_pool_name == idle and child.state.is_cancelled(), child.state

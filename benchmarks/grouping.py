@@ -126,22 +126,32 @@ def write_project(root: Path) -> Path:
     return root
 
 
+def project_and_env(
+    tmp: Path, namespaces: int, length: int, **bench: str
+) -> tuple[Path, dict[str, str]]:
+    """The generated project in ``tmp`` and the environment of its ``kedro run``s (a
+    PREFECT_HOME of their own, no PREFECT_API_URL: the local API)."""
+    project = write_project(tmp / PACKAGE)
+    home = tmp / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PYTHONPATH": str(project / "src"),
+        "BENCH_NAMESPACES": str(namespaces),
+        "BENCH_LENGTH": str(length),
+        **bench,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    return project, env
+
+
 def measure(repeats: int, namespaces: int, length: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kp-grouping-") as tmp:
-        project = write_project(Path(tmp) / PACKAGE)
-        home = Path(tmp) / "home"
-        home.mkdir()
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(home),
-            "PYTHONPATH": str(project / "src"),
-            "BENCH_NAMESPACES": str(namespaces),
-            "BENCH_LENGTH": str(length),
-            "KEDRO_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1",
-        }
+        project, env = project_and_env(Path(tmp), namespaces, length)
         env.pop("KEDRO_PREFECT_API_IDLE_SECONDS", None)
-        env.pop("PREFECT_API_URL", None)
         kedro = [str(BIN / "kedro"), "run"]
         warm = {**env, "BENCH_NAMESPACES": "1", "BENCH_LENGTH": "1"}
         timed(kedro, project, warm)  # bytecode caches, the database's migrations
@@ -192,21 +202,9 @@ def measure_dask(
         ) as cluster,
         Client(cluster) as client,
     ):
-        project = write_project(Path(tmp) / PACKAGE)
-        home = Path(tmp) / "home"
-        home.mkdir()
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(home),
-            "PYTHONPATH": str(project / "src"),
-            "BENCH_NAMESPACES": str(namespaces),
-            "BENCH_LENGTH": str(length),
-            "BENCH_PAYLOAD": str(payload),
-            "BENCH_SLEEP": "0.2",
-            "KEDRO_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1",
-        }
-        env.pop("PREFECT_API_URL", None)
+        project, env = project_and_env(
+            Path(tmp), namespaces, length, BENCH_PAYLOAD=str(payload), BENCH_SLEEP="0.2"
+        )
         client.run(_set_worker_env, {k: env[k] for k in ("BENCH_PAYLOAD", "BENCH_SLEEP")})
         samples: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
         for _ in range(repeats):

@@ -14,7 +14,7 @@ runs a node or talks to Prefect.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.errors import InfrastructureError
@@ -72,7 +72,7 @@ def nodes_on_pools(
     return found
 
 
-def registered_pipelines(names: Iterator[str] | list[str]) -> dict[str, set[str]]:
+def registered_pipelines(names: Iterable[str]) -> dict[str, set[str]]:
     """Node names of the project's registered pipelines among ``names`` (none outside a
     project, or if the registry cannot be read)."""
     try:
@@ -95,7 +95,7 @@ def with_pools(
 
     if not infrastructure:
         return group_rest(pipeline)
-    pooled = nodes_on_pools(pipeline, infrastructure, registered_pipelines(list(infrastructure)))
+    pooled = nodes_on_pools(pipeline, infrastructure, registered_pipelines(infrastructure))
     if not pooled:
         return group_rest(pipeline)
     taken = {node for nodes in pooled.values() for node in nodes}

@@ -53,17 +53,18 @@ def check_work_pools(client: SyncPrefectClient, pools: dict[str, InfrastructureC
     """Raise :class:`InfrastructureError` naming each mapped work pool that does not exist."""
     from prefect.exceptions import ObjectNotFound
 
-    missing = []
+    missing: list[tuple[str, str]] = []  # (pool, group)
     for group, where in pools.items():
         try:
             client.read_work_pool(where.work_pool)
         except ObjectNotFound:
-            missing.append(f"{where.work_pool!r} (group {group!r})")
+            missing.append((where.work_pool, group))
     if missing:
         existing = ", ".join(sorted(p.name for p in client.read_work_pools())) or "none"
-        first = missing[0].split("'")[1]
+        named = ", ".join(f"{pool!r} (group {group!r})" for pool, group in missing)
+        first = missing[0][0]
         raise InfrastructureError(
-            f"infrastructure: work pool(s) {', '.join(missing)} do not exist on the Prefect "
+            f"infrastructure: work pool(s) {named} do not exist on the Prefect "
             f"server (existing pools: {existing}); create one with `prefect work-pool create "
             f"{first} --type process` and start a worker with `prefect worker start --pool "
             f"{first}`. No node has run."

@@ -212,3 +212,48 @@ else:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"  # imported before the unknown slug
+
+
+def test_node_log_handler_sends_what_prefects_handler_sends(prefect_server):
+    """Inside a task run and a flow run: the same payload as ``APILogHandler.prepare`` (run
+    ids, timestamp, formatted message, size), and an oversized line truncated as Prefect does."""
+    import logging
+
+    from prefect import flow, task
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_LOGGING_TO_API_MAX_LOG_SIZE,
+        temporary_settings,
+    )
+
+    from kedro_prefect._upstream.prefect_logs import node_log_handler
+
+    def payloads() -> list[tuple[dict, dict]]:
+        prefects, ours = APILogHandler(), node_log_handler()
+        records = [
+            logging.LogRecord(
+                "kedro.io", logging.INFO, "f.py", 1, "Loading %s (%s)", ("a", 1), None
+            ),
+            logging.LogRecord("demo", logging.WARNING, "f.py", 2, "x" * 2_000, None, None),
+        ]
+        return [(prefects.prepare(record), ours.prepare(record)) for record in records]
+
+    @task
+    def in_task() -> list[tuple[dict, dict]]:
+        return payloads()
+
+    @flow
+    def in_flow() -> list[tuple[dict, dict]]:
+        return in_task() + payloads()
+
+    with temporary_settings(
+        {PREFECT_API_URL: prefect_server.api_url, PREFECT_LOGGING_TO_API_MAX_LOG_SIZE: 1_000}
+    ):
+        pairs = in_flow()
+    assert len(pairs) == 4
+    for prefects, ours in pairs:
+        assert ours == prefects
+    assert pairs[0][0]["task_run_id"] and pairs[0][0]["flow_run_id"]  # in the task run
+    assert pairs[2][0]["task_run_id"] is None and pairs[2][0]["flow_run_id"]  # in the flow run
+    assert pairs[1][0]["message"].endswith("... [truncated]")

@@ -5,6 +5,7 @@ every import of ``prefect.server`` and every patch of a third-party object lives
 this package, one per upstream:
 
 * :mod:`.prefect`: Prefect's task engine, client context, settings, result storage, logging;
+* :mod:`.prefect_logs`: the payload of a log line sent to the API, built without a model;
 * :mod:`.prefect_server`: Prefect's API server app, as the ephemeral API process serves it;
 * :mod:`.prefect_deploy`: a deployment's parameter form, and serving what the server has;
 * :mod:`.prefect_dask`: prefect-dask's ``DaskTaskRunner`` and its futures;
@@ -102,6 +103,7 @@ def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
     names = (
         "prefect",
+        "prefect_logs",
         "prefect_pool",
         "prefect_server",
         "prefect_deploy",

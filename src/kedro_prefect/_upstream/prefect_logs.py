@@ -37,6 +37,10 @@ CONTRACTS = (
         check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self", "record"],
     ),
     Contract(
+        "prefect.logging.handlers:APILogHandler._get_payload_size",
+        "measure a node log line as the installed Prefect does (its log worker batches by it)",
+    ),
+    Contract(
         "prefect.logging.handlers:_api_log_sink",
         "send through emit_api_log where Prefect diverts logs (a process pool's worker), else "
         "straight to the log worker found once (APILogWorker.instance reads 3 settings a line)",
@@ -124,7 +128,6 @@ def _prepared(handler: logging.Handler, record: logging.LogRecord, max_size: int
     Prefect's own ``prepare`` has to decide (see the module's docstring)."""
     if getattr(record, "flow_run_id", None) or getattr(record, "worker_id", None):
         return None
-    import orjson
     from prefect.context import get_run_context
     from prefect.exceptions import MissingContextError
 
@@ -150,7 +153,8 @@ def _prepared(handler: logging.Handler, record: logging.LogRecord, max_size: int
         "flow_run_id": str(flow_run_id) if flow_run_id else None,
         "task_run_id": str(task_run_id) if task_run_id else None,
     }
-    size = len(orjson.dumps(log))
+    # The installed Prefect's own measure (orjson from 3.5, ``json.dumps`` before).
+    size = handler._get_payload_size(log)  # type: ignore[attr-defined]
     if size > max_size:
         return None  # Prefect's prepare truncates it
     log["__payload_size__"] = size

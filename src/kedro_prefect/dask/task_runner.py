@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,6 @@ from kedro_prefect.errors import DaskClusterError, PrefectRunnerConfigError
 
 if TYPE_CHECKING:
     from kedro_prefect.config.options import RunnerOptions
-    from kedro_prefect.dask.early import EarlyCluster
 
 #: The one message for a missing Dask extra.
 DASK_EXTRA_MISSING = (
@@ -57,11 +57,11 @@ def require_prefect_dask() -> type:
     return DaskTaskRunner
 
 
-def dask_task_runner(options: RunnerOptions, early: EarlyCluster | None = None) -> Any:
+def dask_task_runner(options: RunnerOptions, early: Callable[..., Any] | None = None) -> Any:
     """The task runner for ``task_runner=dask``: a LocalCluster of processes, or ``address=``.
 
-    ``early``: the run's local cluster, already being started
-    (:func:`kedro_prefect.dask.early.local_cluster_started_early` with the same options).
+    ``early``: the run's local cluster, already being started (an
+    :class:`~kedro_prefect.dask.early.EarlyCluster`, from the same options).
 
     Raises:
         DaskSchedulerUnreachableError: ``address=`` did not answer within ``CONNECT_TIMEOUT``.

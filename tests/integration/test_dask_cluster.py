@@ -220,7 +220,7 @@ def test_the_local_cluster_s_workers_are_prepared_for_the_run_before_its_first_n
     runner = PrefectRunner(
         task_runner="dask", cluster_kwargs={"n_workers": 1, "dashboard_address": None}
     )
-    state = runner.run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))["state"]
+    state = runner.run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))["state"].load()
     # the worker imported Prefect, Kedro and the node's module as it started, then froze them
     assert state["preloaded"] is True
     assert state["frozen"] > 10_000

@@ -98,7 +98,11 @@ def local_cluster_started_early(
         yield None
         return
     before = os.environ.get(WARM_UP_ENV)
-    os.environ[WARM_UP_ENV] = json.dumps(warm_up(pipeline, catalog))
+    try:
+        plan = json.dumps(warm_up(pipeline, catalog))
+    except Exception:  # the workers then prepare only what every run needs
+        plan = "{}"
+    os.environ[WARM_UP_ENV] = plan
     try:
         early = EarlyCluster(*spec)
         try:

@@ -241,6 +241,7 @@ class PrefectRunner(AbstractRunner):
         token = RUN_BODY.set(flow_body)
         try:
             with (
+                self._backend.starting(pipeline, catalog),  # a local Dask cluster starts
                 prefect_run_settings() as api_url,
                 run_client(api_url),
                 node_logs_to_prefect(_package_name()),

@@ -189,3 +189,72 @@ def test_address_with_a_cluster_class_is_refused_when_the_runner_is_built():
             address="tcp://127.0.0.1:8786",
             cluster_class="distributed.LocalCluster",
         )
+
+
+# --- a local cluster started early (dask/early.py, dask/preload.py) ------------------------------
+
+
+def worker_state(_seed: int) -> dict[str, object]:
+    """What the worker running this node had prepared before it."""
+    import gc
+    import sys
+
+    return {
+        "preloaded": "kedro_prefect.dask.preload" in sys.modules,
+        "frozen": gc.get_freeze_count(),
+    }
+
+
+def _worker_processes() -> list[object]:
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())  # Dask worker processes
+    ]
+
+
+def test_the_local_cluster_s_workers_are_prepared_for_the_run_before_its_first_node(api):
+    pipeline = Pipeline([node(worker_state, "params:s", "state", name="state")])
+    runner = PrefectRunner(
+        task_runner="dask", cluster_kwargs={"n_workers": 1, "dashboard_address": None}
+    )
+    state = runner.run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))["state"].load()
+    # the worker imported Prefect, Kedro and the node's module as it started, then froze them
+    assert state["preloaded"] is True
+    assert state["frozen"] > 10_000
+
+
+def test_a_cluster_started_early_is_closed_when_the_run_never_takes_it(api):
+    from kedro_prefect.config.options import parse_runner_options
+    from kedro_prefect.dask.early import local_cluster_started_early
+
+    before = {p.pid for p in _worker_processes()}
+    options = parse_runner_options(
+        {"task_runner": "dask", "cluster_kwargs": {"n_workers": 1, "dashboard_address": None}}
+    )
+    pipeline = Pipeline([node(worker_state, "params:s", "state", name="state")])
+    with local_cluster_started_early(options, pipeline, DataCatalog()) as early:
+        assert early is not None  # starting in the background; the run fails before taking it
+        deadline = time.monotonic() + 60
+        while not {p.pid for p in _worker_processes()} - before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {p.pid for p in _worker_processes()} - before  # its worker process started
+    deadline = time.monotonic() + 30
+    while {p.pid for p in _worker_processes()} - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {p.pid for p in _worker_processes()} - before == set()
+
+
+def test_address_and_other_cluster_classes_do_not_start_early():
+    from kedro_prefect.config.options import parse_runner_options
+    from kedro_prefect.dask.early import local_cluster_started_early
+
+    for given in (
+        {"address": "tcp://127.0.0.1:8786"},
+        {"cluster_class": "distributed.deploy.spec.SpecCluster"},
+    ):
+        options = parse_runner_options({"task_runner": "dask", **given})
+        with local_cluster_started_early(options, Pipeline([]), DataCatalog()) as early:
+            assert early is None

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from kedro_prefect.backends.thread import side_by_side
@@ -45,6 +45,11 @@ class ProcessBackend:  # implements execution.protocol.Backend
     def __init__(self, options: RunnerOptions, cls: type[TaskRunner[Any]] | None = None):
         self._options = options
         self._cls = cls  # a subclass named by import path; None: Prefect's ProcessPoolTaskRunner
+
+    def starting(
+        self, pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing starts ahead of the flow
 
     def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
         """A pool of ``max_workers`` processes (default: the CPU count), never more than the

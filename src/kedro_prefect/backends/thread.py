@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,6 +43,11 @@ class ThreadBackend:  # implements execution.protocol.Backend
     def __init__(self, options: RunnerOptions, cls: type[TaskRunner[Any]] | None = None):
         self._options = options
         self._cls = cls  # a subclass named by import path; None: Prefect's ThreadPoolTaskRunner
+
+    def starting(
+        self, pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing starts ahead of the flow
 
     def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
         from prefect.task_runners import ThreadPoolTaskRunner

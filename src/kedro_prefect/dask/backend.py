@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
     from kedro_prefect.config.options import RunnerOptions
+    from kedro_prefect.dask.early import EarlyCluster
     from kedro_prefect.execution.protocol import NodeExecution, SavedEvents
 
 
@@ -26,12 +28,37 @@ class DaskBackend:  # implements execution.protocol.Backend
 
         require_prefect_dask()  # the missing extra: one line, when the runner is built
         self._options = options
+        self._early: EarlyCluster | None = None
+
+    @contextmanager
+    def starting(self, pipeline: Pipeline, catalog: CatalogProtocol) -> Iterator[None]:
+        """A ``LocalCluster`` for the run starts now, in the background, its workers importing
+        what the pipeline's nodes and datasets need (:mod:`kedro_prefect.dask.early`); the
+        task runner takes it."""
+        from kedro_prefect.dask.early import local_cluster_started_early
+        from kedro_prefect.observe.logs import quiet_dask_logs
+        from kedro_prefect.workers.logging_line import workers_without_logging_line
+
+        with (
+            quiet_dask_logs(),  # as quiet as the run's terminal (observe.logs.quiet_terminal)
+            workers_without_logging_line(
+                local_cluster_started_early(self._options, pipeline, catalog)
+            ) as early,
+        ):
+            self._early = early
+            try:
+                yield
+            finally:
+                self._early = None
 
     def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
         from kedro_prefect.dask.task_runner import dask_task_runner
         from kedro_prefect.workers.logging_line import workers_without_logging_line
 
-        runner: TaskRunner[Any] = dask_task_runner(self._options)
+        early, self._early = self._early, None  # one run's cluster, taken once
+        runner: TaskRunner[Any] = dask_task_runner(self._options, early)
+        if early is not None:  # its workers started within starting()'s quiet logging line
+            return runner
         return workers_without_logging_line(runner)
 
     def node_execution(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +57,11 @@ def require_prefect_dask() -> type:
     return DaskTaskRunner
 
 
-def dask_task_runner(options: RunnerOptions) -> Any:
+def dask_task_runner(options: RunnerOptions, early: Callable[..., Any] | None = None) -> Any:
     """The task runner for ``task_runner=dask``: a LocalCluster of processes, or ``address=``.
+
+    ``early``: the run's local cluster, already being started (an
+    :class:`~kedro_prefect.dask.early.EarlyCluster`, from the same options).
 
     Raises:
         DaskSchedulerUnreachableError: ``address=`` did not answer within ``CONNECT_TIMEOUT``.
@@ -86,6 +90,43 @@ def dask_task_runner(options: RunnerOptions) -> Any:
             client_kwargs=client_kwargs,
             performance_report_path=str(Path(report).resolve()) if report else None,
         )
+    cls, cluster_kwargs = _cluster_spec(options)
+    if options.adapt_kwargs:
+        _check_adapt_kwargs(cls, options.adapt_kwargs)
+    report = options.performance_report_path
+    return runner_cls(
+        cluster_class=early if early is not None else cls,
+        cluster_kwargs=cluster_kwargs,
+        adapt_kwargs=options.adapt_kwargs,
+        client_kwargs=options.client_kwargs,
+        performance_report_path=str(Path(report).resolve()) if report else None,
+    )
+
+
+def local_cluster_spec(options: RunnerOptions) -> tuple[type, dict[str, Any]] | None:
+    """The class and keyword arguments of the run's ``LocalCluster`` (``None``: the run starts
+    no ``LocalCluster``: ``address=`` or another cluster class).
+
+    Raises:
+        KedroPrefectError: The options the task runner refuses (see :func:`dask_task_runner`).
+    """
+    if options.address:
+        return None
+    require_prefect_dask()
+    cls, cluster_kwargs = _cluster_spec(options)
+    if not _is_local_cluster(cls):
+        return None
+    if options.adapt_kwargs:
+        _check_adapt_kwargs(cls, options.adapt_kwargs)
+    return cls, cluster_kwargs
+
+
+def _cluster_spec(options: RunnerOptions) -> tuple[type, dict[str, Any]]:
+    """The cluster class and its keyword arguments, checked (one error naming the option).
+
+    A ``LocalCluster``'s workers import what node tasks need as they start
+    (:mod:`kedro_prefect.dask.preload`, after any preload of ``cluster_kwargs``).
+    """
     cluster_class = options.cluster_class or "distributed.LocalCluster"
     cls = import_cluster_class(cluster_class)
     cluster_kwargs: dict[str, Any] = dict(options.cluster_kwargs or {})
@@ -98,16 +139,19 @@ def dask_task_runner(options: RunnerOptions) -> Any:
     check_signature(cls, cluster_kwargs, f"cluster_kwargs of {cluster_class}")
     if _is_local_cluster(cls):  # it passes unknown keywords on to each worker process
         _check_local_cluster_kwargs(cluster_kwargs)
-    if options.adapt_kwargs:
-        _check_adapt_kwargs(cls, options.adapt_kwargs)
-    report = options.performance_report_path
-    return runner_cls(
-        cluster_class=cls,
-        cluster_kwargs=cluster_kwargs,
-        adapt_kwargs=options.adapt_kwargs,
-        client_kwargs=options.client_kwargs,
-        performance_report_path=str(Path(report).resolve()) if report else None,
-    )
+        if cluster_kwargs.get("processes"):
+            cluster_kwargs["preload"] = _with_preload(cluster_kwargs.get("preload"))
+    return cls, cluster_kwargs
+
+
+#: The module each worker of a ``LocalCluster`` imports as it starts (named, not imported here:
+#: importing it freezes the importing process's objects).
+PRELOAD = "kedro_prefect.dask.preload"
+
+
+def _with_preload(preload: Any) -> list[str]:
+    given = [preload] if isinstance(preload, str) else list(preload or [])
+    return given if PRELOAD in given else [*given, PRELOAD]
 
 
 def import_cluster_class(path: str) -> type:

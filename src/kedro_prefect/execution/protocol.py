@@ -86,6 +86,14 @@ class Backend(Protocol):
     #: (:func:`kedro_prefect.observe.logs.quiet_terminal`).
     quiet_dask_logs: bool
 
+    def starting(
+        self, pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> AbstractContextManager[None]:
+        """Entered as the run begins, before Prefect's flow run is set up, and left when the run
+        ends: what the backend starts ahead, in the background (a local Dask cluster;
+        nothing for threads and processes)."""
+        ...
+
     def task_runner(self, pipeline: Pipeline) -> AbstractContextManager[TaskRunner[Any]]:
         """A new Prefect task runner for one run of ``pipeline``, started by entering it."""
         ...

@@ -9,6 +9,7 @@ The project's ``logging.yml`` stays untouched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -154,20 +155,33 @@ def quiet_terminal(dask: bool = False) -> Iterator[None]:
     """A run's terminal: Kedro's lines and kedro-prefect's, not Prefect's or Dask's chatter.
 
     * Prefect's flow/task run lines go to the API only (:func:`news_on_terminal`).
-    * ``dask``: the cluster's lifecycle (scheduler, nanny and worker start/stop, "event loop
-      was unresponsive") and prefect-dask's "Creating a new Dask cluster" are not shown at INFO,
-      in this process and in the worker processes the cluster starts (through
-      ``DASK_LOGGING__DISTRIBUTED``, read when a worker process imports ``distributed``), nor
-      the :data:`DASK_NOISE` warnings about the cluster the run starts and stops.
+    * ``dask``: :func:`quiet_dask_logs`.
 
     With ``kedro``/``kedro_prefect`` at DEBUG everything is shown as before.
     """
+    restore = gate_run_lines()
+    try:
+        with quiet_dask_logs() if dask else contextlib.nullcontext():
+            yield
+    finally:
+        restore()
+
+
+@contextmanager
+def quiet_dask_logs() -> Iterator[None]:
+    """The cluster's lifecycle (scheduler, nanny and worker start/stop, "event loop was
+    unresponsive") and prefect-dask's "Creating a new Dask cluster" are not shown at INFO, in
+    this process and in the worker processes the cluster starts (through
+    ``DASK_LOGGING__DISTRIBUTED``, read when a worker process imports ``distributed``), nor the
+    :data:`DASK_NOISE` warnings about the cluster the run starts and stops. Entered by the run
+    (:func:`quiet_terminal`) and, before it, where a local cluster starts early
+    (:mod:`kedro_prefect.dask.early`); with ``kedro``/``kedro_prefect`` at DEBUG it shows all.
+    """
     import os
 
-    restore = gate_run_lines()
     levels: dict[str, int] = {}
     env_before = os.environ.get("DASK_LOGGING__DISTRIBUTED")
-    quiet_dask = dask and not terminal_shows_everything()
+    quiet_dask = not terminal_shows_everything()
     noise = _DropMessages(DASK_NOISE)
     if quiet_dask:
         for name in ("distributed", TASK_RUNNER_LOGGER):
@@ -182,7 +196,6 @@ def quiet_terminal(dask: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        restore()
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         for name in DASK_NOISE:

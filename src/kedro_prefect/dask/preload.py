@@ -1,0 +1,69 @@
+"""What each worker process of a local cluster started by a run imports as it starts.
+
+A Dask *preload* module (``LocalCluster(preload=[...])``, passed on to each worker): the worker
+imports it while the worker process starts, i.e. while the driver is still setting up the run
+(the cluster starts in the background, :mod:`kedro_prefect.dask.early`). Without it each worker
+imported Prefect, Kedro and kedro-prefect's worker side only when the project's worker plugin
+and then the first node task arrived, with the driver waiting (~2-5 s per worker on a small
+machine).
+
+Then, as the ``process`` backend's workers do (:func:`kedro_prefect.backends.process.
+settle_worker`), the objects of these imports are left to reference counting
+(``gc.freeze``: later collections, and the one at exit, no longer traverse them), and the
+process's exit collects once then freezes (:mod:`kedro_prefect.process_exit`): closing the
+cluster at the end of the run waited for each worker's exit-time collections.
+
+Nothing here depends on the project: the project's ``src`` goes on ``sys.path`` and its
+hooks are built later, by the project's worker plugin and the node tasks.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+
+from kedro_prefect.process_exit import collect_then_freeze_at_exit
+
+#: What every node task on a worker imports, whatever the project.
+MODULES = (
+    "prefect.task_engine",  # each node task runs in Prefect's task engine
+    "kedro.framework.session",  # the node task builds the run's session there
+    "kedro_prefect._upstream.prefect",  # the task engine with per-worker caches
+    "kedro_prefect.dask.worker",  # the task wrapper and the worker plugin
+    "kedro_prefect.execution.tasks",  # the node task's body
+    "kedro_prefect.workers.session",  # the run's session on the worker
+)
+
+
+def _warm_up() -> None:
+    """Set this worker up for the run's project (a cluster started early by a run,
+    :func:`kedro_prefect.dask.early.warm_up`); whatever fails here fails again, and is
+    reported, where the node task needs it."""
+    import contextlib
+    import json
+    import os
+
+    from kedro_prefect.workers.bootstrap import bootstrap_worker, worker_hook_manager
+
+    raw = os.environ.get("KEDRO_PREFECT_DASK_WARM_UP")
+    if not raw:
+        return
+    try:
+        plan = json.loads(raw)
+        bootstrap_worker(plan["package_name"], plan["source_dir"], plan["log_levels"])
+    except Exception:
+        return
+    for module in plan.get("modules", []):
+        try:
+            importlib.import_module(module)
+        except Exception:  # the node task reports it
+            continue
+    with contextlib.suppress(Exception):  # the node task reports it
+        worker_hook_manager(plan["package_name"])
+
+
+for _module in MODULES:
+    importlib.import_module(_module)
+_warm_up()
+gc.freeze()
+collect_then_freeze_at_exit()

@@ -127,3 +127,61 @@ def test_with_the_hand_off_off_the_process_stores_its_log_lines_before_it_exits(
     # No courier: every line is on the server when the process has exited.
     assert _stored(prefect_server, flow)[1] == 3
     assert not outbox(prefect_server.api_url, tmp_path).exists()
+
+
+LIVE_DRIVER = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline, node
+    from prefect import get_run_logger
+    from kedro_prefect import PrefectRunner
+
+    database, marker, flow = sys.argv[1:4]
+
+    def shown_while_running(run):
+        get_run_logger().info("%s %s", marker, run)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sqlite3.connect(database, timeout=30) as db:
+                query = "select count(*) from log where message = ?"
+                if db.execute(query, (f"{marker} {run}",)).fetchone() == (1,):
+                    return "live"
+            time.sleep(0.5)
+        return "not yet"
+
+    for run in ("first", "second"):
+        catalog = DataCatalog()
+        pipeline = Pipeline([node(shown_while_running, "params:run", "seen", name="look")])
+        catalog["params:run"] = run
+        PrefectRunner(flow_name=flow).run(pipeline, catalog)
+        print(run, catalog.load("seen"), flush=True)
+    """
+)
+
+
+def test_a_second_run_in_the_same_process_sends_its_log_lines_while_it_runs(
+    prefect_server, tmp_path
+):
+    """The first run's last lines go to the courier; a second run (a notebook, say) still
+    shows its lines on the server as it runs."""
+    marker = f"live {uuid.uuid4().hex}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIVE_DRIVER,
+            str(prefect_server.home / "prefect.db"),
+            marker,
+            f"live-{uuid.uuid4().hex[:8]}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **prefect_server.env, "PREFECT_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [line for line in result.stdout.splitlines() if line.startswith(("first", "second"))]
+    assert seen == ["first live", "second live"]

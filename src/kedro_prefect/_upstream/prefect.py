@@ -67,6 +67,10 @@ CONTRACTS = (
         check=lambda fn: list(__import__("inspect").signature(fn).parameters) == ["self", "items"],
     ),
     Contract(
+        "prefect._internal.concurrency.services:_QueueServiceBase._instances",
+        "at exit, the log lines still queued for a server go to the courier in one file",
+    ),
+    Contract(
         "prefect._internal.concurrency.services:QueueService._at_exit",
         "Prefect's workers drain at thread shutdown, last registered first: later hooks run first",
     ),
@@ -294,6 +298,40 @@ def route_api_log_batches(route: Callable[[str, list[Any]], bool]) -> None:
 
         _handle_batch._kedro_prefect_routes = True  # type: ignore[attr-defined]
         APILogWorker._handle_batch = _handle_batch  # type: ignore[method-assign]
+
+
+def take_queued_api_logs(api_urls: set[str]) -> dict[str, list[Any]]:
+    """The log lines queued in Prefect's API log workers for ``api_urls``, taken out of their
+    queues (API URL -> lines, in the order they were logged).
+
+    The worker hands out queued lines one by one (~1 ms each on a busy machine: ~1 s for the
+    1,000 lines a big run still queues at exit); taken here they go to one file at once. What a
+    worker already holds in its current batch stays with it.
+    """
+    import queue as queue_module
+
+    from prefect._internal.concurrency.services import _QueueServiceBase
+    from prefect.logging.handlers import APILogWorker
+
+    taken: dict[str, list[Any]] = {}
+    instances: dict[Any, Any] = getattr(_QueueServiceBase, "_instances", {})
+    for worker in list(instances.values()):
+        client = getattr(worker, "_client", None)
+        url = str(getattr(client, "api_url", "") or "").rstrip("/")
+        if not isinstance(worker, APILogWorker) or url not in api_urls:
+            continue
+        items = taken.setdefault(url, [])
+        while True:
+            try:
+                item = worker._queue.get_nowait()
+            except queue_module.Empty:
+                break
+            worker._queue.task_done()
+            if item is None:  # the worker's stop signal: give it back, after the lines
+                worker._queue.put_nowait(None)
+                break
+            items.append(item)
+    return {url: items for url, items in taken.items() if items}
 
 
 def before_prefect_exit_drains(hook: Callable[[], None]) -> None:

@@ -6,14 +6,17 @@ recording the run's task run states, so that last request waited: against ``pref
 start`` on a loaded 2-core machine, 0.4-0.9 s at 200 nodes and 5.7 s at 1,000 -- after Kedro's
 last line, more than everything else the exit does.
 
-So at the exit of a process that ran a pipeline against a server given by ``PREFECT_API_URL``,
-the batch the log worker still holds goes to a file instead (what the local API's spool does,
-:mod:`kedro_prefect.local_api.log_spool`: the request body Prefect would send, written
+So once a pipeline run against a server given by ``PREFECT_API_URL`` is over, the log worker's
+batches go to files instead (the run's last lines, Kedro's after-run hooks; at exit, the lines
+still queued are taken out of its queue into one file: handed out one by one they took ~1 s at
+1,000 nodes), as the local API's spool does
+(:mod:`kedro_prefect.local_api.log_spool`: the request body Prefect would send, written
 atomically, readable by its owner only) in ``PREFECT_HOME/kedro-prefect-api/outbox/<hash of the
 URL>/``, and the process starts a *courier*: a detached process (``python -m
 kedro_prefect.api.log_courier``) that sends the files to the API with Prefect's own client (its
 API key, TLS and retry settings), oldest first, removes each once stored, and exits. The lines
-sent during the run go as before (the UI shows them live); task run states and events are
+sent during the run go as before (the UI shows them live; a new run in the same process sends
+live again, :func:`send_live`); task run states and events are
 delivered by Prefect's events worker before the process exits, as before.
 
 Guarantees and limits:
@@ -43,7 +46,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.local_api import StateDir, hand_logs_to_server, spooled, try_lock_file
+from kedro_prefect.local_api import (
+    StateDir,
+    hand_logs_to_server,
+    spooled,
+    stop_handing_logs,
+    try_lock_file,
+    write_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +85,13 @@ def outbox(api_url: str, home: Path) -> Path:
 
 
 def hand_tail_at_exit(api_url: str) -> None:
-    """At exit, hand what Prefect's log worker still holds for ``api_url`` to a courier.
+    """From now on, log lines for ``api_url`` go to files a courier sends after the exit.
 
-    Call once a run against ``api_url`` is over, in the run's settings; also starts a courier
-    for files that an earlier process left.
+    Call once a run against ``api_url`` is over, in the run's settings: the batches the log
+    worker makes from then on (the run's last lines, Kedro's after-run hooks) are written to the
+    outbox, at exit so are the lines still queued, and a courier is started for them. Also starts
+    a courier for files that an earlier process left. :func:`send_live` undoes the routing for
+    the next run in the same process.
     """
     from prefect.settings import get_current_settings
 
@@ -88,25 +101,35 @@ def hand_tail_at_exit(api_url: str) -> None:
         return
     with _lock:
         first = not _handed
-        if api_url in _handed:
-            return
-        settings = get_current_settings()
-        directory = outbox(api_url, Path(settings.home))
-        StateDir(Path(settings.home)).ensure()
-        directory.parent.mkdir(exist_ok=True, mode=0o700)
-        directory.mkdir(exist_ok=True, mode=0o700)
-        _handed[api_url] = {
-            **os.environ,
-            **settings.to_environment_variables(exclude_unset=True),
-            "PREFECT_API_URL": api_url,
-            "KEDRO_PREFECT_COURIER_DIR": str(directory),
-        }
+        if api_url not in _handed:
+            settings = get_current_settings()
+            directory = outbox(api_url, Path(settings.home))
+            StateDir(Path(settings.home)).ensure()
+            directory.parent.mkdir(exist_ok=True, mode=0o700)
+            directory.mkdir(exist_ok=True, mode=0o700)
+            _handed[api_url] = {
+                **os.environ,
+                **settings.to_environment_variables(exclude_unset=True),
+                "PREFECT_API_URL": api_url,
+                "KEDRO_PREFECT_COURIER_DIR": str(directory),
+            }
+        directory = Path(_handed[api_url]["KEDRO_PREFECT_COURIER_DIR"])
+    hand_logs_to_server(api_url, directory)
     if first:
         import atexit
 
-        before_prefect_exit_drains(_route_tails)  # runs before the log worker's drain
+        before_prefect_exit_drains(_take_queued)  # runs before the log worker's drain
         atexit.register(_start_couriers)  # runs after it (atexit comes after thread shutdown)
     deliver_left_over(api_url, directory)
+
+
+def send_live(api_url: str) -> None:
+    """A new run against ``api_url`` in this process: its log lines go to the API as it runs."""
+    with _lock:
+        handed = _handed.get(api_url)
+    if handed is not None:
+        stop_handing_logs(api_url)
+        deliver_left_over(api_url, Path(handed["KEDRO_PREFECT_COURIER_DIR"]))
 
 
 def deliver_left_over(api_url: str, directory: Path) -> None:
@@ -115,9 +138,14 @@ def deliver_left_over(api_url: str, directory: Path) -> None:
         _start_courier(api_url, directory, {**os.environ, "PREFECT_API_URL": api_url})
 
 
-def _route_tails() -> None:
-    for api_url, env in list(_handed.items()):
-        hand_logs_to_server(api_url, Path(env["KEDRO_PREFECT_COURIER_DIR"]))
+def _take_queued() -> None:
+    """The lines still queued in the log worker go to the outbox in one file, not one by one."""
+    from kedro_prefect._upstream.prefect import take_queued_api_logs
+
+    with _lock:
+        urls = {url.rstrip("/") for url in _handed}
+    for api_url, items in take_queued_api_logs(urls).items():
+        write_batch(api_url, items)
 
 
 def _start_couriers() -> None:

@@ -35,7 +35,12 @@ from kedro_prefect.local_api.lingering import (
     server_status,
     stop_server,
 )
-from kedro_prefect.local_api.log_spool import hand_logs_to_server, spooled, stop_handing_logs
+from kedro_prefect.local_api.log_spool import (
+    hand_logs_to_server,
+    spooled,
+    stop_handing_logs,
+    write_batch,
+)
 from kedro_prefect.local_api.records import read_recorded_task_runs
 from kedro_prefect.local_api.state import APP_FACTORY, StateDir, try_lock_file
 
@@ -60,4 +65,5 @@ __all__ = [
     "stop_handing_logs",
     "stop_server",
     "try_lock_file",
+    "write_batch",
 ]

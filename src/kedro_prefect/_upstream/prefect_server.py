@@ -280,6 +280,7 @@ def sqlite_database_revisions(connection_url: str) -> set[str] | None:
     """The revisions in a SQLite database's ``alembic_version`` (``None``: no such file/table)."""
     import sqlite3
     from pathlib import Path
+    from urllib.parse import quote
 
     from sqlalchemy.engine import make_url
 
@@ -290,7 +291,8 @@ def sqlite_database_revisions(connection_url: str) -> set[str] | None:
     if url.database == ":memory:" or not path.is_file():
         return None
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        read_only = f"file:{quote(str(path.resolve()))}?mode=ro"
+        with closing(sqlite3.connect(read_only, uri=True, timeout=30)) as db:
             return {row[0] for row in db.execute("select version_num from alembic_version")}
     except sqlite3.Error:
         return None

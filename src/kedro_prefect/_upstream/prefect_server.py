@@ -87,7 +87,7 @@ CONTRACTS = (
         "no Alembic import (~9 MB) when the local database is at the newest revision already",
     ),
     Contract(
-        "prefect.server.database:_migrations",
+        "prefect.server.database._migrations",
         "the SQLite migration scripts, read for their newest revision without Alembic",
         check=lambda module: _sqlite_migrations_dir(module) is not None,
     ),

@@ -81,6 +81,28 @@ def test_fastapi_copies_routes_before_0_137(versions, monkeypatch):
     assert not prefect_server.fastapi_copies_routes_on_include()
 
 
+def test_the_newest_migration_read_without_alembic_is_alembics_head(tmp_path):
+    """A lingering server skips Prefect's upgrade only for a database at this revision: were
+    it not Alembic's own head, a database needing a migration would be served unmigrated."""
+    from alembic.script import ScriptDirectory
+    from prefect.server.database import _migrations
+
+    folder = Path(_migrations.__path__[0])
+    scripts = ScriptDirectory(str(folder), version_locations=[str(folder / "versions/sqlite")])
+    head = prefect_server.sqlite_head_revision()
+    assert scripts.get_heads() == [head]
+
+    # The suite's database (migrated by Prefect at the session's start) is at that head.
+    home = Path(__import__("os").environ["PREFECT_HOME"])
+    migrated = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    if (home / "prefect.db").exists():
+        assert prefect_server.sqlite_database_revisions(migrated) == {head}
+    # A database that does not exist yet, or is not SQLite, goes through Prefect's upgrade.
+    missing = f"sqlite+aiosqlite:///{tmp_path / 'none.db'}"
+    assert prefect_server.sqlite_database_revisions(missing) is None
+    assert prefect_server.sqlite_database_revisions("postgresql+asyncpg://u@h/db") is None
+
+
 def test_settings_key_takes_setting_keys_and_paths():
     from prefect.settings import PREFECT_API_URL
 

@@ -30,12 +30,26 @@ driver. Relies on, and buys:
   every 0.1-0.25 s: most of an idle lingering server's CPU. The docket itself stays (the API's
   dependency); nothing consumes it.
 
+* ``prefect.server.database.interface:PrefectDBInterface.run_migrations_upgrade``: every start
+  runs Alembic's upgrade, even on a database already at the newest revision, and that imports
+  Alembic, Mako, Pygments' lexers and Prefect's 100-odd migration scripts: ~9 MB the lingering
+  server keeps for its life. Here a SQLite database whose ``alembic_version`` is the single
+  head of the migration scripts shipped with Prefect (read from
+  ``prefect/server/database/_migrations/versions/sqlite/``, without Alembic) is left as it is;
+  any other database goes through Prefect's upgrade as before.
+* ``uvicorn.server:Server.main_loop`` (uvicorn serves the app): it wakes ten times a second to
+  see whether it should exit (and once a second refreshes the ``date`` header): the largest
+  part of an idle lingering server's CPU. Here it wakes once a second, and at once on the
+  signal that stops it (:func:`slow_tick_main_loop`).
+
 Each patch leaves Prefect as it is when its target is missing; the contract test says so.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+import asyncio
+import signal
+from contextlib import asynccontextmanager, closing, suppress
 from typing import Any
 
 from kedro_prefect._upstream import Contract, version_at_least
@@ -67,6 +81,28 @@ CONTRACTS = (
     Contract(
         "prefect.server.services.base:RunInEphemeralServers.enabled_services",
         "the background services the local API runs, for `kedro prefect api status`",
+    ),
+    Contract(
+        "prefect.server.database.interface:PrefectDBInterface.run_migrations_upgrade",
+        "no Alembic import (~9 MB) when the local database is at the newest revision already",
+    ),
+    Contract(
+        "prefect.server.database._migrations",
+        "the SQLite migration scripts, read for their newest revision without Alembic",
+        check=lambda module: _sqlite_migrations_dir(module) is not None,
+    ),
+    Contract(
+        "uvicorn.server:Server.main_loop",
+        "an idle local API that wakes once a second, not ten times (its idle CPU)",
+        check=lambda fn: __import__("inspect").iscoroutinefunction(fn),
+    ),
+    Contract(
+        "uvicorn.server:Server.on_tick",
+        "the once-a-second work of uvicorn's main loop, done on each slower tick",
+    ),
+    Contract(
+        "uvicorn.server:HANDLED_SIGNALS",
+        "the stopping signals that wake the slower main loop at once",
     ),
     Contract(
         "prefect.server.api.server:_FASTAPI_COPIES_ROUTES_ON_INCLUDE",
@@ -201,12 +237,152 @@ def background_services() -> list[str]:
     return names
 
 
+def _sqlite_migrations_dir(package: Any) -> Any:
+    """The directory of Prefect's SQLite migration scripts (``None``: not where expected)."""
+    from pathlib import Path
+
+    paths = list(getattr(package, "__path__", []))
+    if not paths:
+        return None
+    folder = Path(paths[0]) / "versions" / "sqlite"
+    return folder if folder.is_dir() else None
+
+
+def sqlite_head_revision() -> str | None:
+    """The one newest revision of Prefect's SQLite migrations (``None``: not exactly one)."""
+    import ast
+    import importlib
+
+    folder = _sqlite_migrations_dir(importlib.import_module("prefect.server.database._migrations"))
+    if folder is None:
+        return None
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in folder.glob("*.py"):
+        values: dict[str, Any] = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                name = getattr(node.targets[0], "id", None)
+                if name in ("revision", "down_revision"):
+                    try:
+                        values[name] = ast.literal_eval(node.value)
+                    except ValueError:
+                        return None
+        if isinstance(values.get("revision"), str):
+            revisions.add(values["revision"])
+        parent = values.get("down_revision")
+        parents.update([parent] if isinstance(parent, str) else parent or ())
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def sqlite_database_revisions(connection_url: str) -> set[str] | None:
+    """The revisions in a SQLite database's ``alembic_version`` (``None``: no such file/table)."""
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(connection_url)
+    if not url.drivername.startswith("sqlite") or not url.database:
+        return None
+    path = Path(url.database)
+    if url.database == ":memory:" or not path.is_file():
+        return None
+    try:
+        read_only = f"file:{quote(str(path.resolve()))}?mode=ro"
+        with closing(sqlite3.connect(read_only, uri=True, timeout=30)) as db:
+            return {row[0] for row in db.execute("select version_num from alembic_version")}
+    except sqlite3.Error:
+        return None
+
+
+def _skip_migrations_at_head() -> None:
+    """Leave a SQLite database at Prefect's newest revision as it is (see the module)."""
+    from prefect.server.database import interface
+
+    db_interface = getattr(interface, "PrefectDBInterface", None)
+    original = getattr(db_interface, "run_migrations_upgrade", None)
+    if original is None or getattr(original, "_kedro_prefect_at_head", False):
+        return
+
+    async def run_migrations_upgrade(self: Any) -> None:
+        url = str(getattr(getattr(self, "database_config", None), "connection_url", ""))
+        head = sqlite_head_revision() if url else None
+        if head is not None and sqlite_database_revisions(url) == {head}:
+            return
+        await original(self)
+
+    run_migrations_upgrade._kedro_prefect_at_head = True  # type: ignore[attr-defined]
+    db_interface.run_migrations_upgrade = run_migrations_upgrade  # type: ignore[union-attr]
+
+
+#: Seconds between the ticks of uvicorn's main loop in the local API (uvicorn: 0.1).
+TICK_SECONDS = 1.0
+
+
+def slow_tick_main_loop() -> None:
+    """Make uvicorn's main loop tick every :data:`TICK_SECONDS` in this (server) process.
+
+    Each tick does what uvicorn does once a second (its ``counter % 10 == 0`` work: the
+    ``date`` header); a stopping signal (``HANDLED_SIGNALS``) wakes the loop at once, so the
+    server stops as fast as before. Called by the app factory: uvicorn calls it before its
+    main loop starts.
+    """
+    from uvicorn import server as uvicorn_server
+
+    server_class = getattr(uvicorn_server, "Server", None)
+    original = getattr(server_class, "main_loop", None)
+    signals = getattr(uvicorn_server, "HANDLED_SIGNALS", None)
+    if original is None or signals is None or not hasattr(server_class, "on_tick"):
+        return  # another uvicorn: leave its loop as it is
+    if getattr(original, "_kedro_prefect_slow_tick", False):
+        return
+
+    async def main_loop(self: Any) -> None:
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        _wake_on_signals(signals, lambda: loop.call_soon_threadsafe(wake.set))
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000  # every tick is uvicorn's once-a-second tick
+            with suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), TICK_SECONDS)
+            wake.clear()
+            should_exit = await self.on_tick(counter)
+
+    main_loop._kedro_prefect_slow_tick = True  # type: ignore[attr-defined]
+    server_class.main_loop = main_loop  # type: ignore[union-attr]
+
+
+def _wake_on_signals(signals: Any, wake: Any) -> None:
+    """Chain ``wake`` after the handlers uvicorn installed for its stopping signals."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # uvicorn installed none either
+    for sig in signals:
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            previous(signum, frame)
+            wake()
+
+        signal.signal(sig, handler)
+
+
 def build_api_app() -> Any:
     """Prefect's API app with the patches above (call with the garbage collector paused)."""
     _skip_empty_slot_increments()
     _immediate_sqlite_write_transactions()
     _run_routers_first()
     _without_background_worker()
+    _skip_migrations_at_head()
+    slow_tick_main_loop()
     from prefect.server.api import server
 
     return server.create_app(final=fastapi_copies_routes_on_include())

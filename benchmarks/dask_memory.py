@@ -22,9 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RUNNERS = ("SequentialRunner", "PrefectRunner thread", "PrefectRunner dask")
 
 
@@ -121,16 +119,23 @@ def main() -> None:
             python=platform.python_version(),
             timestamp=stamp,
         )
+    from run import print_table_and_save  # here: the measured child processes stay lean
+
     print(f"\nDriver peak RSS while {args.megabytes} MB flow from one node to the next\n")
-    print("| runner | driver peak RSS (MB) | driver RSS before run (MB) | seconds |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row['runner']} | {row['driver_peak_rss_mb']} | "
-            f"{row['driver_rss_before_run_mb']} | {row['seconds']} |"
-        )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dask_memory.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print_table_and_save(
+        "dask_memory",
+        ["runner", "driver peak RSS (MB)", "driver RSS before run (MB)", "seconds"],
+        [
+            [
+                row["runner"],
+                str(row["driver_peak_rss_mb"]),
+                str(row["driver_rss_before_run_mb"]),
+                str(row["seconds"]),
+            ]
+            for row in rows
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

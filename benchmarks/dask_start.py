@@ -24,7 +24,6 @@ rounds) and writes JSON rows to ``benchmarks/results/dask_start.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import user_felt
-from run import EXAMPLE, RESULTS, base_env, log, timed_kedro_run
+from run import EXAMPLE, base_env, log, print_table_and_save, timed_kedro_run
 
 DASK = ("--runner=kedro_prefect.PrefectRunner", "--runner-params=task_runner=dask,n_workers=2")
 CASES = {
@@ -103,15 +102,20 @@ def main() -> None:
         f"interleaved rounds, {os.cpu_count()} cores, {stamp}, load average "
         f"{min(load)}-{max(load)}\n"
     )
-    print("| runner | median (s) | best (s) | over ParallelRunner, same round (median, s) |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row['case']} | {row['median_s']:.2f} | {row['min_s']:.2f} | "
-            f"{row['median_over_parallel_s']:+.2f} |"
-        )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dask_start.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print_table_and_save(
+        "dask_start",
+        ["runner", "median (s)", "best (s)", "over ParallelRunner, same round (median, s)"],
+        [
+            [
+                row["case"],
+                f"{row['median_s']:.2f}",
+                f"{row['min_s']:.2f}",
+                f"{row['median_over_parallel_s']:+.2f}",
+            ]
+            for row in rows
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

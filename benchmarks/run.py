@@ -58,6 +58,17 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def print_table_and_save(name: str, header: list[str], lines: list[list[str]], rows: Any) -> None:
+    """Print a markdown table (first column left-aligned, the others right) and write ``rows``
+    as ``results/<name>.json``."""
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
 def base_env(home: Path) -> dict[str, str]:
     env = {
         **os.environ,

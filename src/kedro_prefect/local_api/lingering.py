@@ -184,6 +184,7 @@ def server_status(home: Path) -> dict[str, Any] | None:
         **asdict(info),
         "clients": state.live_clients(info.pid),
         "services": state.services(info.pid),
+        "hibernating": state.hibernating(info.pid),
         "idle_for": None if since is None else max(0.0, time.time() - since),
     }
 

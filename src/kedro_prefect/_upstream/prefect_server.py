@@ -102,6 +102,11 @@ CONTRACTS = (
         "the once-a-second work of uvicorn's main loop, done on each slower tick",
     ),
     Contract(
+        "uvicorn.config:Config.__init__",
+        "serving the socket the launcher bound (`--fd`), which a hibernating server keeps",
+        check=lambda fn: "fd" in __import__("inspect").signature(fn).parameters,
+    ),
+    Contract(
         "uvicorn.server:HANDLED_SIGNALS",
         "the stopping signals that wake the slower main loop at once",
     ),

@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,15 @@ def measure_idle(src: str | None, seconds: float, hibernate: float, repeats: int
                 case: round(statistics.median(values), 2) for case, values in walls.items()
             }
             result["wake_repeats"] = repeats
+            # The wake alone: a request to the hibernated server, until it answers.
+            url = json.loads((home / "kedro-prefect-api" / "server.json").read_text())["url"]
+            health = []
+            for _ in range(repeats):
+                _hibernated(home, pid, hibernate + 60)
+                started = time.perf_counter()
+                urllib.request.urlopen(f"{url}/health", timeout=120).read()
+                health.append(time.perf_counter() - started)
+            result["wake"]["first answer"] = round(statistics.median(health), 2)
             result["hibernate_seconds"] = hibernate
         stop_lingering_api(env, project)
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -243,7 +253,8 @@ def report(exit_data: dict[str, Any], idle: dict[str, Any], before: dict[str, An
             f"\nWake cost (`--hibernate-seconds {idle['hibernate_seconds']:g}`): the whole wall of "
             f"a back-to-back `kedro run` (20 nodes) right after a run {wake['right after']:.2f} s, "
             f"after the server hibernated {wake['after hibernation']:.2f} s (medians of "
-            f"{idle['wake_repeats']} interleaved rounds)."
+            f"{idle['wake_repeats']} interleaved rounds); a request to the hibernated server "
+            f"answered after {wake.get('first answer', float('nan')):.2f} s (median)."
         )
     lines.append(
         f"\n(Idle measured {idle['date']}, load average {idle['load_average']}.) The server runs "

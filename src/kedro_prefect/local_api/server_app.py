@@ -82,7 +82,12 @@ def _watch_use() -> None:
         return
     from pathlib import Path
 
-    from kedro_prefect.local_api import hibernate
+    from kedro_prefect.local_api.hibernate import (
+        can_hibernate,
+        exec_if_requested,
+        hibernate_seconds,
+        keep_environment,
+    )
     from kedro_prefect.local_api.lingering import idle_seconds
     from kedro_prefect.local_api.server_watch import start_watch
     from kedro_prefect.local_api.state import StateDir
@@ -92,10 +97,10 @@ def _watch_use() -> None:
     state = StateDir(Path(home))
     pid = os.getpid()
 
-    hibernate.keep_environment()
+    keep_environment()
 
     def tidy() -> None:
-        hibernate.exec_if_requested()  # hibernating: becomes the sleeper, same PID
+        exec_if_requested()  # hibernating: becomes the sleeper, same PID
         state.remove_server(pid)
         state.remove_server_dir(pid)
 
@@ -105,5 +110,5 @@ def _watch_use() -> None:
         int(parent) if parent.isdigit() else None,
         idle_seconds(),
         int(port) if port.isdigit() else None,
-        hibernate_after=hibernate.hibernate_seconds() if hibernate.can_hibernate() else 0.0,
+        hibernate_after=hibernate_seconds() if can_hibernate() else 0.0,
     )

@@ -115,13 +115,13 @@ def _watch(
 def _hibernate(state: StateDir, me: int, deadline: float) -> bool:
     """Shut the server down and become the sleeper (:mod:`.hibernate`), unless a run is just
     now finding or using it; the start lock stays held until the sleeper runs."""
-    from kedro_prefect.local_api import hibernate
+    from kedro_prefect.local_api.hibernate import request
 
     fd = state.try_lock()
     if fd is None:
         return False
     unused = not state.live_clients(me) and not state.unfinished(me)
-    if unused and hibernate.request(state.path, deadline, fd):
+    if unused and request(state.path, deadline, fd):
         logger.debug("Hibernating until %s", time.ctime(deadline))
         return True
     state.unlock(fd)

@@ -15,6 +15,8 @@ stop``), when its ``PREFECT_HOME`` is gone, when a newer server replaced it in `
 and when the idle time ends with no run using it (under the start lock, as the server).
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import json
@@ -24,6 +26,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import Any
 
 #: Seconds between looks at the state files while nothing connects.
 CHECK_SECONDS = 5.0
@@ -35,11 +38,11 @@ class _Stop(Exception):
     pass
 
 
-def _stop(signum, frame):
+def _stop(signum: int, frame: object) -> None:
     raise _Stop
 
 
-def _registered_pid(state_dir):
+def _registered_pid(state_dir: str) -> int | None:
     try:
         with open(os.path.join(state_dir, "server.json")) as file:
             return int(json.load(file)["pid"])
@@ -47,7 +50,7 @@ def _registered_pid(state_dir):
         return None
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,14 +60,14 @@ def _alive(pid):
     return True
 
 
-def _names(server_dir):
+def _names(server_dir: str) -> list[str]:
     try:
         return os.listdir(server_dir)
     except OSError:
         return []
 
 
-def _live_clients(server_dir):
+def _live_clients(server_dir: str) -> list[str]:
     return [
         name
         for name in _names(server_dir)
@@ -72,14 +75,14 @@ def _live_clients(server_dir):
     ]
 
 
-def _unfinished(server_dir):
+def _unfinished(server_dir: str) -> bool:
     return any(
         name.endswith(".json") and name.startswith(("pending-", "logs-"))
         for name in _names(server_dir)
     )
 
 
-def _try_stop(state_dir, server_dir, me):
+def _try_stop(state_dir: str, server_dir: str, me: int) -> bool:
     """At the end of the idle time: stop unless a run is finding or using this server."""
     try:
         fd = os.open(os.path.join(state_dir, "start.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -99,14 +102,14 @@ def _try_stop(state_dir, server_dir, me):
         os.close(fd)
 
 
-def _tidy(state_dir, server_dir, me):
+def _tidy(state_dir: str, server_dir: str, me: int) -> None:
     if _registered_pid(state_dir) == me:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(state_dir, "server.json"))
     shutil.rmtree(server_dir, ignore_errors=True)
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     config = json.loads(argv[1])
     server_argv = argv[2:]
     fd, state_dir, deadline = config["fd"], config["state_dir"], float(config["deadline"])
@@ -138,7 +141,7 @@ def main(argv):
     return 0
 
 
-def _wake(mark, server_argv, config):
+def _wake(mark: str, server_argv: list[str], config: dict[str, Any]) -> None:
     """Become the full server again: same PID, same socket, same environment."""
     with contextlib.suppress(OSError):
         os.unlink(mark)

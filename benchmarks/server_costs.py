@@ -9,9 +9,12 @@ Two measurements, standalone (``run.py`` does not call this script; its JSON goe
   of another checkout's ``src`` (put first on ``PYTHONPATH``) to every round: before/after in
   one run.
 * ``idle``: after a ``kedro run`` with the lingering local API (no ``PREFECT_API_URL``), the
-  CPU seconds and the RSS of its server process over ``--seconds`` (default 60) of idling. The
-  server measured is the second of its ``PREFECT_HOME`` (the first run created the database),
-  as for every run but a home's very first.
+  CPU seconds and the RSS of its server process over ``--seconds`` (default 60) of idling,
+  awake (hibernation off) and once hibernated (``--hibernate-seconds``, default 5), and the wake
+  cost: the whole wall of a back-to-back ``kedro run`` right after a run and after the server
+  hibernated (medians of ``--repeats`` interleaved rounds). The server measured is the second
+  of its ``PREFECT_HOME`` (the first run created the database), as for every run but a home's
+  very first.
 
     git archive <old commit> src | tar -x -C /tmp/before      # a checkout to compare with
     python benchmarks/server_costs.py exit --repeats 3 [--baseline-src /tmp/before/src]
@@ -29,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from run import base_env, prefect_server
 from user_felt import stop_lingering_api, summary, timed, write_project
 
 SIZES = (1, 200, 1000)
+HIBERNATE_ENV = "KEDRO_PREFECT_API_HIBERNATE_SECONDS"
 
 
 def _env(home: Path, project: Path) -> dict[str, str]:
@@ -99,32 +104,19 @@ def measure_exit(repeats: int, sizes: tuple[int, ...], baseline: str | None) -> 
     return summary(samples, repeats)
 
 
-def measure_idle(src: str | None, seconds: float) -> dict[str, Any]:
+def _idle_costs(pid: int, seconds: float) -> dict[str, Any]:
+    """CPU time and RSS of process ``pid`` over ``seconds``."""
     import psutil
 
-    with tempfile.TemporaryDirectory(prefix="kp-idle-") as tmp:
-        root = Path(tmp)
-        project = write_project(root / "felt_demo")
-        (root / "home").mkdir()
-        env = {**_with_src(_env(root / "home", project), src), "BENCH_NODES": "20"}
-        run = [*_kedro(), "--runner=kedro_prefect.PrefectRunner"]
-        # The first run of a new PREFECT_HOME creates its database; a home's later servers
-        # start on a database that exists (the usual case): measure one of those.
-        timed(run, project, env)
-        stop_lingering_api(env, project)
-        timed(run, project, env)
-        info = json.loads((root / "home" / "kedro-prefect-api" / "server.json").read_text())
-        server = psutil.Process(info["pid"])
-        time.sleep(5)  # the run's bookkeeping done
-        before = server.cpu_times()
-        rss = []
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            rss.append(server.memory_info().rss)
-            time.sleep(1)
-        after = server.cpu_times()
-        cpu = (after.user + after.system) - (before.user + before.system)
-        stop_lingering_api(env, project)
+    server = psutil.Process(pid)
+    before = server.cpu_times()
+    rss = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        rss.append(server.memory_info().rss)
+        time.sleep(1)
+    after = server.cpu_times()
+    cpu = (after.user + after.system) - (before.user + before.system)
     elapsed = time.monotonic() - started
     return {
         "seconds": round(elapsed, 1),
@@ -132,9 +124,71 @@ def measure_idle(src: str | None, seconds: float) -> dict[str, Any]:
         "cpu_percent_of_a_core": round(100 * cpu / elapsed, 3),
         "rss_mb_max": round(max(rss) / 2**20, 1),
         "rss_mb_median": round(statistics.median(rss) / 2**20, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _hibernated(home: Path, pid: int, most: float) -> bool:
+    """Wait until the server ``pid`` of ``home`` hibernates (at most ``most`` seconds)."""
+    mark = home / "kedro-prefect-api" / str(pid) / "hibernating"
+    deadline = time.monotonic() + most
+    while not mark.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    time.sleep(1)  # the sleeper settled
+    return True
+
+
+def measure_idle(src: str | None, seconds: float, hibernate: float, repeats: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kp-idle-") as tmp:
+        root = Path(tmp)
+        home = root / "home"
+        project = write_project(root / "felt_demo")
+        home.mkdir()
+        env = {**_with_src(_env(home, project), src), "BENCH_NODES": "20"}
+        awake_env = {**env, HIBERNATE_ENV: "0"}
+        env[HIBERNATE_ENV] = str(hibernate)
+        run = [*_kedro(), "--runner=kedro_prefect.PrefectRunner"]
+        # The first run of a new PREFECT_HOME creates its database; a home's later servers
+        # start on a database that exists (the usual case): measure one of those.
+        timed(run, project, env)
+        stop_lingering_api(env, project)
+        # Awake (hibernation off): the server as it idles before it hibernates.
+        timed(run, project, awake_env)
+        pid = json.loads((home / "kedro-prefect-api" / "server.json").read_text())["pid"]
+        time.sleep(5)  # the run's bookkeeping done
+        result: dict[str, Any] = _idle_costs(pid, seconds)
+        stop_lingering_api(env, project)
+        # Hibernated: the same process once it has hibernated.
+        timed(run, project, env)
+        pid = json.loads((home / "kedro-prefect-api" / "server.json").read_text())["pid"]
+        if _hibernated(home, pid, hibernate + 60):
+            result["hibernated"] = _idle_costs(pid, seconds)
+            # What a run pays to wake it: back-to-back right after a run, and after the
+            # server hibernated, rounds interleaved (whole wall of `kedro run`).
+            walls: dict[str, list[float]] = {"right after": [], "after hibernation": []}
+            for _ in range(repeats):
+                walls["right after"].append(timed(run, project, env)["wall"])
+                _hibernated(home, pid, hibernate + 60)
+                walls["after hibernation"].append(timed(run, project, env)["wall"])
+            result["wake"] = {
+                case: round(statistics.median(values), 2) for case, values in walls.items()
+            }
+            result["wake_repeats"] = repeats
+            # The wake alone: a request to the hibernated server, until it answers.
+            url = json.loads((home / "kedro-prefect-api" / "server.json").read_text())["url"]
+            health = []
+            for _ in range(repeats):
+                _hibernated(home, pid, hibernate + 60)
+                started = time.perf_counter()
+                urllib.request.urlopen(f"{url}/health", timeout=120).read()
+                health.append(time.perf_counter() - started)
+            result["wake"]["first answer"] = round(statistics.median(health), 2)
+            result["hibernate_seconds"] = hibernate
+        stop_lingering_api(env, project)
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return result
 
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -192,6 +246,16 @@ def report(exit_data: dict[str, Any], idle: dict[str, Any], before: dict[str, An
     if before:
         lines.append(row.format(what="before", **before))
     lines.append(row.format(what="now", **idle))
+    if idle.get("hibernated"):
+        lines.append(row.format(what="now, hibernated", **idle["hibernated"]))
+        wake = idle["wake"]
+        lines.append(
+            f"\nWake cost (`--hibernate-seconds {idle['hibernate_seconds']:g}`): the whole wall of "
+            f"a back-to-back `kedro run` (20 nodes) right after a run {wake['right after']:.2f} s, "
+            f"after the server hibernated {wake['after hibernation']:.2f} s (medians of "
+            f"{idle['wake_repeats']} interleaved rounds); a request to the hibernated server "
+            f"answered after {wake.get('first answer', float('nan')):.2f} s (median)."
+        )
     lines.append(
         f"\n(Idle measured {idle['date']}, load average {idle['load_average']}.) The server runs "
         "only the task run recorder and the event persister, uvicorn's main loop wakes once a "
@@ -221,6 +285,8 @@ def main() -> None:
     idle = sub.add_parser("idle")
     idle.add_argument("--seconds", type=float, default=60)
     idle.add_argument("--src", help="another checkout's src to measure instead")
+    idle.add_argument("--hibernate-seconds", type=float, default=5.0)
+    idle.add_argument("--repeats", type=int, default=3, help="rounds of the wake cost")
     rep = sub.add_parser("report")
     rep.add_argument("--exit", required=True)
     rep.add_argument("--idle", required=True)
@@ -237,7 +303,7 @@ def main() -> None:
         sizes = tuple(int(s) for s in args.sizes.split(","))
         result = measure_exit(args.repeats, sizes, args.baseline_src)
     else:
-        result = measure_idle(args.src, args.seconds)
+        result = measure_idle(args.src, args.seconds, args.hibernate_seconds, args.repeats)
     print(json.dumps(result, indent=1))
 
 

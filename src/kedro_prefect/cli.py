@@ -316,6 +316,8 @@ def api_status() -> None:
     else:
         left = max(0.0, status["idle_seconds"] - status["idle_for"])
         use = f"idle for {status['idle_for']:.0f} s (stops in {left:.0f} s)"
+        if status["hibernating"]:
+            use = f"hibernating (wakes on its next use); {use}"
     click.echo(f"Ephemeral Prefect API for PREFECT_HOME={home}")
     click.echo(f"  URL:     {status['url']}")
     click.echo(f"  PID:     {status['pid']}")

@@ -26,7 +26,9 @@ import pytest
 import kedro_prefect
 from kedro_prefect.local_api import (
     APP_FACTORY,
+    HIBERNATE_ENV,
     IDLE_ENV,
+    hibernate_seconds,
     server_code_files,
     server_status,
     stop_server,
@@ -348,3 +350,68 @@ def test_a_server_running_older_code_is_not_reused(home, tmp_path):
     second, reused = _drive(tmp_path, env)
     assert not reused and second != first
     assert eventually(lambda: _gone(first)), "the server of the old code stops once idle"
+
+
+def _hibernating(home: Path, pid: int) -> bool:
+    status = server_status(home)
+    if not status or status["pid"] != pid or not status["hibernating"]:
+        return False
+    return psutil.Process(pid).memory_info().rss < 60 * 2**20
+
+
+def test_an_idle_server_hibernates_small_and_the_next_run_wakes_it(home, tmp_path, example_project):
+    env = _env(home, **{HIBERNATE_ENV: "2"})
+    first, _ = _drive(tmp_path, env, flow="before-hibernation")
+    url = server_status(home)["url"]
+    # Idle for 2 s: the same process (same PID, same port) shrinks to a few MB.
+    assert eventually(lambda: _hibernating(home, first), timeout=90)
+    status = run_kedro(example_project, "prefect", "api", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "hibernating" in status.stdout and f"PID:     {first}" in status.stdout
+
+    # The next run wakes it: same server, and its task runs are recorded.
+    second, reused = _drive(tmp_path, env, nodes=5, flow="after-hibernation")
+    assert (second, reused) == (first, True)
+    assert server_status(home)["url"] == url
+    assert server_status(home)["services"] == ["TaskRunRecorder", "EventPersister"]
+    assert stop_server(home).pid == first
+    with sqlite3.connect(home / "prefect.db") as db:
+        states = db.execute(
+            "select task_run.state_type from task_run join flow_run on "
+            "task_run.flow_run_id = flow_run.id join flow on flow_run.flow_id = flow.id "
+            "where flow.name = 'after-hibernation'"
+        ).fetchall()
+    assert states == [("COMPLETED",)] * 5
+
+
+def test_a_hibernating_server_stops_on_api_stop_and_at_its_idle_deadline(
+    home, tmp_path, example_project
+):
+    env = _env(home, **{HIBERNATE_ENV: "1"})
+    pid, _ = _drive(tmp_path, env)
+    assert eventually(lambda: _hibernating(home, pid), timeout=90)
+    stop = run_kedro(example_project, "prefect", "api", "stop", env=env)
+    assert stop.returncode == 0, stop.stderr
+    assert f"PID {pid}" in stop.stdout
+    assert _gone(pid)
+    assert not (home / "kedro-prefect-api" / "server.json").exists()
+    assert not (home / "kedro-prefect-api" / str(pid)).exists()
+
+    # Idle time 15 s, hibernating after 1 s: the sleeper ends it at the deadline and tidies.
+    env = _env(home, idle="15", **{HIBERNATE_ENV: "1"})
+    pid, _ = _drive(tmp_path, env)
+    assert eventually(lambda: _hibernating(home, pid), timeout=90)
+    assert eventually(lambda: _gone(pid), timeout=90), "it stopped at its idle deadline"
+    assert not (home / "kedro-prefect-api" / "server.json").exists()
+    assert not (home / "kedro-prefect-api" / str(pid)).exists()
+
+
+def test_a_bad_hibernate_time_is_one_clear_error_before_anything_runs(monkeypatch):
+    from kedro_prefect import PrefectRunner
+    from kedro_prefect.errors import PrefectRunnerConfigError
+
+    monkeypatch.setenv(HIBERNATE_ENV, "-1")
+    with pytest.raises(PrefectRunnerConfigError, match=HIBERNATE_ENV):
+        PrefectRunner()
+    monkeypatch.setenv(HIBERNATE_ENV, "0")
+    assert hibernate_seconds() == 0

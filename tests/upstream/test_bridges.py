@@ -279,3 +279,54 @@ def test_node_log_handler_sends_what_prefects_handler_sends(prefect_server):
     assert pairs[0][0]["task_run_id"] and pairs[0][0]["flow_run_id"]  # in the task run
     assert pairs[2][0]["task_run_id"] is None and pairs[2][0]["flow_run_id"]  # in the flow run
     assert pairs[1][0]["message"].endswith("... [truncated]")
+
+
+HIBERNATE_SCRIPT = """
+import os, socket, sys, threading, time
+import uvicorn
+from kedro_prefect._upstream import prefect_server
+
+prefect_server.slow_tick_main_loop()
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(16)
+port, fd = sock.getsockname()[1], sock.fileno()
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+server = uvicorn.Server(uvicorn.Config(app, fd=fd, lifespan="off", log_level="error"))
+
+def ask():
+    while not server.started:
+        time.sleep(0.05)
+    assert prefect_server.request_exit()
+
+threading.Thread(target=ask, daemon=True).start()
+server.run()
+# Shut down without a signal (a caught one would be re-raised here), and the socket passed
+# with --fd still listens: a client's connection waits in its backlog for the next server.
+client = socket.create_connection(("127.0.0.1", port), timeout=5)
+sock.settimeout(5)
+conn, _ = sock.accept()
+print("STILL LISTENING", flush=True)
+"""
+
+
+def test_uvicorn_shuts_down_on_request_and_leaves_the_passed_socket_listening():
+    """Hibernation: uvicorn's main loop (patched) ends without a signal, and uvicorn's ``--fd``
+    serving closes only its own copy of the listening socket."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", HIBERNATE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "STILL LISTENING" in result.stdout

@@ -40,7 +40,8 @@ driver. Relies on, and buys:
 * ``uvicorn.server:Server.main_loop`` (uvicorn serves the app): it wakes ten times a second to
   see whether it should exit (and once a second refreshes the ``date`` header): the largest
   part of an idle lingering server's CPU. Here it wakes once a second, and at once on the
-  signal that stops it (:func:`slow_tick_main_loop`).
+  signal that stops it (:func:`slow_tick_main_loop`); :func:`request_exit` makes it shut down
+  without a signal (hibernation, :mod:`kedro_prefect.local_api.hibernate`).
 
 Each patch leaves Prefect as it is when its target is missing; the contract test says so.
 """
@@ -99,6 +100,11 @@ CONTRACTS = (
     Contract(
         "uvicorn.server:Server.on_tick",
         "the once-a-second work of uvicorn's main loop, done on each slower tick",
+    ),
+    Contract(
+        "uvicorn.config:Config.__init__",
+        "serving the socket the launcher bound (`--fd`), which a hibernating server keeps",
+        check=lambda fn: "fd" in __import__("inspect").signature(fn).parameters,
     ),
     Contract(
         "uvicorn.server:HANDLED_SIGNALS",
@@ -344,9 +350,10 @@ def slow_tick_main_loop() -> None:
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         _wake_on_signals(signals, lambda: loop.call_soon_threadsafe(wake.set))
+        _EXIT["wake"] = lambda: loop.call_soon_threadsafe(wake.set)
         counter = 0
         should_exit = await self.on_tick(counter)
-        while not should_exit:
+        while not (should_exit or _EXIT.get("asked")):
             counter = (counter + 10) % 864000  # every tick is uvicorn's once-a-second tick
             with suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), TICK_SECONDS)
@@ -355,6 +362,22 @@ def slow_tick_main_loop() -> None:
 
     main_loop._kedro_prefect_slow_tick = True  # type: ignore[attr-defined]
     server_class.main_loop = main_loop  # type: ignore[union-attr]
+
+
+#: The running main loop's wake-up, and whether an exit without a signal was asked for.
+_EXIT: dict[str, Any] = {}
+
+
+def request_exit() -> bool:
+    """Make uvicorn shut down as on a stop, without a signal (it re-raises a caught one at its
+    end, which would kill the process before ``atexit``); ``False``: its main loop is not ours.
+    """
+    wake = _EXIT.get("wake")
+    if wake is None:
+        return False
+    _EXIT["asked"] = True
+    wake()
+    return True
 
 
 def _wake_on_signals(signals: Any, wake: Any) -> None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kedro_prefect.api.health import configured_api_url, plain_http_ssl_context
-from kedro_prefect.local_api import EPHEMERAL_API, idle_seconds
+from kedro_prefect.local_api import EPHEMERAL_API, hibernate_seconds, idle_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ def start_ephemeral_api_early() -> None:
     Does nothing when ``PREFECT_API_URL`` is configured.
     """
     idle_seconds()  # a bad KEDRO_PREFECT_API_IDLE_SECONDS fails here, before anything
+    hibernate_seconds()  # and a bad KEDRO_PREFECT_API_HIBERNATE_SECONDS
     launched = EPHEMERAL_API.start_before_prefect_import()
     if configured_api_url():
         if launched:

@@ -24,6 +24,7 @@ names are this subpackage's own. Kept light on import: no Prefect, no Kedro.
 from __future__ import annotations
 
 from kedro_prefect.local_api.ephemeral import EPHEMERAL_API, EphemeralAPI, Mode
+from kedro_prefect.local_api.hibernate import HIBERNATE_ENV, hibernate_seconds
 from kedro_prefect.local_api.launch import LOG_FILE_NAME, drain_prefect_workers
 from kedro_prefect.local_api.lingering import (
     DEFAULT_IDLE_SECONDS,
@@ -48,6 +49,7 @@ __all__ = [
     "APP_FACTORY",
     "DEFAULT_IDLE_SECONDS",
     "EPHEMERAL_API",
+    "HIBERNATE_ENV",
     "IDLE_ENV",
     "LOG_FILE_NAME",
     "SERVER_MODULES",
@@ -57,6 +59,7 @@ __all__ = [
     "drain_prefect_workers",
     "fingerprint",
     "hand_logs_to_server",
+    "hibernate_seconds",
     "idle_seconds",
     "read_recorded_task_runs",
     "server_code_files",

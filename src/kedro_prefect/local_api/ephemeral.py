@@ -38,12 +38,13 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from kedro_prefect.local_api.hibernate import wake
 from kedro_prefect.local_api.launch import (
     LOG_FILE_NAME,
+    MIN_STARTUP_TIMEOUT,
     STARTUP_FAILURE,
     answers,
     drain_prefect_workers,
-    free_port,
     output_tail,
     popen_server,
     reap,
@@ -109,6 +110,7 @@ class EphemeralAPI:
         #: The start lock, held from a launch until the server answers and is registered.
         self._start_lock: int | None = None
         self._fingerprint = ""
+        self._waking = False  # the adopted server was hibernating (:mod:`.hibernate`)
         #: Final state type of each task run sent to this server, by id, until it shows them.
         self._unsettled: dict[Any, Any] = {}
         #: Server processes launched so far (a relaunch happens only if one died).
@@ -372,10 +374,13 @@ class EphemeralAPI:
         self._ready = False
         self._owner_pid = os.getpid()
         self._register_atexit()
+        self._waking = state.hibernating(info.pid)
+        if self._waking:  # wake it now: it starts while this process imports Prefect
+            wake(self._port)
         logger.debug("Reusing the lingering Prefect ephemeral API at %s", info.url)
 
     def _adopted_answers(self) -> bool:
-        self._ready = answers(self.url, timeout=30)
+        self._ready = answers(self.url, timeout=MIN_STARTUP_TIMEOUT if self._waking else 30)
         if self._ready:
             logger.info("Prefect ephemeral API at %s (reused)", self.url)
         return self._ready
@@ -416,11 +421,10 @@ class EphemeralAPI:
             env, home = server_env(speculative)
         self._adopted = None
         self._mode = Mode.SPECULATIVE if speculative else Mode.STARTED
-        self._port = free_port()
         self._log_path = home / LOG_FILE_NAME
         if self._state is not None:
             self._fingerprint = fingerprint(env, Path.cwd(), home)
-        self._process = popen_server(env, self._port, self._log_path)
+        self._process, self._port = popen_server(env, self._log_path)
         self._owner_pid = os.getpid()
         self._started_at = time.monotonic()
         self._ready = False

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kedro_prefect.local_api.hibernate import FD_ENV
 from kedro_prefect.local_api.server_app import HOME_ENV, PARENT_PID_ENV, PORT_ENV, SPECULATIVE_ENV
 from kedro_prefect.local_api.state import APP_FACTORY
 
@@ -27,12 +28,6 @@ LOCAL_SERVICES_ENV = {
     "PREFECT_API_EVENTS_STREAM_OUT_ENABLED": "false",  # events to websocket subscribers
     "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "false",  # logs to websocket subscribers
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
@@ -78,40 +73,56 @@ def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
     return env, home
 
 
-def popen_server(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``python -m uvicorn`` serving the app factory on 127.0.0.1:``port``."""
-    env = {
-        **env,
-        PORT_ENV: str(port),
-        # The server stays up while this process lives (then until idle, see server_watch).
-        PARENT_PID_ENV: str(os.getpid()),
-    }
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                APP_FACTORY,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Not in the terminal's process group: a Ctrl-C must not stop the server
-            # before the run has recorded its Cancelled state (execution.cancellation).
-            start_new_session=True,
-        )
+def popen_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``python -m uvicorn`` serving the app factory on 127.0.0.1; return it and its port.
+
+    The socket is bound here and passed to uvicorn (``--fd``): no other process can take the
+    port between choosing and binding it, and the server keeps the same socket when it
+    hibernates (:mod:`.hibernate`). ``TCP_NODELAY`` is set on it for the connections it
+    accepts (asyncio sets it only on sockets it knows to be TCP, and uvicorn's ``--fd`` says
+    ``AF_UNIX``).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)  # uvicorn's default backlog
+        port, fd = sock.getsockname()[1], sock.fileno()
+        env = {
+            **env,
+            PORT_ENV: str(port),
+            FD_ENV: str(fd),
+            # The server stays up while this process lives (then until idle, see server_watch).
+            PARENT_PID_ENV: str(os.getpid()),
+        }
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    APP_FACTORY,
+                    "--fd",
+                    str(fd),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(fd,),
+                # Not in the terminal's process group: a Ctrl-C must not stop the server
+                # before the run has recorded its Cancelled state (execution.cancellation).
+                start_new_session=True,
+            )
+    finally:
+        sock.close()  # the server's copy stays open
+    return process, port
 
 
 def reap(process: subprocess.Popen[bytes], timeout: float = 5) -> None:

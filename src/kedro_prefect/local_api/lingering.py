@@ -6,9 +6,9 @@ off) and the next run on the same ``PREFECT_HOME`` uses it, like a build daemon.
 find, share and stop it are in ``PREFECT_HOME/kedro-prefect-api/``
 (:mod:`.state`). A run reuses the server only when its *fingerprint* is
 the run's own: a hash of what its settings come from (Prefect and kedro-prefect versions, the
-interpreter, the ``PREFECT_*`` environment, the idle time, Prefect's settings files) and of the
-code the server process runs (:data:`SERVER_MODULES`); otherwise it retires that server (which
-stops once idle) and starts one.
+interpreter, the ``PREFECT_*`` environment, the idle and hibernate times, Prefect's settings
+files) and of the code the server process runs (:data:`SERVER_MODULES`); otherwise it retires
+that server (which stops once idle) and starts one.
 
 Imported by the server process too: imports nothing heavy.
 """
@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kedro_prefect.local_api.hibernate import HIBERNATE_ENV
 from kedro_prefect.local_api.state import ServerInfo, StateDir, is_api_server, pid_alive
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def fingerprint(env: Mapping[str, str], cwd: Path, home: Path) -> str:
         version("prefect"),
         version("kedro-prefect"),
         env.get(IDLE_ENV, ""),
+        env.get(HIBERNATE_ENV, ""),
         sorted(
             (key, value)
             for key, value in env.items()
@@ -184,6 +186,7 @@ def server_status(home: Path) -> dict[str, Any] | None:
         **asdict(info),
         "clients": state.live_clients(info.pid),
         "services": state.services(info.pid),
+        "hibernating": state.hibernating(info.pid),
         "idle_for": None if since is None else max(0.0, time.time() - since),
     }
 

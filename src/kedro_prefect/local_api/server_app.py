@@ -15,7 +15,8 @@ says which in its state directory (``kedro prefect api status``).
 
 It also stops itself once no run uses it any more (:mod:`.server_watch`):
 the process that launched it and the runs that reuse it are gone (also after ``kill -9``), the
-task run states they sent are recorded and the idle time has passed. When launched before the
+task run states they sent are recorded and the idle time has passed. Idle for a shorter while,
+it hibernates (:mod:`.hibernate`). When launched before the
 driver knew whether the run needs it (:data:`SPECULATIVE_ENV`), it exits with
 :data:`NOT_NEEDED_EXIT_CODE` before touching the database if Prefect's settings name an API URL
 (a profile, ``prefect.toml``).
@@ -81,6 +82,12 @@ def _watch_use() -> None:
         return
     from pathlib import Path
 
+    from kedro_prefect.local_api.hibernate import (
+        can_hibernate,
+        exec_if_requested,
+        hibernate_seconds,
+        keep_environment,
+    )
     from kedro_prefect.local_api.lingering import idle_seconds
     from kedro_prefect.local_api.server_watch import start_watch
     from kedro_prefect.local_api.state import StateDir
@@ -90,7 +97,10 @@ def _watch_use() -> None:
     state = StateDir(Path(home))
     pid = os.getpid()
 
+    keep_environment()
+
     def tidy() -> None:
+        exec_if_requested()  # hibernating: becomes the sleeper, same PID
         state.remove_server(pid)
         state.remove_server_dir(pid)
 
@@ -100,4 +110,5 @@ def _watch_use() -> None:
         int(parent) if parent.isdigit() else None,
         idle_seconds(),
         int(port) if port.isdigit() else None,
+        hibernate_after=hibernate_seconds() if can_hibernate() else 0.0,
     )

@@ -9,7 +9,8 @@ shows every final state, or the file's deadline passes), and while log lines wai
 ``logs-*.json`` files (:mod:`.log_spool`; this thread sends them to the API).
 Once it is not busy for the idle time (``KEDRO_PREFECT_API_IDLE_SECONDS``; ``0``: at once), or
 when its ``PREFECT_HOME`` is gone, it stops as on Ctrl+C. A killed launcher or run counts as
-gone: no server outlives its use.
+gone: no server outlives its use. Idle for ``KEDRO_PREFECT_API_HIBERNATE_SECONDS`` meanwhile,
+it hibernates (:mod:`.hibernate`): the sleeper takes over the idle deadline.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ IDLE_INTERVAL = 1.0
 
 
 def start_watch(
-    home: Path, parent_pid: int | None, idle_seconds: float, port: int | None, interval: float = 0.2
+    home: Path,
+    parent_pid: int | None,
+    idle_seconds: float,
+    port: int | None,
+    interval: float = 0.2,
+    hibernate_after: float = 0.0,
 ) -> threading.Thread:
-    """Start the thread that stops this server once it is no longer used (see the module)."""
+    """Start the thread that stops this server once it is no longer used (see the module);
+    with ``hibernate_after`` > 0 it hibernates after that idle time (:mod:`.hibernate`)."""
     thread = threading.Thread(
         target=_watch,
-        args=(Path(home), parent_pid, idle_seconds, port, interval),
+        args=(Path(home), parent_pid, idle_seconds, port, interval, hibernate_after),
         name="kedro-prefect-server-watch",
         daemon=True,
     )
@@ -48,7 +55,12 @@ def start_watch(
 
 
 def _watch(
-    home: Path, parent_pid: int | None, idle_seconds: float, port: int | None, interval: float
+    home: Path,
+    parent_pid: int | None,
+    idle_seconds: float,
+    port: int | None,
+    interval: float,
+    hibernate_after: float,
 ) -> None:
     state = StateDir(home)
     me = os.getpid()
@@ -79,6 +91,12 @@ def _watch(
         # A server no run can find (lingering off, or not registered) has no reason to wait.
         linger = idle_seconds if state.registered_pid() == me else 0.0
         if now - idle_since < linger:
+            if (
+                hibernate_after
+                and hibernate_after <= now - idle_since
+                and _hibernate(state, me, idle_since + linger)
+            ):
+                return
             continue
         # Stop, unless a run is just now finding this server (it holds the start lock).
         fd = state.try_lock() if linger else None
@@ -92,6 +110,22 @@ def _watch(
             state.unlock(fd)
         break
     os.kill(me, signal.SIGTERM)
+
+
+def _hibernate(state: StateDir, me: int, deadline: float) -> bool:
+    """Shut the server down and become the sleeper (:mod:`.hibernate`), unless a run is just
+    now finding or using it; the start lock stays held until the sleeper runs."""
+    from kedro_prefect.local_api.hibernate import request
+
+    fd = state.try_lock()
+    if fd is None:
+        return False
+    unused = not state.live_clients(me) and not state.unfinished(me)
+    if unused and request(state.path, deadline, fd):
+        logger.debug("Hibernating until %s", time.ctime(deadline))
+        return True
+    state.unlock(fd)
+    return False
 
 
 def _release_memory() -> None:

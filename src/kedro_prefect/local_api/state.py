@@ -200,6 +200,10 @@ class StateDir:
             return float((self.server_dir(server_pid) / "idle-since").read_text())
         return None
 
+    def hibernating(self, server_pid: int) -> bool:
+        """Whether the server hibernates (:mod:`.hibernate`; its sleeper writes the file)."""
+        return (self.server_dir(server_pid) / "hibernating").exists()
+
     def remove_server_dir(self, server_pid: int) -> None:
         import shutil
 

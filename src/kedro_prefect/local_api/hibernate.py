@@ -27,7 +27,7 @@ from typing import Any
 
 #: Seconds of idle time before the server hibernates; ``0``: never.
 HIBERNATE_ENV = "KEDRO_PREFECT_API_HIBERNATE_SECONDS"
-DEFAULT_HIBERNATE_SECONDS = 60.0
+DEFAULT_HIBERNATE_SECONDS = 300.0
 #: Set by the launcher: the file descriptor of the listening socket (uvicorn's ``--fd``).
 FD_ENV = "KEDRO_PREFECT_EPHEMERAL_FD"
 #: The sleeper script, run by path (no package import).

@@ -229,8 +229,8 @@ def report(exit_data: dict[str, Any], idle: dict[str, Any], before: dict[str, An
         "The exit delay of a run against a server was mostly Prefect's log worker waiting at "
         "exit for the busy server to store the last batch; that batch now goes to a courier "
         "process ([observability](observability.md#the-last-log-lines-after-kedro-run-has-exited)"
-        "). What is left is one garbage collection (finalizing what the run left) and the "
-        "interpreter's teardown.\n"
+        "). What is left is a young-generation garbage collection (finalizing what the run's last "
+        "steps left) and the interpreter's teardown.\n"
     )
     row = (
         "| {what} | {cpu_seconds:.2f} s over {seconds:.0f} s "

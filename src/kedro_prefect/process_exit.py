@@ -7,13 +7,17 @@ on a small machine that took 0.45-0.6 s after the last line of ``kedro run``, ag
 for ``SequentialRunner``.
 
 At exit, after the other exit handlers registered after it (Prefect's event and log workers
-flushing, the run leaving the ephemeral API), one full collection finalizes the garbage that
-exists then (objects in reference cycles get their ``__del__`` called, as CPython would do), and the
-objects still alive are frozen (``gc.freeze``): they are freed by reference counting as the
-modules are torn down, but CPython's remaining collections no longer traverse them. What that
-skips is the finalization of cycles that only form during module teardown, which Python does not
-guarantee anyway ("It is not guaranteed that ``__del__()`` methods are called for objects that
-still exist when the interpreter exits").
+flushing, the run leaving the ephemeral API), the young generations are collected (what the run's
+last steps left: objects in reference cycles get their ``__del__`` called, as CPython would do),
+and the objects still alive are frozen (``gc.freeze``): they are freed by reference counting as
+the modules are torn down, but CPython's remaining collections no longer traverse them.
+
+The oldest generation is not collected first: after a 1,000-node run against a server it held
+~255,000 objects of which a full collection found 12 unreachable, for 0.2-0.7 s of the exit
+(busy machine). What that skips is the finalization of cycles that were already old, or only
+form during module teardown, which Python does not guarantee anyway ("It is not guaranteed that
+``__del__()`` methods are called for objects that still exist when the interpreter exits");
+Kedro's datasets and Prefect's clients are closed by the run itself.
 """
 
 from __future__ import annotations
@@ -37,5 +41,5 @@ def collect_then_freeze_at_exit() -> None:
 
 
 def _collect_then_freeze() -> None:
-    gc.collect()
+    gc.collect(1)
     gc.freeze()

@@ -8,9 +8,13 @@ from the threads running its nodes, so this was the largest cost a run adds to w
 ``SequentialRunner`` does, and it is spent holding the handler's lock.
 
 ``NodeLogHandler`` builds the same JSON dict directly, from the same run context, and
-hands it to the same ``emit_api_log`` (Prefect's batching log worker, or the local API's
-spool). What it relies on is the shape of ``prepare``'s result: ``LogCreate``'s fields as JSON
-plus ``__payload_size__``, the length of that JSON, which the log worker batches by. Anything
+hands it to the same log worker as ``emit_api_log`` (Prefect's batching ``APILogWorker``),
+found once instead of for every line: ``APILogWorker.instance()`` reads three settings to
+find it (a few tens of microseconds each). Where Prefect diverts log lines (``_api_log_sink``,
+set in a process pool's worker processes), they go through ``emit_api_log`` as before.
+
+What it relies on is the shape of ``prepare``'s result: ``LogCreate``'s fields as JSON plus
+``__payload_size__``, the length of that JSON, which the log worker batches by. Anything
 else (a record naming its own flow run or worker, a message over
 ``PREFECT_LOGGING_TO_API_MAX_LOG_SIZE``, no run context) goes through Prefect's own
 ``prepare``, which truncates or refuses it as before.
@@ -35,6 +39,14 @@ CONTRACTS = (
     Contract(
         "prefect.logging.handlers:APILogHandler._get_payload_size",
         "measure a node log line as the installed Prefect does (its log worker batches by it)",
+    ),
+    Contract(
+        "prefect.logging.handlers:_api_log_sink",
+        "send through emit_api_log where Prefect diverts logs (a process pool's worker), else "
+        "straight to the log worker found once (APILogWorker.instance reads 3 settings a line)",
+        expected=lambda: hasattr(
+            __import__("prefect.logging.handlers").logging.handlers, "set_api_log_sink"
+        ),
     ),
     Contract(
         "prefect.client.schemas.actions:LogCreate",
@@ -65,11 +77,50 @@ def _handler_class() -> type[logging.Handler]:
 
             self._max_size = PREFECT_LOGGING_TO_API_MAX_LOG_SIZE.value()
 
+            self._workers: dict[tuple[Any, ...], Any] = {}
+
         def prepare(self, record: logging.LogRecord) -> dict[str, Any]:
             log = _prepared(self, record, self._max_size)
             return log if log is not None else super().prepare(record)
 
+        def emit(self, record: logging.LogRecord) -> None:
+            """``APILogHandler.emit``, sending to the log worker of the settings in force,
+            looked up again only when they change (a Dask worker serving runs of two APIs)."""
+            try:
+                if not getattr(record, "send_to_api", True):
+                    return
+                from prefect.context import get_settings_context
+
+                settings = get_settings_context().settings
+                if not settings.logging.to_api.enabled:
+                    return
+                self._send(self.prepare(record), _worker_key(settings))
+            except Exception:
+                self.handleError(record)
+
+        def _send(self, log: dict[str, Any], key: tuple[Any, ...]) -> None:
+            from prefect.logging import handlers
+
+            if getattr(handlers, "_api_log_sink", None) is not None:  # a process pool's worker
+                handlers.emit_api_log(log)
+                return
+            worker = self._workers.get(key)
+            if worker is not None:
+                try:
+                    worker.send(log)
+                    return
+                except RuntimeError:  # stopped (drained): take the current instance
+                    pass
+            self._workers[key] = worker = handlers.APILogWorker.instance()
+            worker.send(log)
+
     return NodeLogHandler
+
+
+def _worker_key(settings: Any) -> tuple[Any, ...]:
+    """What ``APILogWorker.instance()`` tells its workers apart by, read from ``settings``."""
+    to_api = settings.logging.to_api
+    return (to_api.batch_size, settings.api.url, to_api.max_log_size)
 
 
 def _prepared(handler: logging.Handler, record: logging.LogRecord, max_size: int) -> Any:

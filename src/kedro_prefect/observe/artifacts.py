@@ -56,30 +56,36 @@ class ArtifactWriter(RunObserver):
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
         from prefect.client.schemas.actions import ArtifactUpdate
 
-        artifact_id = None
-        if self._graph is not None:
-            try:
-                artifact_id = self._graph.result()
-            except Exception as exc:  # the start's artifact is missing: create it now
-                logger.debug("kedro-prefect: graph artifact at start failed: %s", exc)
-        markdown = graph_markdown(run, final=True)
-        if artifact_id is not None:
-            with get_client(sync_client=True) as client:
-                client.update_artifact(artifact_id, ArtifactUpdate(data=markdown))
-        else:
-            artifact_id = create_markdown_artifact(
-                markdown=markdown,
-                key=graph_key(run),
-                description=_description(run),
-            )
-        if run.ui_root:
-            run.graph_url = f"{run.ui_root}/artifacts/artifact/{artifact_id}"
-        create_table_artifact(
+        # The node table goes to the API while the final graph is drawn and sent (two round
+        # trips at once: the end of a 1,000-node run waited for both in turn).
+        table = run_in_background(
+            create_table_artifact,
             table=node_table(run),
             key=table_key(run),
             description=f"Kedro nodes of {_markdown_text(run.flow_run_name or run.flow_name)}"
             + _skipped_note(run),
         )
+        try:
+            artifact_id = None
+            if self._graph is not None:
+                try:
+                    artifact_id = self._graph.result()
+                except Exception as exc:  # the start's artifact is missing: create it now
+                    logger.debug("kedro-prefect: graph artifact at start failed: %s", exc)
+            markdown = graph_markdown(run, final=True)
+            if artifact_id is not None:
+                with get_client(sync_client=True) as client:
+                    client.update_artifact(artifact_id, ArtifactUpdate(data=markdown))
+            else:
+                artifact_id = create_markdown_artifact(
+                    markdown=markdown,
+                    key=graph_key(run),
+                    description=_description(run),
+                )
+            if run.ui_root:
+                run.graph_url = f"{run.ui_root}/artifacts/artifact/{artifact_id}"
+        finally:
+            table.result()  # its error, if any, is the observer's
 
 
 def _markdown_text(text: str) -> str:

@@ -30,7 +30,14 @@ os.environ.update(
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILES_PATH", None)
 
+import signal  # noqa: E402
+
 import pytest  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A suite started in the background of a shell without job control ignores Ctrl-C, and the
+    # processes the tests start (and stop with SIGINT, as a user's Ctrl-C) would inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from tests.helpers import PrefectServer, copy_example_project  # noqa: E402
 

@@ -166,9 +166,6 @@ class ProcessGroup:
             stdout=open(log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # Ctrl-C as from a terminal: a test suite started in the background of a shell
-            # without job control ignores SIGINT, and its children would inherit that.
-            preexec_fn=_default_ctrl_c,
         )
 
     @property
@@ -263,11 +260,3 @@ def drawn_node_states(svg: str) -> dict[str, str]:
         name: state
         for state, name in re.findall(r'<g class="node state-(\w+)" data-name="([^"]+)"', svg)
     }
-
-
-def _default_ctrl_c() -> None:
-    """In a child before it execs: SIGINT handled as by default (Python then raises
-    KeyboardInterrupt), whatever the test process inherited."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

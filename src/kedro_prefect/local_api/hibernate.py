@@ -44,9 +44,23 @@ def hibernate_seconds(env: Mapping[str, str] = os.environ) -> float:
     Raises:
         PrefectRunnerConfigError: The value is not a number of seconds >= 0.
     """
-    raw = env.get(HIBERNATE_ENV, "").strip()
+    return seconds_setting(
+        env,
+        HIBERNATE_ENV,
+        DEFAULT_HIBERNATE_SECONDS,
+        "how long the idle ephemeral API waits before it hibernates; 0: never",
+    )
+
+
+def seconds_setting(env: Mapping[str, str], name: str, default: float, meaning: str) -> float:
+    """The number of seconds >= 0 that ``name`` sets in ``env`` (``default`` if unset).
+
+    Raises:
+        PrefectRunnerConfigError: The value is not a number of seconds >= 0.
+    """
+    raw = env.get(name, "").strip()
     if not raw:
-        return DEFAULT_HIBERNATE_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
@@ -55,8 +69,7 @@ def hibernate_seconds(env: Mapping[str, str] = os.environ) -> float:
         from kedro_prefect.errors import PrefectRunnerConfigError
 
         raise PrefectRunnerConfigError(
-            f"{HIBERNATE_ENV}={raw!r} is not a number of seconds >= 0 (how long the idle "
-            "ephemeral API waits before it hibernates; 0: never)."
+            f"{name}={raw!r} is not a number of seconds >= 0 ({meaning})."
         )
     return value
 

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kedro_prefect.local_api.hibernate import HIBERNATE_ENV
+from kedro_prefect.local_api.hibernate import HIBERNATE_ENV, seconds_setting
 from kedro_prefect.local_api.state import ServerInfo, StateDir, is_api_server, pid_alive
 
 logger = logging.getLogger(__name__)
@@ -87,21 +87,12 @@ def idle_seconds(env: Mapping[str, str] = os.environ) -> float:
     Raises:
         PrefectRunnerConfigError: The value is not a number of seconds >= 0.
     """
-    raw = env.get(IDLE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_IDLE_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        from kedro_prefect.errors import PrefectRunnerConfigError
-
-        raise PrefectRunnerConfigError(
-            f"{IDLE_ENV}={raw!r} is not a number of seconds >= 0 (how long the ephemeral API "
-            "stays up after a run; 0 turns lingering off)."
-        )
-    return value
+    return seconds_setting(
+        env,
+        IDLE_ENV,
+        DEFAULT_IDLE_SECONDS,
+        "how long the ephemeral API stays up after a run; 0 turns lingering off",
+    )
 
 
 def fingerprint(env: Mapping[str, str], cwd: Path, home: Path) -> str:

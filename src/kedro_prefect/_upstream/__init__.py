@@ -9,6 +9,7 @@ this package, one per upstream:
 * :mod:`.prefect_server`: Prefect's API server app, as the ephemeral API process serves it;
 * :mod:`.prefect_deploy`: a deployment's parameter form, and serving what the server has;
 * :mod:`.prefect_dask`: prefect-dask's ``DaskTaskRunner`` and its futures;
+* :mod:`.dask_processes`: how distributed starts worker processes, and Python's fork server;
 * :mod:`.kedro`: Kedro's hook manager and CLI helpers;
 * :mod:`.mlflow`: MLflow's active run per thread (when a plugin such as kedro-mlflow uses it),
   and kedro-mlflow's run settings on the workers;
@@ -108,6 +109,7 @@ def all_contracts() -> dict[str, tuple[Contract, ...]]:
         "prefect_server",
         "prefect_deploy",
         "prefect_dask",
+        "dask_processes",
         "kedro",
         "kedro_memory",
         "mlflow",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from kedro_prefect.config.options import RunnerOptions
 
 #: What the workers of a cluster started early prepare as they start
-#: (:mod:`kedro_prefect.dask.preload`): JSON, in the environment they start with.
+#: (:mod:`kedro_prefect.dask.preload`): JSON, in the environment they start with (the Nanny's
+#: ``env``, set in each worker process before its preload).
 WARM_UP_ENV = "KEDRO_PREFECT_DASK_WARM_UP"
 
 
@@ -86,8 +87,8 @@ def local_cluster_started_early(
     task runner will refuse (it says so itself, as before, when the flow enters it).
     """
     import json
-    import os
 
+    from kedro_prefect.dask.forkserver import forked_workers
     from kedro_prefect.dask.task_runner import local_cluster_spec
 
     try:
@@ -97,23 +98,20 @@ def local_cluster_started_early(
     if spec is None:
         yield None
         return
-    before = os.environ.get(WARM_UP_ENV)
     try:
         plan = json.dumps(warm_up(pipeline, catalog))
     except Exception:  # the workers then prepare only what every run needs
         plan = "{}"
-    os.environ[WARM_UP_ENV] = plan
-    try:
-        early = EarlyCluster(*spec)
+    cls, kwargs = spec
+    processes = bool(kwargs.get("processes"))
+    if processes:  # given to each worker process as it starts (the Nanny's `env`)
+        kwargs = {**kwargs, "env": {**(kwargs.get("env") or {}), WARM_UP_ENV: plan}}
+    with forked_workers() if processes else nullcontext():  # forked, their imports done
+        early = EarlyCluster(cls, kwargs)
         try:
             yield early
         finally:
             early.close()
-    finally:
-        if before is None:
-            os.environ.pop(WARM_UP_ENV, None)
-        else:
-            os.environ[WARM_UP_ENV] = before
 
 
 def warm_up(pipeline: Pipeline, catalog: CatalogProtocol) -> dict[str, Any]:

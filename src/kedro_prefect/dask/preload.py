@@ -22,17 +22,8 @@ from __future__ import annotations
 import gc
 import importlib
 
+from kedro_prefect.dask.forkserver import WORKER_MODULES
 from kedro_prefect.process_exit import collect_then_freeze_at_exit
-
-#: What every node task on a worker imports, whatever the project.
-MODULES = (
-    "prefect.task_engine",  # each node task runs in Prefect's task engine
-    "kedro.framework.session",  # the node task builds the run's session there
-    "kedro_prefect._upstream.prefect",  # the task engine with per-worker caches
-    "kedro_prefect.dask.worker",  # the task wrapper and the worker plugin
-    "kedro_prefect.execution.tasks",  # the node task's body
-    "kedro_prefect.workers.session",  # the run's session on the worker
-)
 
 
 def _warm_up() -> None:
@@ -62,7 +53,7 @@ def _warm_up() -> None:
         worker_hook_manager(plan["package_name"])
 
 
-for _module in MODULES:
+for _module in WORKER_MODULES:  # already there in a worker forked from the fork server
     importlib.import_module(_module)
 _warm_up()
 gc.freeze()

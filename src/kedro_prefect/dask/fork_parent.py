@@ -1,0 +1,36 @@
+"""What the fork server of a local cluster's workers imports (:mod:`.forkserver`).
+
+Imported once, in the server process, before it forks any worker: Dask's packages (what
+distributed preloads in a fork server of its own), then what every node task needs
+(:data:`~kedro_prefect.dask.forkserver.WORKER_MODULES`). A module that fails to import here is
+imported again, and its error reported, where a worker needs it; nothing may raise here (an
+exception would end the server, and every worker start with it).
+
+Nothing of the project: its modules and hooks are imported by each worker (:mod:`.preload`).
+The objects of these imports are frozen (``gc.freeze``): the forked workers share their memory
+pages with the server instead of copying them on the first collection.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+
+
+def _import_for_workers() -> None:
+    try:
+        from kedro_prefect._upstream.dask_processes import distributed_packages
+        from kedro_prefect.dask.forkserver import WORKER_MODULES
+
+        modules = [*distributed_packages(), *WORKER_MODULES]
+    except Exception:
+        return
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # imported again, and reported, where a worker needs it
+            continue
+
+
+_import_for_workers()
+gc.freeze()

@@ -1,0 +1,132 @@
+"""A local cluster's workers forked from the fork server (dask/forkserver.py), as a user runs it.
+
+``kedro run`` of a real project on disk (``tests/hooks_project.py``) with a ``LocalCluster`` of two
+worker processes: the workers are forks of the server process that imported Dask, Prefect and
+Kedro once, and each is still a faithful Kedro process for the run: the project's hooks fire
+there, and a variable the driver set before the run (as kedro-mlflow exports credentials) is
+in their environment. Nothing is left running once ``kedro run`` has exited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections import Counter
+
+import psutil
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+
+from kedro_prefect import PrefectRunner
+from tests.helpers import eventually, run_kedro
+from tests.hooks_project import PACKAGE, take_hook_lines, write_project
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "HOOKS_DEMO_TOKEN"
+
+#: A hook recording, for each node, the process it ran in, that process's parent and the
+#: variable the driver's ``before_pipeline_run`` set (it fires in the driver only).
+ORIGIN_HOOK = f"""
+    import json
+    import os
+    from pathlib import Path
+
+    import psutil
+    from kedro.framework.hooks import hook_impl
+
+
+    class Origin:
+        @hook_impl
+        def before_pipeline_run(self):
+            os.environ["{TOKEN}"] = f"set by the driver {{os.getpid()}}"
+
+        @hook_impl
+        def before_node_run(self, node):
+            parent = psutil.Process(os.getppid())
+            record = {{
+                "node": node.name,
+                "pid": os.getpid(),
+                "parent": parent.pid,
+                "parent_cmdline": " ".join(parent.cmdline()),
+                "token": os.environ.get("{TOKEN}"),
+            }}
+            path = Path("data") / f"origin-{{node.name}}.json"
+            path.write_text(json.dumps(record))
+    """
+
+SETTINGS = """
+    from {package}.hooks import Recorder, StatsHook
+    from {package}.origin import Origin
+
+    HOOKS = (Recorder(), StatsHook(), Origin())
+    """
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_kedro_run_forks_the_dask_workers_from_the_server_and_they_run_the_project_s_hooks(
+    tmp_path,
+):
+    project = write_project(tmp_path / "hooks_demo")
+    package = project / "src" / PACKAGE
+    (package / "origin.py").write_text(textwrap.dedent(ORIGIN_HOOK))
+    (package / "settings.py").write_text(textwrap.dedent(SETTINGS.format(package=PACKAGE)))
+
+    result = run_kedro(
+        project,
+        "run",
+        "--runner=kedro_prefect.PrefectRunner",
+        "--runner-params=task_runner=dask,n_workers=2,threads_per_worker=1",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    origins = [json.loads(p.read_text()) for p in sorted((project / "data").glob("origin-*"))]
+    assert sorted(o["node"] for o in origins) == ["join", "left", "make", "right"]
+    lines = take_hook_lines(project)
+    (driver,) = {pid for hook, pid, _ in lines if hook == "before_pipeline_run"}
+    workers = {o["pid"] for o in origins}
+    assert driver not in workers
+    for origin in origins:
+        # a fork of the server that imported Dask, Prefect and Kedro, itself started by the run
+        assert "multiprocessing.forkserver" in origin["parent_cmdline"], origin
+        assert origin["parent"] != driver
+        # what the driver put in its environment before the run reached the worker
+        assert origin["token"] == f"set by the driver {driver}"
+    # the project's hooks fired in the worker processes, as on spawned workers
+    on_workers = Counter(hook for hook, pid, _ in lines if pid in workers)
+    assert on_workers["before_node_run"] == 4
+    assert on_workers["after_context_created"] == len(workers)
+    assert {d for h, p, d in lines if h == "after_context_created" and p in workers} == {"2"}
+
+    # kedro run has exited: neither its workers nor the fork server are left running
+    servers = {o["parent"] for o in origins}
+    assert eventually(lambda: not any(_alive(pid) for pid in workers | servers), timeout=30)
+
+
+# --- in the same process, a later run's environment --------------------------------------------
+
+
+def token(_seed: int) -> str | None:
+    return os.environ.get(TOKEN)
+
+
+def test_a_variable_set_between_two_runs_in_one_process_reaches_the_second_run_s_workers(
+    monkeypatch,
+):
+    """The fork server keeps the environment it was started with; a later cluster in the same
+    process whose environment changed does not fork from it (its workers are spawned)."""
+    pipeline = Pipeline([node(token, "params:s", "token", name="token")])
+    options = {"task_runner": "dask", "cluster_kwargs": {"n_workers": 1, "dashboard_address": None}}
+    monkeypatch.setenv(TOKEN, "first")
+    first = PrefectRunner(**options).run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))
+    monkeypatch.setenv(TOKEN, "second")
+    second = PrefectRunner(**options).run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))
+    assert (first["token"].load(), second["token"].load()) == ("first", "second")

@@ -102,7 +102,8 @@ def distributed_packages() -> list[str]:
     from distributed.versions import optional_packages, required_packages
 
     found = ["distributed"]
-    for name in [*required_packages, *optional_packages]:
+    for package in [*required_packages, *optional_packages]:
+        name = package[0] if isinstance(package, tuple) else package  # (name, version getter)
         try:
             if importlib.util.find_spec(name) is not None:
                 found.append(name)

@@ -211,8 +211,11 @@ def _worker_processes() -> list[object]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "spawn_main" in " ".join(child.cmdline()):  # Dask worker processes
+            command = " ".join(child.cmdline())
+            if "spawn_main" in command:  # a spawned Dask worker process
                 found.append(child)
+            elif "multiprocessing.forkserver" in command and child.ppid() != os.getpid():
+                found.append(child)  # a worker forked from the fork server (not the server)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):  # exited meanwhile
             continue
     return found

@@ -18,7 +18,10 @@ spawned worker importing them, ~1.5-2 CPU-s per worker on a small machine):
   set, which the server is started with (as are its workers).
 * ``multiprocessing.forkserver._forkserver._forkserver_pid``: whether the process's fork server
   is already running (a server kedro-prefect did not start, or one that was restarted, is not
-  used: its environment and preloaded modules are unknown).
+  used: its environment and preloaded modules are unknown), and ``ForkServer._stop``: ends it
+  (it closes the server's "alive" pipe, waits for it and removes its socket), so that a server
+  started as the runner was built, in an environment the run then changed (a project hook
+  setting a variable), is replaced by one in the run's environment (:func:`stop_forkserver`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import multiprocessing
+import os
 from typing import Any
 
 from kedro_prefect._upstream import Contract
@@ -65,6 +69,11 @@ CONTRACTS = (
         "multiprocessing.forkserver:_forkserver",
         "_forkserver_pid: whether the process's fork server is already running",
         check=_has_server_pid,
+    ),
+    Contract(
+        "multiprocessing.forkserver:ForkServer._stop",
+        "replace a fork server started before the run changed its environment",
+        check=lambda fn: list(inspect.signature(fn).parameters) == ["self"],
     ),
 )
 
@@ -131,3 +140,15 @@ def forkserver_pid() -> int | None:
     import multiprocessing.forkserver
 
     return multiprocessing.forkserver._forkserver._forkserver_pid
+
+
+def stop_forkserver(pid: int) -> None:
+    """End this process's fork server (``pid``: it has forked no worker): killed at once rather
+    than waited for (it only reads its "alive" pipe once its imports are done)."""
+    import contextlib
+    import multiprocessing.forkserver
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    multiprocessing.forkserver._forkserver._stop()

@@ -29,6 +29,9 @@ class DaskBackend:  # implements execution.protocol.Backend
         require_prefect_dask()  # the missing extra: one line, when the runner is built
         self._options = options
         self._early: EarlyCluster | None = None
+        from kedro_prefect.dask.forkserver import start_server_early
+
+        start_server_early(options)  # a local cluster's fork server imports while Kedro sets up
 
     @contextmanager
     def starting(self, pipeline: Pipeline, catalog: CatalogProtocol) -> Iterator[None]:

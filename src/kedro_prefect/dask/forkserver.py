@@ -28,6 +28,10 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kedro_prefect.config.options import RunnerOptions
 
 #: What every node task on a worker imports, whatever the project (the server imports them,
 #: and so does each worker that is spawned rather than forked, :mod:`.preload`).
@@ -46,6 +50,8 @@ SERVER_PRELOAD = "kedro_prefect.dask.fork_parent"
 _lock = threading.Lock()
 #: The fork server this process started: its PID and the environment it was started with.
 _server: tuple[int, dict[str, str]] | None = None
+#: Whether that server was started as a runner was built and no cluster has used it yet.
+_unused_early = False
 
 
 @contextmanager
@@ -67,19 +73,60 @@ def _server_usable() -> bool:
 
     if not upstream.forkserver_available() or upstream.configured_start_method() != "spawn":
         return False
-    global _server
+    global _server, _unused_early
     with _lock:
         os.environ.update(upstream.pre_spawn_environ())  # as the Nanny does before each worker
         running = upstream.forkserver_pid()
+        if _server is not None and running == _server[0] and dict(os.environ) != _server[1]:
+            if not _unused_early:
+                return False  # it forked workers in another environment: spawn this cluster's
+            # started as the runner was built, then the run changed the environment (a hook)
+            upstream.stop_forkserver(running)
+            _server, running = None, None
+        _unused_early = False
         if _server is None and running is None:
             _server = _start_server()
             return _server is not None
-        if _server is None or running != _server[0]:
-            return False  # a server this module did not start: unknown environment and modules
-        return dict(os.environ) == _server[1]
+        # a server this module did not start (unknown environment and modules), or its own
+        return _server is not None and running == _server[0]
 
 
-def _start_server() -> tuple[int, dict[str, str]] | None:
+def start_server_early(options: RunnerOptions) -> None:
+    """Start the fork server as the runner is built, when its options describe a local cluster
+    of processes: it imports while Kedro's session is set up, in the environment the cluster's
+    workers are expected to start with (the process's, distributed's ``pre-spawn-environ`` and
+    the variables the run sets for its workers: :func:`~kedro_prefect.observe.logs.
+    dask_logging_environ`, :func:`~kedro_prefect.workers.logging_line.worker_logging_environ`).
+    The cluster forks from it only if that is exactly their environment when it starts
+    (:func:`forked_workers`); the process's own environment is left as it was."""
+    from kedro_prefect._upstream import dask_processes as upstream
+    from kedro_prefect.dask.task_runner import local_cluster_spec
+    from kedro_prefect.observe.logs import dask_logging_environ
+    from kedro_prefect.workers.logging_line import worker_logging_environ
+
+    try:
+        spec = local_cluster_spec(options)
+    except Exception:  # refused: the run says so itself, when it starts
+        return
+    if spec is None or not spec[1].get("processes"):
+        return
+    if not upstream.forkserver_available() or upstream.configured_start_method() != "spawn":
+        return
+    global _server, _unused_early
+    with _lock:
+        if _server is not None or upstream.forkserver_pid() is not None:
+            return
+        environ = {
+            **upstream.pre_spawn_environ(),
+            **dask_logging_environ(),
+            **worker_logging_environ(),
+        }
+        _server = _start_server(environ)
+        _unused_early = _server is not None
+
+
+def _start_server(environ: dict[str, str] | None = None) -> tuple[int, dict[str, str]] | None:
+    """Start the server with ``environ`` added to this process's environment (for it only)."""
     import multiprocessing.forkserver
 
     from kedro_prefect._upstream import dask_processes as upstream
@@ -88,9 +135,18 @@ def _start_server() -> tuple[int, dict[str, str]] | None:
     # "__main__": the server imports the process's main module once (a spawned or forked worker
     # imports it to unpickle what it runs, e.g. the `kedro` command), then the workers' code.
     multiprocessing.forkserver.set_forkserver_preload(["__main__", SERVER_PRELOAD])
+    before = {name: os.environ.get(name) for name in environ or {}}
+    os.environ.update(environ or {})
     try:
         multiprocessing.forkserver.ensure_running()
+        pid = upstream.forkserver_pid()
+        started = dict(os.environ)
     except OSError:
         return None
-    pid = upstream.forkserver_pid()
-    return None if pid is None else (pid, dict(os.environ))
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return None if pid is None else (pid, started)

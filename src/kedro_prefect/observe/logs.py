@@ -180,7 +180,7 @@ def quiet_dask_logs() -> Iterator[None]:
     import os
 
     levels: dict[str, int] = {}
-    env_before = os.environ.get("DASK_LOGGING__DISTRIBUTED")
+    environ = dask_logging_environ()
     quiet_dask = not terminal_shows_everything()
     noise = _DropMessages(DASK_NOISE)
     if quiet_dask:
@@ -191,8 +191,7 @@ def quiet_dask_logs() -> Iterator[None]:
                 logger.setLevel(logging.WARNING)
         for name in DASK_NOISE:
             logging.getLogger(name).addFilter(noise)
-        if env_before is None:
-            os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"
+        os.environ.update(environ)
     try:
         yield
     finally:
@@ -200,8 +199,18 @@ def quiet_dask_logs() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
         for name in DASK_NOISE:
             logging.getLogger(name).removeFilter(noise)
-        if quiet_dask and env_before is None:
-            os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+        for name in environ:
+            os.environ.pop(name, None)
+
+
+def dask_logging_environ() -> dict[str, str]:
+    """What :func:`quiet_dask_logs` sets for the worker processes a cluster starts: Dask's
+    cluster lifecycle at WARNING, unless the user asked for DEBUG or set it."""
+    import os
+
+    if terminal_shows_everything() or "DASK_LOGGING__DISTRIBUTED" in os.environ:
+        return {}
+    return {"DASK_LOGGING__DISTRIBUTED": "warning"}
 
 
 #: Warnings about the local cluster the run starts and stops itself, by logger: the port of its

@@ -36,21 +36,47 @@ def worker_logging_config(config: dict[str, Any]) -> dict[str, Any]:
     return quiet
 
 
-@contextmanager
-def workers_without_logging_line(runner: AbstractContextManager[T]) -> Iterator[T]:
-    """Enter ``runner`` (a task runner starting worker processes) with ``KEDRO_LOGGING_CONFIG``
-    naming the quiet copy of the driver's logging configuration; restored after it."""
+#: The quiet copies this process wrote, by content digest: one path for one configuration, so
+#: that a fork server started before the run (:mod:`kedro_prefect.dask.forkserver`) and the
+#: run's workers name the same file.
+_copies: dict[str, Path] = {}
+_runs_using: dict[Path, int] = {}  # runs using each copy (removed when the last one ends)
+
+
+def worker_logging_environ() -> dict[str, str]:
+    """``{KEDRO_LOGGING_CONFIG: <the quiet copy>}`` for worker processes (written if needed);
+    ``{}`` when Kedro has no logging configuration. Removed at exit if no run removed it."""
+    import atexit
+    import hashlib
+
     import yaml
     from kedro.framework.project import LOGGING
 
     config = getattr(LOGGING, "data", None)
     if not config:
+        return {}
+    text = yaml.safe_dump(worker_logging_config(config), sort_keys=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    path = _copies.get(digest)
+    if path is None or not path.exists():
+        folder = Path(tempfile.mkdtemp(prefix="kedro-prefect-logging-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = _copies[digest] = folder / "logging.yml"
+        path.write_text(text)
+    return {ENV: str(path)}
+
+
+@contextmanager
+def workers_without_logging_line(runner: AbstractContextManager[T]) -> Iterator[T]:
+    """Enter ``runner`` (a task runner starting worker processes) with ``KEDRO_LOGGING_CONFIG``
+    naming the quiet copy of the driver's logging configuration; restored after it."""
+    environ = worker_logging_environ()
+    if not environ:
         with runner as entered:
             yield entered
         return
-    folder = Path(tempfile.mkdtemp(prefix="kedro-prefect-logging-"))
-    path = folder / "logging.yml"
-    path.write_text(yaml.safe_dump(worker_logging_config(config), sort_keys=False))
+    path = Path(environ[ENV])
+    _runs_using[path] = _runs_using.get(path, 0) + 1
     before = os.environ.get(ENV)
     os.environ[ENV] = str(path)
     try:
@@ -61,4 +87,10 @@ def workers_without_logging_line(runner: AbstractContextManager[T]) -> Iterator[
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = before
-        shutil.rmtree(folder, ignore_errors=True)
+        _runs_using[path] -= 1
+        if not _runs_using[path]:
+            del _runs_using[path]
+            for digest, copy_path in list(_copies.items()):
+                if copy_path == path:
+                    del _copies[digest]
+            shutil.rmtree(path.parent, ignore_errors=True)

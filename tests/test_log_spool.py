@@ -77,3 +77,48 @@ def test_a_file_the_server_cannot_store_in_time_is_dropped(tmp_path: Path, caplo
         log_spool.deliver_spooled(tmp_path, url)  # not even tried: the server stops being busy
     assert log_spool.spooled(tmp_path) == []
     assert "could not be stored in time" in caplog.text
+
+
+def _line(message: str, size: int = 100) -> dict:
+    return {
+        "name": "kp",
+        "level": 20,
+        "message": message,
+        "timestamp": "2026-01-01T00:00:00Z",
+        "flow_run_id": None,
+        "task_run_id": None,
+        "__payload_size__": size,
+    }
+
+
+def test_node_lines_for_a_handed_api_are_written_in_batches_under_the_size_limit(
+    tmp_path: Path, monkeypatch
+):
+    """Node lines skip Prefect's log worker: they wait in the process and are written as files,
+    in order, each file under PREFECT_LOGGING_TO_API_BATCH_SIZE, without Prefect's
+    ``__payload_size__``; lines for an API whose batches are not handed are refused."""
+    from prefect.settings import (
+        PREFECT_LOGGING_TO_API_BATCH_SIZE,
+        PREFECT_LOGGING_TO_API_MAX_LOG_SIZE,
+        temporary_settings,
+    )
+
+    url = f"http://127.0.0.1:9/api-{uuid.uuid4()}"
+    assert not log_spool.spool_node_line(url, _line("not handed"))
+    log_spool.hand_logs_to_server(url, tmp_path)
+    try:
+        with temporary_settings(
+            {PREFECT_LOGGING_TO_API_BATCH_SIZE: 250, PREFECT_LOGGING_TO_API_MAX_LOG_SIZE: 200}
+        ):
+            for k in range(5):
+                assert log_spool.spool_node_line(url + "/", _line(f"line {k}"))
+            log_spool.flush_node_lines()
+    finally:
+        log_spool.stop_handing_logs(url)
+    batches = [json.loads(path.read_bytes()) for path in log_spool.spooled(tmp_path)]
+    assert [[log["message"] for log in batch] for batch in batches] == [
+        ["line 0", "line 1"],
+        ["line 2", "line 3"],
+        ["line 4"],
+    ]
+    assert all("__payload_size__" not in log for batch in batches for log in batch)

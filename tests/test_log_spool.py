@@ -122,3 +122,35 @@ def test_node_lines_for_a_handed_api_are_written_in_batches_under_the_size_limit
         ["line 4"],
     ]
     assert all("__payload_size__" not in log for batch in batches for log in batch)
+
+
+def test_an_api_call_handed_over_as_a_file_is_made_by_the_server_in_order(tmp_path: Path):
+    """The run's last artifact updates go as files: the server makes the call after the log
+    lines written before it; the artifact then has the new data."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from kedro_prefect.local_api import EPHEMERAL_API
+
+    url = EPHEMERAL_API.wait()
+    with temporary_settings({PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            artifact = client.create_artifact(
+                ArtifactCreate(key=f"kp-call-{uuid.uuid4().hex[:8]}", type="markdown", data="old")
+            )
+    log_spool.hand_logs_to_server(url, tmp_path)
+    try:
+        assert log_spool.spool_node_line(url, _line("before the call"))
+        assert log_spool.spool_call(url, "PATCH", f"/artifacts/{artifact.id}", {"data": "new"})
+    finally:
+        log_spool.stop_handing_logs(url)
+    assert not log_spool.spool_call(url, "PATCH", f"/artifacts/{artifact.id}", {"data": "x"})
+    names = [path.name.split("-")[0] for path in log_spool.spooled(tmp_path)]
+    assert names == ["logs", "call"]
+    log_spool.deliver_spooled(tmp_path, url)
+    assert log_spool.spooled(tmp_path) == []
+    with temporary_settings({PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            (stored,) = [a for a in client.read_artifacts(limit=200) if a.id == artifact.id]
+    assert stored.data == "new"

@@ -50,6 +50,7 @@ from kedro_prefect.local_api import (
     StateDir,
     hand_logs_to_server,
     spooled,
+    spooled_request,
     stop_handing_logs,
     try_lock_file,
     write_batch,
@@ -176,27 +177,27 @@ def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
 
 def deliver(directory: Path) -> bool:
     """Send the files in ``directory`` to the API of the settings; whether none is left."""
-    import json
-
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
 
     with get_client(sync_client=True) as client:
         for path in spooled(directory):
             try:
-                body = json.loads(path.read_bytes())
+                body = path.read_bytes()
                 age = time.time() - path.stat().st_mtime
-            except (OSError, ValueError):
+                method, route, request = spooled_request(path, body)
+            except (OSError, ValueError, KeyError, TypeError):
                 continue
             try:
-                client.create_logs(body)
+                status = client.request(method, route, **request).status_code  # type: ignore[arg-type]
             except PrefectHTTPStatusError as exc:
                 status = exc.response.status_code
-                if status >= 500 or status in (408, 429):
-                    return _give_up_if_old(path, age)
-                logger.warning("Log lines of %s were refused (%s); dropped", path.name, status)
             except Exception:  # the API does not answer
                 return _give_up_if_old(path, age)
+            if status >= 500 or status in (408, 429):
+                return _give_up_if_old(path, age)
+            if status >= 400:
+                logger.warning("%s was refused (%s); dropped", path.name, status)
             with contextlib.suppress(OSError):
                 path.unlink()
     return not spooled(directory)

@@ -29,6 +29,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 GLOB = "logs-*.json"
+#: An API call handed over the same way (``{"method", "path", "body"}``): a run's last artifacts.
+CALL_GLOB = "call-*.json"
 
 #: A file the server could not store for this long (its API kept failing) is dropped, so that a
 #: broken server does not stay busy, and up, for ever.
@@ -148,14 +150,36 @@ def _send_as_prefect_does(items: list[dict[str, Any]]) -> None:
 
 def write_batch(api_url: str, items: list[Any]) -> bool:
     """Write one batch of log lines (Prefect's JSON bytes, or dicts) to a file."""
+    body = b"[" + b",".join(_as_json(item) for item in items) + b"]"
+    return _write(api_url, "logs", body)
+
+
+def spool_call(api_url: str, method: str, path: str, body: dict[str, Any]) -> bool:
+    """Hand one API call (``method`` on ``path`` under ``api_url``, with a JSON ``body``) over as
+    a file, as the log lines, if the batches for ``api_url`` go to files; whether it did.
+
+    For what the run needs no answer to (the artifacts at its end): against a local API still
+    busy recording the run, each call waited ~0.5-1 s for its answer. Node lines logged before
+    it are written first; files are delivered in the order written.
+    """
+    import orjson
+
+    if api_url.rstrip("/") not in _directories:
+        return False
+    flush_node_lines()
+    return _write(
+        api_url, "call", orjson.dumps({"method": method, "path": path, "body": body}, default=str)
+    )
+
+
+def _write(api_url: str, kind: str, body: bytes) -> bool:
     with _lock:
         directory = _directories.get(api_url.rstrip("/"))
     if directory is None:
         return False
-    body = b"[" + b",".join(_as_json(item) for item in items) + b"]"
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = f"logs-{os.getpid()}-{time.time_ns():020d}.json"
+        name = f"{kind}-{os.getpid()}-{time.time_ns():020d}.json"
         tmp = directory / f".{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as file:
@@ -176,14 +200,25 @@ def _as_json(item: Any) -> bytes:
 
 
 def spooled(directory: Path) -> list[Path]:
-    """The log files waiting in ``directory``, oldest first."""
+    """The files (log lines, calls) waiting in ``directory``, oldest first."""
     with contextlib.suppress(OSError):
-        return sorted(Path(directory).glob(GLOB), key=lambda path: path.name.rsplit("-", 1)[1])
+        files = [*Path(directory).glob(GLOB), *Path(directory).glob(CALL_GLOB)]
+        return sorted(files, key=lambda path: path.name.rsplit("-", 1)[1])
     return []
 
 
+def spooled_request(path: Path, body: bytes) -> tuple[str, str, dict[str, Any]]:
+    """The HTTP method, API path and JSON keyword arguments of the file at ``path``."""
+    import json
+
+    if path.name.startswith("call-"):
+        call = json.loads(body)
+        return call["method"], call["path"], {"json": call["body"]}
+    return "POST", "/logs/", {"content": body, "headers": {"Content-Type": "application/json"}}
+
+
 def deliver_spooled(directory: Path, api_url: str) -> None:
-    """Send the waiting log files to the API at ``api_url`` (the server's own); remove each."""
+    """Send the waiting files to the API at ``api_url`` (the server's own); remove each."""
     files = spooled(directory)
     if not files:
         return
@@ -197,19 +232,29 @@ def deliver_spooled(directory: Path, api_url: str) -> None:
             except OSError:
                 continue
             if too_old:
-                logger.warning("Log lines of %s could not be stored in time; dropped", path.name)
+                logger.warning("%s could not be stored in time; dropped", _what(path))
                 path.unlink(missing_ok=True)
                 continue
-            response = client.post(
-                f"{api_url}/logs/", content=body, headers={"Content-Type": "application/json"}
-            )
+            try:
+                method, route, request = spooled_request(path, body)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("%s is not readable; dropped", _what(path))
+                path.unlink(missing_ok=True)
+                continue
+            response = client.request(method, f"{api_url}{route}", **request)
             if response.status_code >= 500:
                 return  # busy (SQLite locked, say): the next look sends it again
             if response.status_code >= 400:
                 logger.warning(
-                    "Log lines of %s were refused by the API (%s); they are dropped",
-                    path.name,
+                    "%s was refused by the API (%s); dropped",
+                    _what(path),
                     response.status_code,
                 )
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _what(path: Path) -> str:
+    """How a spooled file is named in a warning."""
+    kind = "API call" if path.name.startswith("call-") else "Log lines"
+    return f"{kind} of {path.name}"

@@ -66,7 +66,7 @@ def node_logs_to_prefect(package_name: str | None) -> Iterator[None]:
     (:mod:`kedro_prefect._upstream.prefect_logs`): a 1,000-node run sends ~5,000 such lines.
     """
     from kedro_prefect._upstream.prefect_logs import node_log_handler
-    from kedro_prefect.local_api.log_spool import flush_node_lines, spool_node_line
+    from kedro_prefect.local_api import flush_node_lines, spool_node_line
 
     handler = node_log_handler(spool_node_line)
     handler.setLevel(logging.NOTSET)

@@ -48,10 +48,10 @@ from typing import Any
 
 from kedro_prefect.local_api import (
     StateDir,
+    flush_node_lines,
     hand_logs_to_server,
     spooled,
     spooled_request,
-    stop_handing_logs,
     try_lock_file,
     write_batch,
 )
@@ -69,6 +69,8 @@ LOCK_NAME = ".courier.lock"
 
 #: API URL -> the environment of its courier (the run's Prefect settings), once per process.
 _handed: dict[str, dict[str, str]] = {}
+#: API URL -> the courier following this process.
+_followers: dict[str, subprocess.Popen[bytes] | None] = {}
 _lock = threading.Lock()
 
 
@@ -85,14 +87,16 @@ def outbox(api_url: str, home: Path) -> Path:
     return StateDir(home).path / "outbox" / key
 
 
-def hand_tail_at_exit(api_url: str) -> None:
-    """From now on, log lines for ``api_url`` go to files a courier sends after the exit.
+def hand_run_to_courier(api_url: str) -> None:
+    """From now on, log lines for ``api_url`` go to files that a courier process sends.
 
-    Call once a run against ``api_url`` is over, in the run's settings: the batches the log
-    worker makes from then on (the run's last lines, Kedro's after-run hooks) are written to the
-    outbox, at exit so are the lines still queued, and a courier is started for them. Also starts
-    a courier for files that an earlier process left. :func:`send_live` undoes the routing for
-    the next run in the same process.
+    Call when a run against ``api_url`` starts, in the run's settings. Every batch Prefect's log
+    worker makes (and the node lines, :mod:`kedro_prefect.local_api.log_spool`) is written to
+    the outbox; a courier that follows this process sends the files as they come (the UI shows
+    the lines as it did, within a few seconds) and, once this process has exited, what is left,
+    then exits. At exit, the lines still queued in the log worker go to the outbox in one file,
+    so the process never waits for the server's answer. Files an earlier process left are sent
+    too.
     """
     from prefect.settings import get_current_settings
 
@@ -114,29 +118,17 @@ def hand_tail_at_exit(api_url: str) -> None:
                 "PREFECT_API_URL": api_url,
                 "KEDRO_PREFECT_COURIER_DIR": str(directory),
             }
-        directory = Path(_handed[api_url]["KEDRO_PREFECT_COURIER_DIR"])
+        env = _handed[api_url]
+        directory = Path(env["KEDRO_PREFECT_COURIER_DIR"])
+        follower = _followers.get(api_url)
+        if follower is None or follower.poll() is not None:
+            _followers[api_url] = _start_courier(api_url, directory, env, follow=os.getpid())
     hand_logs_to_server(api_url, directory)
     if first:
         import atexit
 
         before_prefect_exit_drains(_take_queued)  # runs before the log worker's drain
         atexit.register(_start_couriers)  # runs after it (atexit comes after thread shutdown)
-    deliver_left_over(api_url, directory)
-
-
-def send_live(api_url: str) -> None:
-    """A new run against ``api_url`` in this process: its log lines go to the API as it runs."""
-    with _lock:
-        handed = _handed.get(api_url)
-    if handed is not None:
-        stop_handing_logs(api_url)
-        deliver_left_over(api_url, Path(handed["KEDRO_PREFECT_COURIER_DIR"]))
-
-
-def deliver_left_over(api_url: str, directory: Path) -> None:
-    """Start a courier if files for ``api_url`` wait in ``directory``."""
-    if spooled(directory):
-        _start_courier(api_url, directory, {**os.environ, "PREFECT_API_URL": api_url})
 
 
 def _take_queued() -> None:
@@ -150,18 +142,26 @@ def _take_queued() -> None:
 
 
 def _start_couriers() -> None:
+    """At exit: a courier for files no follower of this process is there to send."""
+    flush_node_lines()
     for api_url, env in list(_handed.items()):
         directory = Path(env["KEDRO_PREFECT_COURIER_DIR"])
-        if spooled(directory):
+        follower = _followers.get(api_url)
+        if spooled(directory) and (follower is None or follower.poll() is not None):
             _start_courier(api_url, directory, env)
 
 
-def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
+def _start_courier(
+    api_url: str, directory: Path, env: dict[str, str], follow: int | None = None
+) -> subprocess.Popen[bytes] | None:
+    command = [sys.executable, "-m", "kedro_prefect.api.log_courier", str(directory), api_url]
+    if follow is not None:
+        command.append(str(follow))
     try:
         fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
-            subprocess.Popen(
-                [sys.executable, "-m", "kedro_prefect.api.log_courier", str(directory), api_url],
+            return subprocess.Popen(
+                command,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -170,6 +170,7 @@ def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
             )
     except OSError:
         logger.warning("Could not start the courier of the log lines in %s", directory)
+        return None
 
 
 # -- the courier process ------------------------------------------------------------------------
@@ -177,6 +178,8 @@ def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
 
 def deliver(directory: Path) -> bool:
     """Send the files in ``directory`` to the API of the settings; whether none is left."""
+    if not spooled(directory):
+        return True
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
 
@@ -211,18 +214,29 @@ def _give_up_if_old(path: Path, age: float) -> bool:
     return False
 
 
-def run_courier(directory: Path) -> None:
-    """Deliver the files of ``directory`` until none is left (one courier at a time)."""
+def run_courier(directory: Path, follow: int | None = None) -> None:
+    """Deliver the files of ``directory`` until none is left (one courier at a time); while the
+    process ``follow`` lives, keep looking for new files every half second."""
     started = time.monotonic()
     pause = 0.5
     while True:
+        following = follow is not None and _alive(follow)
+        if not following and follow is not None:
+            follow, started = None, time.monotonic()  # patience counts from the run's exit
         fd = try_lock_file(directory / LOCK_NAME)
         if fd is None:
+            if following:  # another courier is at work; take over when it is done
+                time.sleep(0.5)
+                continue
             return  # another courier is at work: it takes these files too
         try:
             done = deliver(directory)
         finally:
             StateDir.unlock(fd)
+        if following:
+            time.sleep(0.5 if done else pause)
+            pause = 0.5 if done else min(pause * 2, 10.0)
+            continue
         if done and not spooled(directory):  # checked again without the lock: a late file
             return
         if not done:
@@ -232,7 +246,17 @@ def run_courier(directory: Path) -> None:
             pause = min(pause * 2, 10.0)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run_courier(Path(sys.argv[1]))
+    run_courier(Path(sys.argv[1]), int(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -1,36 +1,35 @@
-"""The last log lines of a run against a Prefect server, delivered after the process has exited.
+"""The log lines of a run against a Prefect server, delivered by a process that outlives it.
 
 Prefect's API log worker sends a process's log lines in batches (every 2 s) and, at interpreter
 exit, sends the last batch and waits for the answer. Right after a big run the server is still
 recording the run's task run states, so that last request waited: against ``prefect server
 start`` on a loaded 2-core machine, 0.4-0.9 s at 200 nodes and 5.7 s at 1,000 -- after Kedro's
-last line, more than everything else the exit does.
+last line, more than everything else the exit does. Taking over only the run's tail was not
+enough: a batch the worker had posted in the run's last seconds was still in flight at exit.
 
-So once a pipeline run against a server given by ``PREFECT_API_URL`` is over, the log worker's
-batches go to files instead (the run's last lines, Kedro's after-run hooks; at exit, the lines
-still queued are taken out of its queue into one file: handed out one by one they took ~1 s at
-1,000 nodes), as the local API's spool does
-(:mod:`kedro_prefect.local_api.log_spool`: the request body Prefect would send, written
-atomically, readable by its owner only) in ``PREFECT_HOME/kedro-prefect-api/outbox/<hash of the
-URL>/``, and the process starts a *courier*: a detached process (``python -m
-kedro_prefect.api.log_courier``) that sends the files to the API with Prefect's own client (its
-API key, TLS and retry settings), oldest first, removes each once stored, and exits. The lines
-sent during the run go as before (the UI shows them live; a new run in the same process sends
-live again, :func:`send_live`); task run states and events are
+So from the start of a run against a server given by ``PREFECT_API_URL``, every batch of the
+log worker (and the node lines, :mod:`kedro_prefect.local_api.log_spool`) goes to a file, as the
+local API's spool does (the request body Prefect would send, written atomically, readable by its
+owner only) in ``PREFECT_HOME/kedro-prefect-api/outbox/<hash of the URL>/``; at exit the lines
+still queued are taken out of the worker's queue into one file (handed out one by one they took
+~1 s at 1,000 nodes). A *courier* started with the run (``python -m
+kedro_prefect.api.log_courier <dir> <url> <pid>``, detached) follows the process: it sends the
+files with Prefect's own client (its API key, TLS and retry settings) as they come, oldest
+first, removes each once stored, and once the process has exited sends what is left and exits.
+The process never waits for the server to store a log line; task run states and events are
 delivered by Prefect's events worker before the process exits, as before.
 
 Guarantees and limits:
 
-* The file is written before the process exits; a courier is started for it at once, and the
-  next run against the same API starts one for any file it finds (left by a machine that
-  stopped, say).
+* Each file is written before the process exits; if the courier is not there for it (it could
+  not start), one is started at exit, and the next run against the same API sends any file it
+  finds (left by a machine that stopped, say).
 * A batch the API refuses (4xx) is dropped with a warning in ``courier.log`` (beside the files).
-  One it cannot store (server down, 5xx) is tried again for :data:`PATIENCE_SECONDS`, then left
-  for the next run; a file older than :data:`MAX_AGE_SECONDS` that still cannot be stored is
-  dropped with a warning, as the spool does.
+  One it cannot store (server down, 5xx) is tried again, for :data:`PATIENCE_SECONDS` once the
+  process has exited, then left for the next run; a file older than :data:`MAX_AGE_SECONDS`
+  that still cannot be stored is dropped with a warning, as the spool does.
 * Not for a deployment's flow run (``PREFECT__FLOW_RUN_ID`` set: its container may end with the
-  process), nor with ``KEDRO_PREFECT_LOG_HANDOFF=false``: those wait for the last batch as
-  Prefect does.
+  process), nor with ``KEDRO_PREFECT_LOG_HANDOFF=false``: those send their lines as Prefect does.
 """
 
 from __future__ import annotations
@@ -75,7 +74,7 @@ _lock = threading.Lock()
 
 
 def hand_off_enabled(env: Any = os.environ) -> bool:
-    """Whether a run's last log lines go to a courier (see the module docstring)."""
+    """Whether a run's log lines go to a courier (see the module docstring)."""
     if env.get("PREFECT__FLOW_RUN_ID"):
         return False
     return env.get(HANDOFF_ENV, "").strip().lower() not in ("false", "0", "no", "off")

@@ -49,6 +49,7 @@ from kedro_prefect.local_api import (
     StateDir,
     flush_node_lines,
     hand_logs_to_server,
+    pid_alive,
     spooled,
     spooled_request,
     try_lock_file,
@@ -219,7 +220,7 @@ def run_courier(directory: Path, follow: int | None = None) -> None:
     started = time.monotonic()
     pause = 0.5
     while True:
-        following = follow is not None and _alive(follow)
+        following = follow is not None and pid_alive(follow)
         if not following and follow is not None:
             follow, started = None, time.monotonic()  # patience counts from the run's exit
         fd = try_lock_file(directory / LOCK_NAME)
@@ -243,16 +244,6 @@ def run_courier(directory: Path, follow: int | None = None) -> None:
                 return  # left for the next run against this API
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":

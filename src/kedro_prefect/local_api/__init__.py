@@ -47,7 +47,7 @@ from kedro_prefect.local_api.log_spool import (
     write_batch,
 )
 from kedro_prefect.local_api.records import read_recorded_task_runs
-from kedro_prefect.local_api.state import APP_FACTORY, StateDir, try_lock_file
+from kedro_prefect.local_api.state import APP_FACTORY, StateDir, pid_alive, try_lock_file
 
 __all__ = [
     "APP_FACTORY",
@@ -66,6 +66,7 @@ __all__ = [
     "hand_logs_to_server",
     "hibernate_seconds",
     "idle_seconds",
+    "pid_alive",
     "read_recorded_task_runs",
     "server_code_files",
     "server_status",

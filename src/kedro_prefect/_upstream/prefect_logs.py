@@ -69,7 +69,8 @@ def node_log_handler(spool: Callable[[str, dict[str, Any]], bool] | None = None)
     the settings in force) and returns whether it took it; lines it refuses go to Prefect's log
     worker.
     """
-    return _handler_class()(spool)
+    handler_class: Any = _handler_class()
+    return handler_class(spool)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 from kedro_prefect.observe.base import SKIPPED, PipelineRun, RunObserver
 from kedro_prefect.observe.graph import (
@@ -107,7 +107,8 @@ def _table_data(table: list[dict[str, Any]]) -> str:
     """A table artifact's data as Prefect's ``create_table_artifact`` sends it."""
     from prefect.artifacts import TableArtifact
 
-    return TableArtifact(table=table).format()
+    # called outside an event loop: Prefect's sync/async dispatch returns the string
+    return cast(str, TableArtifact(table=table).format())
 
 
 def _update(run: PipelineRun, updates: list[tuple[Any, Any]]) -> None:

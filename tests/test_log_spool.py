@@ -154,3 +154,18 @@ def test_an_api_call_handed_over_as_a_file_is_made_by_the_server_in_order(tmp_pa
         with get_client(sync_client=True) as client:
             (stored,) = [a for a in client.read_artifacts(limit=200) if a.id == artifact.id]
     assert stored.data == "new"
+
+
+def test_a_file_holds_a_bounded_number_of_node_lines(tmp_path: Path):
+    """The server validates a request's lines in its event loop: thousands of lines in one file
+    held up the run's own calls, so node lines go in files of at most MAX_LINES_PER_FILE."""
+    url = f"http://127.0.0.1:9/api-{uuid.uuid4()}"
+    log_spool.hand_logs_to_server(url, tmp_path)
+    try:
+        for k in range(2 * log_spool.MAX_LINES_PER_FILE + 1):
+            log_spool.spool_node_line(url, _line(f"line {k}", size=10))
+        log_spool.flush_node_lines()
+    finally:
+        log_spool.stop_handing_logs(url)
+    sizes = [len(json.loads(path.read_bytes())) for path in log_spool.spooled(tmp_path)]
+    assert sizes == [log_spool.MAX_LINES_PER_FILE, log_spool.MAX_LINES_PER_FILE, 1]

@@ -220,20 +220,35 @@ def latest_flow_run(client, flow_name: str):
     return runs[0]
 
 
-def artifacts_of(client, flow_run_id, key: str):
-    """The artifacts with ``key`` of one flow run."""
+def artifacts_of(client, flow_run_id, key: str, final_within: float = 60.0):
+    """The artifacts with ``key`` of one flow run, once updated at the end of the run.
+
+    The graph and node table are created at the start and updated at the end; the update is
+    handed to the server (local API) or the courier (a server) as a file, so it lands shortly
+    after the run has returned: wait up to ``final_within`` seconds for it.
+    """
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,
         ArtifactFilterKey,
     )
 
-    return client.read_artifacts(
-        artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+    def read():
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
         )
-    )
+
+    deadline = time.monotonic() + final_within
+    found = read()
+    while time.monotonic() < deadline and not (
+        found and all(a.updated and a.created and a.updated > a.created for a in found)
+    ):
+        time.sleep(0.2)
+        found = read()
+    return found
 
 
 def table_rows(artifact) -> list[dict]:

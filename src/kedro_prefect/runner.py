@@ -29,7 +29,7 @@ from kedro_prefect.execution.flow import RUN_BODY, pipeline_flow
 from kedro_prefect.execution.grouping import group_of_nodes
 from kedro_prefect.execution.redaction import project_secrets, protect_secrets, redacted_logs
 from kedro_prefect.execution.task_options import (
-    apply_concurrency_limits,
+    LimitedTags,
     resolve_task_options,
     timeout_error,
 )
@@ -217,7 +217,7 @@ class PrefectRunner(AbstractRunner):
             # Already inside a flow run (a deployment of kedro_prefect.deploy.kedro_pipeline):
             # submit the node tasks into that flow run instead of starting a second flow.
             with node_logs_to_prefect(_package_name()), redacted_logs(secrets):
-                with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
+                with LimitedTags(tasks_config) as limits, slots_only_for_limited_tags(limits):
                     body()
             return
 
@@ -248,7 +248,7 @@ class PrefectRunner(AbstractRunner):
                 redacted_logs(secrets),
                 quiet_terminal(dask=self._backend.quiet_dask_logs),
             ):
-                with slots_only_for_limited_tags(apply_concurrency_limits(tasks_config)):
+                with LimitedTags(tasks_config) as limits, slots_only_for_limited_tags(limits):
                     prefect_flow(return_state=True)
         finally:
             RUN_BODY.reset(token)

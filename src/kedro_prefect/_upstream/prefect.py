@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
@@ -112,12 +112,12 @@ CONTRACTS = (
 # --- concurrency slots -------------------------------------------------------------------------
 
 #: Names of the ``tag:<tag>`` limits that exist for the run in this context; None outside runs.
-_LIMITED: ContextVar[frozenset[str] | None] = ContextVar("kedro_prefect_tag_limits", default=None)
+_LIMITED: ContextVar[Container[str] | None] = ContextVar("kedro_prefect_tag_limits", default=None)
 _install_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def slots_only_for_limited_tags(limited: frozenset[str]) -> Iterator[None]:
+def slots_only_for_limited_tags(limited: Container[str]) -> Iterator[None]:
     """In this context, node task runs ask for slots of the ``limited`` tag limits only.
 
     Limits are enforced exactly as before for tags that have one; a limit created while a run

@@ -25,7 +25,10 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from kedro_prefect._upstream import Contract
 
@@ -59,9 +62,15 @@ CONTRACTS = (
 )
 
 
-def node_log_handler() -> logging.Handler:
-    """A new ``NodeLogHandler`` (an ``APILogHandler``)."""
-    return _handler_class()()
+def node_log_handler(spool: Callable[[str, dict[str, Any]], bool] | None = None) -> logging.Handler:
+    """A new ``NodeLogHandler`` (an ``APILogHandler``).
+
+    ``spool(api_url, line)``, if given, is offered each line first (with the URL of the API of
+    the settings in force) and returns whether it took it; lines it refuses go to Prefect's log
+    worker.
+    """
+    handler_class: Any = _handler_class()
+    return handler_class(spool)
 
 
 @functools.cache
@@ -71,8 +80,9 @@ def _handler_class() -> type[logging.Handler]:
     class NodeLogHandler(APILogHandler):
         """Prefect's ``APILogHandler`` whose ``prepare`` builds the log's JSON dict directly."""
 
-        def __init__(self) -> None:
+        def __init__(self, spool: Callable[[str, dict[str, Any]], bool] | None = None) -> None:
             super().__init__()
+            self._spool = spool
             from prefect.settings import PREFECT_LOGGING_TO_API_MAX_LOG_SIZE
 
             self._max_size = PREFECT_LOGGING_TO_API_MAX_LOG_SIZE.value()
@@ -94,7 +104,10 @@ def _handler_class() -> type[logging.Handler]:
                 settings = get_settings_context().settings
                 if not settings.logging.to_api.enabled:
                     return
-                self._send(self.prepare(record), _worker_key(settings))
+                log = self.prepare(record)
+                if self._spool is not None and self._spool(settings.api.url or "", log):
+                    return
+                self._send(log, _worker_key(settings))
             except Exception:
                 self.handleError(record)
 

@@ -1,36 +1,35 @@
-"""The last log lines of a run against a Prefect server, delivered after the process has exited.
+"""The log lines of a run against a Prefect server, delivered by a process that outlives it.
 
 Prefect's API log worker sends a process's log lines in batches (every 2 s) and, at interpreter
 exit, sends the last batch and waits for the answer. Right after a big run the server is still
 recording the run's task run states, so that last request waited: against ``prefect server
 start`` on a loaded 2-core machine, 0.4-0.9 s at 200 nodes and 5.7 s at 1,000 -- after Kedro's
-last line, more than everything else the exit does.
+last line, more than everything else the exit does. Taking over only the run's tail was not
+enough: a batch the worker had posted in the run's last seconds was still in flight at exit.
 
-So once a pipeline run against a server given by ``PREFECT_API_URL`` is over, the log worker's
-batches go to files instead (the run's last lines, Kedro's after-run hooks; at exit, the lines
-still queued are taken out of its queue into one file: handed out one by one they took ~1 s at
-1,000 nodes), as the local API's spool does
-(:mod:`kedro_prefect.local_api.log_spool`: the request body Prefect would send, written
-atomically, readable by its owner only) in ``PREFECT_HOME/kedro-prefect-api/outbox/<hash of the
-URL>/``, and the process starts a *courier*: a detached process (``python -m
-kedro_prefect.api.log_courier``) that sends the files to the API with Prefect's own client (its
-API key, TLS and retry settings), oldest first, removes each once stored, and exits. The lines
-sent during the run go as before (the UI shows them live; a new run in the same process sends
-live again, :func:`send_live`); task run states and events are
+So from the start of a run against a server given by ``PREFECT_API_URL``, every batch of the
+log worker (and the node lines, :mod:`kedro_prefect.local_api.log_spool`) goes to a file, as the
+local API's spool does (the request body Prefect would send, written atomically, readable by its
+owner only) in ``PREFECT_HOME/kedro-prefect-api/outbox/<hash of the URL>/``; at exit the lines
+still queued are taken out of the worker's queue into one file (handed out one by one they took
+~1 s at 1,000 nodes). A *courier* started with the run (``python -m
+kedro_prefect.api.log_courier <dir> <url> <pid>``, detached) follows the process: it sends the
+files with Prefect's own client (its API key, TLS and retry settings) as they come, oldest
+first, removes each once stored, and once the process has exited sends what is left and exits.
+The process never waits for the server to store a log line; task run states and events are
 delivered by Prefect's events worker before the process exits, as before.
 
 Guarantees and limits:
 
-* The file is written before the process exits; a courier is started for it at once, and the
-  next run against the same API starts one for any file it finds (left by a machine that
-  stopped, say).
+* Each file is written before the process exits; if the courier is not there for it (it could
+  not start), one is started at exit, and the next run against the same API sends any file it
+  finds (left by a machine that stopped, say).
 * A batch the API refuses (4xx) is dropped with a warning in ``courier.log`` (beside the files).
-  One it cannot store (server down, 5xx) is tried again for :data:`PATIENCE_SECONDS`, then left
-  for the next run; a file older than :data:`MAX_AGE_SECONDS` that still cannot be stored is
-  dropped with a warning, as the spool does.
+  One it cannot store (server down, 5xx) is tried again, for :data:`PATIENCE_SECONDS` once the
+  process has exited, then left for the next run; a file older than :data:`MAX_AGE_SECONDS`
+  that still cannot be stored is dropped with a warning, as the spool does.
 * Not for a deployment's flow run (``PREFECT__FLOW_RUN_ID`` set: its container may end with the
-  process), nor with ``KEDRO_PREFECT_LOG_HANDOFF=false``: those wait for the last batch as
-  Prefect does.
+  process), nor with ``KEDRO_PREFECT_LOG_HANDOFF=false``: those send their lines as Prefect does.
 """
 
 from __future__ import annotations
@@ -48,9 +47,11 @@ from typing import Any
 
 from kedro_prefect.local_api import (
     StateDir,
+    flush_node_lines,
     hand_logs_to_server,
+    pid_alive,
     spooled,
-    stop_handing_logs,
+    spooled_request,
     try_lock_file,
     write_batch,
 )
@@ -68,11 +69,13 @@ LOCK_NAME = ".courier.lock"
 
 #: API URL -> the environment of its courier (the run's Prefect settings), once per process.
 _handed: dict[str, dict[str, str]] = {}
+#: API URL -> the courier following this process.
+_followers: dict[str, subprocess.Popen[bytes] | None] = {}
 _lock = threading.Lock()
 
 
 def hand_off_enabled(env: Any = os.environ) -> bool:
-    """Whether a run's last log lines go to a courier (see the module docstring)."""
+    """Whether a run's log lines go to a courier (see the module docstring)."""
     if env.get("PREFECT__FLOW_RUN_ID"):
         return False
     return env.get(HANDOFF_ENV, "").strip().lower() not in ("false", "0", "no", "off")
@@ -84,14 +87,16 @@ def outbox(api_url: str, home: Path) -> Path:
     return StateDir(home).path / "outbox" / key
 
 
-def hand_tail_at_exit(api_url: str) -> None:
-    """From now on, log lines for ``api_url`` go to files a courier sends after the exit.
+def hand_run_to_courier(api_url: str) -> None:
+    """From now on, log lines for ``api_url`` go to files that a courier process sends.
 
-    Call once a run against ``api_url`` is over, in the run's settings: the batches the log
-    worker makes from then on (the run's last lines, Kedro's after-run hooks) are written to the
-    outbox, at exit so are the lines still queued, and a courier is started for them. Also starts
-    a courier for files that an earlier process left. :func:`send_live` undoes the routing for
-    the next run in the same process.
+    Call when a run against ``api_url`` starts, in the run's settings. Every batch Prefect's log
+    worker makes (and the node lines, :mod:`kedro_prefect.local_api.log_spool`) is written to
+    the outbox; a courier that follows this process sends the files as they come (the UI shows
+    the lines as it did, within a few seconds) and, once this process has exited, what is left,
+    then exits. At exit, the lines still queued in the log worker go to the outbox in one file,
+    so the process never waits for the server's answer. Files an earlier process left are sent
+    too.
     """
     from prefect.settings import get_current_settings
 
@@ -113,29 +118,17 @@ def hand_tail_at_exit(api_url: str) -> None:
                 "PREFECT_API_URL": api_url,
                 "KEDRO_PREFECT_COURIER_DIR": str(directory),
             }
-        directory = Path(_handed[api_url]["KEDRO_PREFECT_COURIER_DIR"])
+        env = _handed[api_url]
+        directory = Path(env["KEDRO_PREFECT_COURIER_DIR"])
+        follower = _followers.get(api_url)
+        if follower is None or follower.poll() is not None:
+            _followers[api_url] = _start_courier(api_url, directory, env, follow=os.getpid())
     hand_logs_to_server(api_url, directory)
     if first:
         import atexit
 
         before_prefect_exit_drains(_take_queued)  # runs before the log worker's drain
         atexit.register(_start_couriers)  # runs after it (atexit comes after thread shutdown)
-    deliver_left_over(api_url, directory)
-
-
-def send_live(api_url: str) -> None:
-    """A new run against ``api_url`` in this process: its log lines go to the API as it runs."""
-    with _lock:
-        handed = _handed.get(api_url)
-    if handed is not None:
-        stop_handing_logs(api_url)
-        deliver_left_over(api_url, Path(handed["KEDRO_PREFECT_COURIER_DIR"]))
-
-
-def deliver_left_over(api_url: str, directory: Path) -> None:
-    """Start a courier if files for ``api_url`` wait in ``directory``."""
-    if spooled(directory):
-        _start_courier(api_url, directory, {**os.environ, "PREFECT_API_URL": api_url})
 
 
 def _take_queued() -> None:
@@ -149,18 +142,26 @@ def _take_queued() -> None:
 
 
 def _start_couriers() -> None:
+    """At exit: a courier for files no follower of this process is there to send."""
+    flush_node_lines()
     for api_url, env in list(_handed.items()):
         directory = Path(env["KEDRO_PREFECT_COURIER_DIR"])
-        if spooled(directory):
+        follower = _followers.get(api_url)
+        if spooled(directory) and (follower is None or follower.poll() is not None):
             _start_courier(api_url, directory, env)
 
 
-def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
+def _start_courier(
+    api_url: str, directory: Path, env: dict[str, str], follow: int | None = None
+) -> subprocess.Popen[bytes] | None:
+    command = [sys.executable, "-m", "kedro_prefect.api.log_courier", str(directory), api_url]
+    if follow is not None:
+        command.append(str(follow))
     try:
         fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
-            subprocess.Popen(
-                [sys.executable, "-m", "kedro_prefect.api.log_courier", str(directory), api_url],
+            return subprocess.Popen(
+                command,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -169,6 +170,7 @@ def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
             )
     except OSError:
         logger.warning("Could not start the courier of the log lines in %s", directory)
+        return None
 
 
 # -- the courier process ------------------------------------------------------------------------
@@ -176,27 +178,29 @@ def _start_courier(api_url: str, directory: Path, env: dict[str, str]) -> None:
 
 def deliver(directory: Path) -> bool:
     """Send the files in ``directory`` to the API of the settings; whether none is left."""
-    import json
-
+    if not spooled(directory):
+        return True
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
 
     with get_client(sync_client=True) as client:
         for path in spooled(directory):
             try:
-                body = json.loads(path.read_bytes())
+                body = path.read_bytes()
                 age = time.time() - path.stat().st_mtime
-            except (OSError, ValueError):
+                method, route, request = spooled_request(path, body)
+            except (OSError, ValueError, KeyError, TypeError):
                 continue
             try:
-                client.create_logs(body)
+                status = client.request(method, route, **request).status_code  # type: ignore[arg-type]
             except PrefectHTTPStatusError as exc:
                 status = exc.response.status_code
-                if status >= 500 or status in (408, 429):
-                    return _give_up_if_old(path, age)
-                logger.warning("Log lines of %s were refused (%s); dropped", path.name, status)
             except Exception:  # the API does not answer
                 return _give_up_if_old(path, age)
+            if status >= 500 or status in (408, 429):
+                return _give_up_if_old(path, age)
+            if status >= 400:
+                logger.warning("%s was refused (%s); dropped", path.name, status)
             with contextlib.suppress(OSError):
                 path.unlink()
     return not spooled(directory)
@@ -210,18 +214,29 @@ def _give_up_if_old(path: Path, age: float) -> bool:
     return False
 
 
-def run_courier(directory: Path) -> None:
-    """Deliver the files of ``directory`` until none is left (one courier at a time)."""
+def run_courier(directory: Path, follow: int | None = None) -> None:
+    """Deliver the files of ``directory`` until none is left (one courier at a time); while the
+    process ``follow`` lives, keep looking for new files every half second."""
     started = time.monotonic()
     pause = 0.5
     while True:
+        following = follow is not None and pid_alive(follow)
+        if not following and follow is not None:
+            follow, started = None, time.monotonic()  # patience counts from the run's exit
         fd = try_lock_file(directory / LOCK_NAME)
         if fd is None:
+            if following:  # another courier is at work; take over when it is done
+                time.sleep(0.5)
+                continue
             return  # another courier is at work: it takes these files too
         try:
             done = deliver(directory)
         finally:
             StateDir.unlock(fd)
+        if following:
+            time.sleep(0.5 if done else pause)
+            pause = 0.5 if done else min(pause * 2, 10.0)
+            continue
         if done and not spooled(directory):  # checked again without the lock: a late file
             return
         if not done:
@@ -234,4 +249,4 @@ def run_courier(directory: Path) -> None:
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run_courier(Path(sys.argv[1]))
+    run_courier(Path(sys.argv[1]), int(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -66,33 +66,22 @@ def prefect_run_settings() -> Iterator[str]:
         _settings_for_run(context.settings, EPHEMERAL_API.url)  # made while it starts
         api_url = EPHEMERAL_API.wait()
         _hand_logs_to(EPHEMERAL_API)
-    else:
-        _send_logs_live(api_url)
     settings = _settings_for_run(context.settings, api_url)
     _events_go_to(api_url)
     with SettingsContext(profile=context.profile, settings=settings):
-        try:
-            yield api_url
-        finally:
-            if api_url != EPHEMERAL_API.url:
-                _hand_tail_to_courier(api_url)
+        if api_url != EPHEMERAL_API.url:
+            _hand_run_to_courier(api_url)
+        yield api_url
 
 
-def _hand_tail_to_courier(api_url: str) -> None:
-    """The run's last log lines for a server go to a courier (:mod:`.log_courier`)."""
-    from kedro_prefect.api.log_courier import hand_tail_at_exit
+def _hand_run_to_courier(api_url: str) -> None:
+    """The run's log lines for a server go to a courier process (:mod:`.log_courier`)."""
+    from kedro_prefect.api.log_courier import hand_run_to_courier
 
     try:
-        hand_tail_at_exit(api_url)
-    except Exception:  # then Prefect sends them at exit, as it does without this
-        logger.debug("Could not hand the last log lines to a courier", exc_info=True)
-
-
-def _send_logs_live(api_url: str) -> None:
-    """A run's log lines go to the server as it runs (an earlier run here routed them to files)."""
-    from kedro_prefect.api.log_courier import send_live
-
-    send_live(api_url)
+        hand_run_to_courier(api_url)
+    except Exception:  # then Prefect sends them, as it does without this
+        logger.debug("Could not hand the log lines to a courier", exc_info=True)
 
 
 def _hand_logs_to(api: Any) -> None:

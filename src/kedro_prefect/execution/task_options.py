@@ -161,6 +161,46 @@ def apply_concurrency_limits(config: TasksConfig) -> frozenset[str]:
     return limited
 
 
+class LimitedTags:
+    """The names (``tag:<tag>``) of the tag concurrency limits on the server, as
+    :func:`apply_concurrency_limits` returns them, read in a background thread.
+
+    A run starts its nodes while the limits are written and read (a round trip or two to a
+    server busy with the run's start: ~0.3 s); the first node task asking whether a tag has a
+    limit waits for them, so no tagged node runs before its limit exists. An error (the API
+    does not answer) is raised there, in that task.
+    """
+
+    def __init__(self, config: TasksConfig) -> None:
+        import contextvars
+        import threading
+        from concurrent.futures import Future
+
+        self._names: Future[frozenset[str]] = Future()
+        context = contextvars.copy_context()
+
+        def read() -> None:
+            try:
+                self._names.set_result(context.run(apply_concurrency_limits, config))
+            except BaseException as exc:
+                self._names.set_exception(exc)
+
+        threading.Thread(target=read, name="kedro-prefect-tag-limits", daemon=True).start()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names.result()
+
+    def __enter__(self) -> LimitedTags:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Wait for the limits at the end of the run (their warnings are the run's)."""
+        try:
+            self._names.result()
+        except Exception as exc:  # no tagged node asked: the run did not need them
+            logger.warning("Could not write or read the tag concurrency limits: %s", exc)
+
+
 def _tag_limit_names(client: SyncPrefectClient, page: int = 200) -> frozenset[str]:
     names: set[str] = set()
     offset = 0

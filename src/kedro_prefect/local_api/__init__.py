@@ -37,13 +37,17 @@ from kedro_prefect.local_api.lingering import (
     stop_server,
 )
 from kedro_prefect.local_api.log_spool import (
+    flush_node_lines,
     hand_logs_to_server,
+    spool_call,
+    spool_node_line,
     spooled,
+    spooled_request,
     stop_handing_logs,
     write_batch,
 )
 from kedro_prefect.local_api.records import read_recorded_task_runs
-from kedro_prefect.local_api.state import APP_FACTORY, StateDir, try_lock_file
+from kedro_prefect.local_api.state import APP_FACTORY, StateDir, pid_alive, try_lock_file
 
 __all__ = [
     "APP_FACTORY",
@@ -58,13 +62,18 @@ __all__ = [
     "StateDir",
     "drain_prefect_workers",
     "fingerprint",
+    "flush_node_lines",
     "hand_logs_to_server",
     "hibernate_seconds",
     "idle_seconds",
+    "pid_alive",
     "read_recorded_task_runs",
     "server_code_files",
     "server_status",
+    "spool_call",
+    "spool_node_line",
     "spooled",
+    "spooled_request",
     "stop_handing_logs",
     "stop_server",
     "try_lock_file",

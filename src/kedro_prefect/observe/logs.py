@@ -66,8 +66,9 @@ def node_logs_to_prefect(package_name: str | None) -> Iterator[None]:
     (:mod:`kedro_prefect._upstream.prefect_logs`): a 1,000-node run sends ~5,000 such lines.
     """
     from kedro_prefect._upstream.prefect_logs import node_log_handler
+    from kedro_prefect.local_api import flush_node_lines, spool_node_line
 
-    handler = node_log_handler()
+    handler = node_log_handler(spool_node_line)
     handler.setLevel(logging.NOTSET)
     handler.addFilter(_InsidePrefectRun())
     targets = _target_loggers(package_name)
@@ -78,6 +79,7 @@ def node_logs_to_prefect(package_name: str | None) -> Iterator[None]:
     finally:
         for logger in targets:
             logger.removeHandler(handler)
+        flush_node_lines()
 
 
 # --- what reaches the terminal -------------------------------------------------------------------

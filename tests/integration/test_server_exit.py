@@ -73,10 +73,13 @@ def _stored(server, flow: str) -> tuple[list[tuple[str, int]], int]:
     return states, finished
 
 
-def _couriers() -> list[psutil.Process]:
+def _couriers(box: Path) -> list[psutil.Process]:
+    """The courier processes of the outbox ``box`` (others follow other processes: the test
+    session's own in-process runs have theirs, for as long as the session lives)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if "kedro_prefect.api.log_courier" in " ".join(proc.info["cmdline"] or []):
+        cmdline = proc.info["cmdline"] or []
+        if "kedro_prefect.api.log_courier" in cmdline and str(box) in cmdline:
             found.append(proc)
     return found
 
@@ -92,7 +95,7 @@ def test_after_exit_every_task_run_is_final_and_every_log_line_stored(prefect_se
     assert eventually(lambda: not list(box.glob("logs-*.json")))
     assert stat.S_IMODE(box.stat().st_mode) == 0o700
     assert stat.S_IMODE(box.parent.stat().st_mode) == 0o700
-    assert eventually(lambda: not _couriers()), "the courier exits once it is done"
+    assert eventually(lambda: not _couriers(box)), "the courier exits once it is done"
 
 
 def test_log_lines_left_by_a_stopped_machine_are_sent_by_the_next_run(prefect_server, tmp_path):
@@ -117,6 +120,7 @@ def test_log_lines_left_by_a_stopped_machine_are_sent_by_the_next_run(prefect_se
 
     assert eventually(stored, timeout=120)
     assert eventually(lambda: not list(box.glob("logs-*.json")))
+    assert eventually(lambda: not _couriers(box))
 
 
 def test_with_the_hand_off_off_the_process_stores_its_log_lines_before_it_exits(
@@ -185,3 +189,6 @@ def test_a_second_run_in_the_same_process_sends_its_log_lines_while_it_runs(
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [line for line in result.stdout.splitlines() if line.startswith(("first", "second"))]
     assert seen == ["first live", "second live"]
+    box = outbox(prefect_server.api_url, tmp_path)
+    assert eventually(lambda: not _couriers(box)), "the courier exits once the run's are sent"
+    assert not list(box.glob("*.json"))

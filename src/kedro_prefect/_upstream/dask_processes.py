@@ -139,7 +139,8 @@ def forkserver_pid() -> int | None:
     """The PID of this process's fork server, ``None`` if it is not running (yet)."""
     import multiprocessing.forkserver
 
-    return multiprocessing.forkserver._forkserver._forkserver_pid
+    pid: int | None = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    return pid
 
 
 def stop_forkserver(pid: int) -> None:
@@ -151,4 +152,4 @@ def stop_forkserver(pid: int) -> None:
 
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    multiprocessing.forkserver._forkserver._stop()
+    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]

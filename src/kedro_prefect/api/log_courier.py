@@ -178,13 +178,14 @@ def _start_courier(
 
 def deliver(directory: Path) -> bool:
     """Send the files in ``directory`` to the API of the settings; whether none is left."""
-    if not spooled(directory):
+    files = spooled(directory)
+    if not files:
         return True
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
 
     with get_client(sync_client=True) as client:
-        for path in spooled(directory):
+        for path in files:
             try:
                 body = path.read_bytes()
                 age = time.time() - path.stat().st_mtime

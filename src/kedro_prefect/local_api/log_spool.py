@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger(__name__)
 
 GLOB = "logs-*.json"
@@ -168,8 +170,6 @@ def spool_call(api_url: str, method: str, path: str, body: dict[str, Any]) -> bo
     busy recording the run, each call waited ~0.5-1 s for its answer. Node lines logged before
     it are written first; files are delivered in the order written.
     """
-    import orjson
-
     if api_url.rstrip("/") not in _directories:
         return False
     flush_node_lines()
@@ -199,8 +199,6 @@ def _write(api_url: str, kind: str, body: bytes) -> bool:
 def _as_json(item: Any) -> bytes:
     if isinstance(item, bytes | bytearray | memoryview):
         return bytes(item)
-    import orjson
-
     body = {key: value for key, value in dict(item).items() if key != "__payload_size__"}
     return orjson.dumps(body, default=str)
 

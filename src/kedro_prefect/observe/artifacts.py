@@ -62,6 +62,7 @@ class ArtifactWriter(RunObserver):
         )
 
     def on_run_end(self, run: PipelineRun) -> None:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
         from prefect.client.schemas.actions import ArtifactUpdate
 
         graph_id = _created(self._graph, "graph")
@@ -69,12 +70,14 @@ class ArtifactWriter(RunObserver):
         updates = []
         markdown = graph_markdown(run, final=True)
         if graph_id is None:
-            graph_id = _create(run, "markdown", markdown, graph_key(run), _description(run))
+            graph_id = create_markdown_artifact(
+                markdown=markdown, key=graph_key(run), description=_description(run)
+            )
         else:
             updates.append((graph_id, ArtifactUpdate(data=markdown)))
         table, description = node_table(run), _table_description(run)
         if table_id is None:
-            _create(run, "table", table, table_key(run), description)
+            create_table_artifact(table=table, key=table_key(run), description=description)
         else:
             updates.append(
                 (table_id, ArtifactUpdate(data=_table_data(table), description=description))
@@ -95,14 +98,6 @@ def _created(future: Future[Any] | None, what: str) -> Any:
         return None
 
 
-def _create(run: PipelineRun, kind: str, data: Any, key: str, description: str) -> Any:
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    if kind == "markdown":
-        return create_markdown_artifact(markdown=data, key=key, description=description)
-    return create_table_artifact(table=data, key=key, description=description)
-
-
 def _table_data(table: list[dict[str, Any]]) -> str:
     """A table artifact's data as Prefect's ``create_table_artifact`` sends it."""
     from prefect.artifacts import TableArtifact
@@ -113,8 +108,8 @@ def _table_data(table: list[dict[str, Any]]) -> str:
 
 def _update(run: PipelineRun, updates: list[tuple[Any, Any]]) -> None:
     """Send ``(artifact id, ArtifactUpdate)``s as Prefect's ``update_artifact`` does: as files
-    the local API's server takes (the run does not wait for its answer), else in turn."""
-    from prefect import get_client
+    the local API's server or the courier takes (the run does not wait for the answer), else
+    all at once, each from a thread of its own (the run waits for the slowest, not the sum)."""
     from prefect.events import emit_event
 
     from kedro_prefect.local_api import spool_call
@@ -131,10 +126,16 @@ def _update(run: PipelineRun, updates: list[tuple[Any, Any]]) -> None:
             )
         else:
             left.append((artifact_id, update))
-    if left:
-        with get_client(sync_client=True) as client:
-            for artifact_id, update in left:
-                client.update_artifact(artifact_id, update)
+    sent = [run_in_background(_update_artifact, artifact_id=i, update=u) for i, u in left]
+    for future in sent:
+        future.result()  # its error, if any, is the observer's
+
+
+def _update_artifact(artifact_id: Any, update: Any) -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        client.update_artifact(artifact_id, update)
 
 
 def _table_description(run: PipelineRun) -> str:

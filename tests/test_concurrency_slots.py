@@ -74,3 +74,28 @@ def test_prefect_code_outside_a_run_is_unchanged(slot_requests):
     with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
         assert plain_flow() == 1
     assert slot_requests == [["tag:kp-untouched"]]
+
+
+@pytest.mark.parametrize("limited", [frozenset({"tag:kp-limited"}), None])
+def test_a_node_task_in_a_worker_process_asks_for_the_runs_limited_tags(slot_requests, limited):
+    """What a Dask worker or a worker process runs for a node task: the driver hands it the
+    run's limited tags, and it asks for their slots only (``None``: every tag, as Prefect)."""
+    from prefect import task
+    from prefect.context import serialize_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from kedro_prefect._upstream.prefect_tasks import run_task_with_worker_caches
+
+    @task(tags=["kp-limited", "kp-free"], persist_result=False)
+    def tagged():
+        return 1
+
+    _create_limit("tag:kp-limited", 5)
+    with temporary_settings({PREFECT_API_URL: EPHEMERAL_API.wait()}):
+        context = serialize_context()
+        state = run_task_with_worker_caches(
+            context, None, {"task": tagged, "return_type": "state"}, limited
+        )
+    assert state.is_completed()
+    expected = ["tag:kp-limited"] if limited else ["tag:kp-free", "tag:kp-limited"]
+    assert slot_requests == [expected]

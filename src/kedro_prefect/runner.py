@@ -12,7 +12,8 @@ from kedro_prefect._upstream.kedro import (
     run_pipeline_names,
     sequential_runner_sync_message,
 )
-from kedro_prefect._upstream.prefect import local_result_storage, slots_only_for_limited_tags
+from kedro_prefect._upstream.prefect import local_result_storage
+from kedro_prefect._upstream.prefect_tasks import slots_only_for_limited_tags
 from kedro_prefect.api.health import configured_api_url, ensure_api_reachable
 from kedro_prefect.api.settings import (
     expect_recorded,

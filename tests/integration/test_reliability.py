@@ -192,8 +192,17 @@ def test_node_past_its_timeout_fails_the_run_naming_node_and_limit(
     assert task["state"]["name"] == "TimedOut"
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [
+        {"max_workers": 3},
+        {"task_runner": "process", "max_workers": 3},
+        {"task_runner": "dask", "n_workers": 3, "threads_per_worker": 1},
+    ],
+    ids=["threads", "process", "dask"],
+)
 def test_concurrency_limit_from_prefect_yml_keeps_tagged_nodes_apart(
-    project, session_run, prefect_server
+    project, session_run, prefect_server, backend
 ):
     tag = f"serial-{time.time_ns()}"
     write_prefect_yml(
@@ -207,9 +216,10 @@ def test_concurrency_limit_from_prefect_yml_keeps_tagged_nodes_apart(
             {tag}: 1
         """,
     )
-    session_run("parallel", prefect_server.api_url, max_workers=3)
-    # with a limit of 1, each node ends before the next one starts (the thread pool would
-    # otherwise start all three at once)
+    session_run("parallel", prefect_server.api_url, **backend)
+    # with a limit of 1, each node ends before the next one starts (the pool of threads, of
+    # processes or of Dask workers would otherwise start all three at once): worker processes
+    # ask for the slots of the run's limited tags as the driver does
     seen = events(project)
     assert len(seen) == 6
     for start in range(0, 6, 2):

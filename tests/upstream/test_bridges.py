@@ -11,7 +11,7 @@ import pytest
 
 import kedro_prefect._upstream as upstream
 from kedro_prefect._upstream import prefect as prefect_bridge
-from kedro_prefect._upstream import prefect_server
+from kedro_prefect._upstream import prefect_server, prefect_tasks
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_settings_key_takes_setting_keys_and_paths():
         "profile": {"name": "x", "settings": {PREFECT_API_URL: "http://a"}, "source": Path("/p")},
         "settings": {"api": {"url": "http://a"}},
     }
-    assert json.loads(prefect_bridge.settings_key(serialized)) == {
+    assert json.loads(prefect_tasks.settings_key(serialized)) == {
         "profile": {"name": "x", "settings": {"PREFECT_API_URL": "http://a"}, "source": "/p"},
         "settings": {"api": {"url": "http://a"}},
     }
@@ -119,7 +119,7 @@ def test_settings_key_takes_setting_keys_and_paths():
 def test_settings_key_of_this_prefects_serialized_context():
     from prefect.context import serialize_context
 
-    text = prefect_bridge.settings_key(serialize_context()["settings_context"])
+    text = prefect_tasks.settings_key(serialize_context()["settings_context"])
     assert json.loads(text)["settings"]
 
 

@@ -104,6 +104,7 @@ def all_contracts() -> dict[str, tuple[Contract, ...]]:
     """Every module's contracts, by module name (imports the modules, not the upstreams)."""
     names = (
         "prefect",
+        "prefect_tasks",
         "prefect_logs",
         "prefect_pool",
         "prefect_server",

@@ -127,7 +127,7 @@ def task_runner_classes(
     from prefect.utilities.engine import collect_task_run_inputs_sync
     from prefect_dask.task_runners import DaskTaskRunner, PrefectDaskFuture
 
-    from kedro_prefect._upstream.prefect import settings_key
+    from kedro_prefect._upstream.prefect_tasks import limited_tag_names, settings_key
 
     class KedroDaskFuture(PrefectDaskFuture):
         """A Prefect future whose ``wait()``/``state`` never fetch the node's data to the driver.
@@ -262,6 +262,7 @@ def task_runner_classes(
                 dependencies=task_inputs,
                 context=context,
                 settings_key=key,
+                limited_tags=limited_tag_names(),
             )
             self.placement.submitted(future, worker)
             summary = self.client.submit(

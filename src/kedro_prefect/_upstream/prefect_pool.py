@@ -9,7 +9,7 @@ Relies on, and buys:
   task's serialized ``context``). :func:`process_pool_in_run_context` hands the pool, instead,
   :func:`run_serialized_call_with_worker_caches` of the same payload: in the worker process it
   calls Prefect's function with this worker's settings and API client in place
-  (:func:`kedro_prefect._upstream.prefect.worker_caches`), built once per process instead of
+  (:func:`kedro_prefect._upstream.prefect_tasks.worker_caches`), built once per process instead of
   once per task run (a settings model, ~80 ms, and two API clients, ~30 ms each). The pool's
   processes are started when the task runner is entered, each running ``start_worker`` (the
   backend's set-up: imports, exit handlers) rather than when the first node task is submitted.
@@ -136,28 +136,35 @@ class _WithWorkerCaches:
             and len(fn.args) == 1
             and not (args or kwargs or fn.keywords)
         ):
-            fn = functools.partial(run_serialized_call_with_worker_caches, fn.args[0])
+            from kedro_prefect._upstream.prefect_tasks import limited_tag_names
+
+            fn = functools.partial(
+                run_serialized_call_with_worker_caches, fn.args[0], limited_tag_names()
+            )
         return self._pool.submit(fn, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
 
-def run_serialized_call_with_worker_caches(payload: bytes) -> bytes:
+def run_serialized_call_with_worker_caches(
+    payload: bytes, limited: frozenset[str] | None = None
+) -> bytes:
     """Prefect's ``_run_serialized_call(payload)`` in a worker process, a task run's call run
-    with this worker's settings and API client in place (any other call as Prefect would)."""
+    with this worker's settings and API client in place (any other call as Prefect would),
+    asking for concurrency slots of the run's ``limited`` tags only."""
     import cloudpickle
     from prefect.task_runners import _run_task_in_subprocess
     from prefect.utilities.callables import _run_serialized_call
 
-    from kedro_prefect._upstream.prefect import worker_caches
+    from kedro_prefect._upstream.prefect_tasks import worker_caches
 
     blocks_from_registry_first()
     fn, args, kwargs = cloudpickle.loads(payload)
     context = kwargs.get("context")
     if fn is not _run_task_in_subprocess or not isinstance(context, dict):
         return _run_serialized_call(payload)
-    with worker_caches(context) as kwargs["context"]:
+    with worker_caches(context, limited=limited) as kwargs["context"]:
         return cloudpickle.dumps(fn(*args, **kwargs))
 
 

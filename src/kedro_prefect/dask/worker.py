@@ -35,7 +35,11 @@ def take_worker_records(task_run_ids: list[Any]) -> dict[Any, Any]:
 
 
 def run_task_on_worker(
-    *, context: dict[str, Any], settings_key: str | None = None, **run_task_kwargs: Any
+    *,
+    context: dict[str, Any],
+    settings_key: str | None = None,
+    limited_tags: frozenset[str] | None = None,
+    **run_task_kwargs: Any,
 ) -> Any:
     """Prefect's ``run_task_sync`` for a node task on a Dask worker.
 
@@ -45,12 +49,14 @@ def run_task_on_worker(
     loading CA certificates). Here the settings are built once per worker process and the
     client once per worker thread, and both are in place before Prefect hydrates the rest of
     the task's context, so it reuses them. ``settings_key`` names the settings (the driver
-    computes it once per run); without it they are looked up by their JSON form.
+    computes it once per run); without it they are looked up by their JSON form. The task asks
+    for concurrency slots of the run's ``limited_tags`` only, as on the driver (``None``: of
+    every tag, as Prefect does).
 
     The task run's attempts, start, duration and this worker's address are kept on the worker
     for the driver to collect (:func:`take_worker_records`).
     """
-    from kedro_prefect._upstream.prefect import run_task_with_worker_caches
+    from kedro_prefect._upstream.prefect_tasks import run_task_with_worker_caches
     from kedro_prefect.execution.records import ended_task_run, recording_task_runs
 
     _register_sizes()
@@ -58,7 +64,7 @@ def run_task_on_worker(
         if len(_worker_records) > MAX_WORKER_RECORDS:  # never collected (the driver died)
             _worker_records.clear()
     with recording_task_runs(_worker_records):
-        state = run_task_with_worker_caches(context, settings_key, run_task_kwargs)
+        state = run_task_with_worker_caches(context, settings_key, run_task_kwargs, limited_tags)
     task_run_id = run_task_kwargs.get("task_run_id")
     record = ended_task_run(_worker_records, task_run_id)
     if record is not None:

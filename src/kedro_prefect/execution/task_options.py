@@ -13,6 +13,8 @@ from kedro_prefect.config.tasks import SCALAR_OPTIONS, SELECTORS, TasksConfig
 from kedro_prefect.errors import NodeTimeoutError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
     from prefect.client.orchestration import SyncPrefectClient
@@ -189,6 +191,12 @@ class LimitedTags:
 
     def __contains__(self, name: object) -> bool:
         return name in self._names.result()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names.result())
+
+    def __len__(self) -> int:
+        return len(self._names.result())
 
     def __enter__(self) -> LimitedTags:
         return self

@@ -24,14 +24,16 @@ class DaskBackend:  # implements execution.protocol.Backend
     quiet_dask_logs = True
 
     def __init__(self, options: RunnerOptions):
+        from kedro_prefect.dask.forkserver import start_server_early
+
+        # first: a local cluster's fork server imports while this process imports Prefect and
+        # Kedro sets up the session
+        start_server_early(options)
         from kedro_prefect.dask.task_runner import require_prefect_dask
 
         require_prefect_dask()  # the missing extra: one line, when the runner is built
         self._options = options
         self._early: EarlyCluster | None = None
-        from kedro_prefect.dask.forkserver import start_server_early
-
-        start_server_early(options)  # a local cluster's fork server imports while Kedro sets up
 
     @contextmanager
     def starting(self, pipeline: Pipeline, catalog: CatalogProtocol) -> Iterator[None]:

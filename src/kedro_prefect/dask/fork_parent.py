@@ -7,6 +7,14 @@ imported again, and its error reported, where a worker needs it; nothing may rai
 exception would end the server, and every worker start with it).
 
 Nothing of the project: its modules and hooks are imported by each worker (:mod:`.preload`).
+Done once here rather than in each worker, as a spawned worker would do it first thing:
+
+* Prefect's logging set up, keeping Kedro's (``keep_project_logging_in_worker``: the
+  server's environment names the workers' logging configuration);
+* ``inspect``'s map of module files, which Kedro's loading of a project's settings fills
+  (dynaconf calls ``inspect.stack()``): mapping the thousands of modules imported here to their
+  files takes ~0.3-1 s the first time in a process.
+
 The objects of these imports are frozen (``gc.freeze``): the forked workers share their memory
 pages with the server instead of copying them on the first collection.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import inspect
 
 
 def _import_for_workers() -> None:
@@ -30,6 +39,13 @@ def _import_for_workers() -> None:
             importlib.import_module(name)
         except Exception:  # imported again, and reported, where a worker needs it
             continue
+    try:
+        from kedro_prefect.observe.logs import keep_project_logging_in_worker
+
+        keep_project_logging_in_worker()
+    except Exception:  # done again, and reported, in each worker
+        pass
+    inspect.getmodule(inspect.currentframe())  # maps every module imported so far to its file
 
 
 _import_for_workers()

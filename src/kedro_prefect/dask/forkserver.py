@@ -44,6 +44,9 @@ WORKER_MODULES = (
     "kedro_prefect.workers.session",  # the run's session on the worker
 )
 
+#: How ``cluster_class`` can name distributed's ``LocalCluster`` (the default).
+DEFAULT_CLUSTER_CLASSES = ("distributed.LocalCluster", "dask.distributed.LocalCluster")
+
 #: The module the fork server imports (its code imports the rest).
 SERVER_PRELOAD = "kedro_prefect.dask.fork_parent"
 
@@ -99,18 +102,16 @@ def start_server_early(options: RunnerOptions) -> None:
     dask_logging_environ`, :func:`~kedro_prefect.workers.logging_line.worker_logging_environ`).
     The cluster forks from it only if that is exactly their environment when it starts
     (:func:`forked_workers`); the process's own environment is left as it was."""
-    from kedro_prefect._upstream import dask_processes as upstream
-    from kedro_prefect.dask.task_runner import local_cluster_spec
-    from kedro_prefect.observe.logs import dask_logging_environ
-    from kedro_prefect.workers.logging_line import worker_logging_environ
-
+    if not _local_processes(options):
+        return
     try:
-        spec = local_cluster_spec(options)
-    except Exception:  # refused: the run says so itself, when it starts
-        return
-    if spec is None or not spec[1].get("processes"):
-        return
-    if not upstream.forkserver_available() or upstream.configured_start_method() != "spawn":
+        from kedro_prefect._upstream import dask_processes as upstream
+        from kedro_prefect.observe.logs import dask_logging_environ
+        from kedro_prefect.workers.logging_line import worker_logging_environ
+
+        if not upstream.forkserver_available() or upstream.configured_start_method() != "spawn":
+            return
+    except ImportError:  # the [dask] extra is missing: the runner says so itself
         return
     global _server, _unused_early
     with _lock:
@@ -123,6 +124,27 @@ def start_server_early(options: RunnerOptions) -> None:
         }
         _server = _start_server(environ)
         _unused_early = _server is not None
+
+
+def _local_processes(options: RunnerOptions) -> bool:
+    """Whether the options describe a ``LocalCluster`` of worker processes started by the run.
+
+    Decided without importing Prefect or the cluster class for distributed's own
+    ``LocalCluster`` (the default), so that the server starts before this process imports
+    Prefect (the two import side by side); another class is imported to see whether it is one.
+    Options the task runner refuses start a server that no cluster uses (the run stops before
+    any node, saying why; the server ends with the process)."""
+    if options.address:
+        return False
+    if options.cluster_class in (None, *DEFAULT_CLUSTER_CLASSES):
+        return bool((options.cluster_kwargs or {}).get("processes", True))
+    from kedro_prefect.dask.task_runner import local_cluster_spec
+
+    try:
+        spec = local_cluster_spec(options)
+    except Exception:  # refused: the run says so itself, when it starts
+        return False
+    return spec is not None and bool(spec[1].get("processes"))
 
 
 def _start_server(environ: dict[str, str] | None = None) -> tuple[int, dict[str, str]] | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import threading
 
 from kedro_prefect.dask.forkserver import WORKER_MODULES
 from kedro_prefect.process_exit import collect_then_freeze_at_exit
@@ -55,6 +56,11 @@ def _warm_up() -> None:
 
 for _module in WORKER_MODULES:  # already there in a worker forked from the fork server
     importlib.import_module(_module)
-_warm_up()
+# In a thread of its own: outside the frames of the import of this module. Kedro loads the
+# project's settings with dynaconf, which calls ``inspect.stack()``, and each importlib frame
+# (no source file) makes ``inspect`` look through every module of the process again.
+_warming = threading.Thread(target=_warm_up, name="kedro-prefect-warm-up")
+_warming.start()
+_warming.join()
 gc.freeze()
 collect_then_freeze_at_exit()

@@ -414,6 +414,7 @@ def with_versions(dataset: Any, load: str | None, save: str | None) -> Any:
 
 
 def create_run_context(
+    settings: Any,  # the project's settings (project_settings)
     package_name: str | None,
     project_path: str,
     conf_source: str | None,
@@ -425,7 +426,6 @@ def create_run_context(
     (the project's ``CONTEXT_CLASS`` and ``CONFIG_LOADER_CLASS``), without firing a hook."""
     from pathlib import Path
 
-    settings = project_settings(package_name)
     config_loader = settings.CONFIG_LOADER_CLASS(
         conf_source=conf_source or str(Path(project_path) / settings.CONF_SOURCE),
         env=env,

@@ -20,7 +20,12 @@ from typing import Any
 
 from kedro_prefect.execution.outputs import NodeData
 from kedro_prefect.workers.hook_state import for_driver
-from kedro_prefect.workers.session import RunSession, enter_run, node_in_run
+from kedro_prefect.workers.session import (
+    RunSession,
+    enter_run,
+    node_in_run,
+    project_settings_once,
+)
 
 
 def run_project() -> tuple[str | None, str | None]:
@@ -146,9 +151,9 @@ def worker_hook_manager(package_name: str | None) -> Any:
     with _hook_managers_lock:
         manager = _hook_managers.get(package_name)
         if manager is None:
-            from kedro_prefect._upstream.kedro import project_hook_manager, project_settings
+            from kedro_prefect._upstream.kedro import project_hook_manager
 
-            manager = project_hook_manager(project_settings(package_name))
+            manager = project_hook_manager(project_settings_once(package_name))
             _hook_managers[package_name] = manager
         return manager
 

@@ -101,6 +101,20 @@ def _driver_mlflow_run() -> tuple[str, str] | None:
 
 _runs: OrderedDict[tuple[str | None, str | None], Any] = OrderedDict()
 _runs_lock = threading.Lock()
+_settings: dict[str | None, Any] = {}
+_settings_lock = threading.Lock()
+
+
+def project_settings_once(package_name: str | None) -> Any:
+    """The settings of the project ``package_name`` in this process, loaded once, as Kedro
+    loads them once per process (dynaconf looks through the call stack as it loads them: ~0.2-1 s
+    in a worker that has imported thousands of modules)."""
+    from kedro_prefect._upstream.kedro import project_settings
+
+    with _settings_lock:
+        if package_name not in _settings:
+            _settings[package_name] = project_settings(package_name)
+        return _settings[package_name]
 
 
 def enter_run(session: RunSession | None, hook_manager: PluginManager) -> None:
@@ -146,6 +160,7 @@ def _create(session: RunSession, hook_manager: PluginManager) -> Any:
             "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
         )
         context = create_run_context(
+            project_settings_once(session.package_name),
             session.package_name,
             session.project_path,
             session.conf_source,

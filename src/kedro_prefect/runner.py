@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -152,10 +153,6 @@ class PrefectRunner(AbstractRunner):
             Exception: The exception of the first node that failed, after the resume hint
                 has been logged.
         """
-        keep_project_log_handlers()
-        from prefect import flow
-
-        hook_manager = hook_manager or null_hook_manager()
         if not self._is_async:
             # as SequentialRunner does, in the installed Kedro's words
             self._logger.info(sequential_runner_sync_message(SYNC_MODE_MESSAGE))
@@ -163,6 +160,22 @@ class PrefectRunner(AbstractRunner):
         if not pipeline.nodes:
             self._logger.info("No nodes to run.")
             return
+        with contextlib.ExitStack() as started:
+            if not _in_flow_run():  # first: a local Dask cluster starts now, in the background
+                started.enter_context(self._backend.starting(pipeline, catalog))
+            self._run_started(pipeline, catalog, hook_manager, run_id)
+
+    def _run_started(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager | None,
+        run_id: str | None,
+    ) -> None:
+        keep_project_log_handlers()
+        from prefect import flow
+
+        hook_manager = hook_manager or null_hook_manager()
         flow_name, flow_run_name = self._flow_names(run_id)
         tasks_config = self._project_config.tasks
         self._task_options = resolve_task_options(
@@ -242,7 +255,6 @@ class PrefectRunner(AbstractRunner):
         token = RUN_BODY.set(flow_body)
         try:
             with (
-                self._backend.starting(pipeline, catalog),  # a local Dask cluster starts
                 prefect_run_settings() as api_url,
                 run_client(api_url),
                 node_logs_to_prefect(_package_name()),

@@ -19,6 +19,7 @@ Two measurements, standalone (``run.py`` does not call this script; its JSON goe
     git archive <old commit> src | tar -x -C /tmp/before      # a checkout to compare with
     python benchmarks/server_costs.py exit --repeats 3 [--baseline-src /tmp/before/src]
     python benchmarks/server_costs.py idle [--src /tmp/before/src]
+    python benchmarks/server_costs.py idle --before /tmp/before/src --repeats 5   # side by side
     python benchmarks/server_costs.py report --exit exit.json --idle idle.json \
         [--idle-before idle-before.json]       # section 6 of docs/benchmarks.md
 """
@@ -106,25 +107,88 @@ def measure_exit(repeats: int, sizes: tuple[int, ...], baseline: str | None) -> 
 
 def _idle_costs(pid: int, seconds: float) -> dict[str, Any]:
     """CPU time and RSS of process ``pid`` over ``seconds``."""
+    return _idle_costs_of([pid], seconds)[0]
+
+
+def _idle_costs_of(pids: list[int], seconds: float) -> list[dict[str, Any]]:
+    """CPU time and RSS of each process of ``pids`` over the same ``seconds``."""
     import psutil
 
-    server = psutil.Process(pid)
-    before = server.cpu_times()
-    rss = []
+    servers = [psutil.Process(pid) for pid in pids]
+    before = [server.cpu_times() for server in servers]
+    rss: list[list[int]] = [[] for _ in servers]
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        rss.append(server.memory_info().rss)
+        for samples, server in zip(rss, servers, strict=True):
+            samples.append(server.memory_info().rss)
         time.sleep(1)
-    after = server.cpu_times()
-    cpu = (after.user + after.system) - (before.user + before.system)
     elapsed = time.monotonic() - started
-    return {
-        "seconds": round(elapsed, 1),
-        "cpu_seconds": round(cpu, 3),
-        "cpu_percent_of_a_core": round(100 * cpu / elapsed, 3),
-        "rss_mb_max": round(max(rss) / 2**20, 1),
-        "rss_mb_median": round(statistics.median(rss) / 2**20, 1),
-    }
+    results = []
+    for server, times, samples in zip(servers, before, rss, strict=True):
+        after = server.cpu_times()
+        cpu = (after.user + after.system) - (times.user + times.system)
+        results.append(
+            {
+                "seconds": round(elapsed, 1),
+                "cpu_seconds": round(cpu, 3),
+                "cpu_percent_of_a_core": round(100 * cpu / elapsed, 3),
+                "rss_mb_max": round(max(samples) / 2**20, 1),
+                "rss_mb_median": round(statistics.median(samples) / 2**20, 1),
+            }
+        )
+    return results
+
+
+def _server_pid(home: Path) -> int:
+    return json.loads((home / "kedro-prefect-api" / "server.json").read_text())["pid"]
+
+
+def measure_idle_before_after(
+    before: str, now: str | None, seconds: float, repeats: int
+) -> dict[str, Any]:
+    """The awake idle server of ``before`` (another checkout's ``src``) and of ``now``, side by
+    side: both idle over the same ``seconds``, then back-to-back runs (interleaved) against
+    each, and each server's RSS after them."""
+    import psutil
+
+    with tempfile.TemporaryDirectory(prefix="kp-idle-") as tmp:
+        root = Path(tmp)
+        project = write_project(root / "felt_demo")
+        run = [*_kedro(), "--runner=kedro_prefect.PrefectRunner"]
+        envs, homes = {}, {}
+        for case, src in (("before", before), ("now", now)):
+            homes[case] = root / f"home-{case}"
+            homes[case].mkdir()
+            env = _with_src(_env(homes[case], project), src)
+            envs[case] = {**env, "BENCH_NODES": "20", HIBERNATE_ENV: "0"}
+        for env in envs.values():  # the first run of a home creates its database
+            timed(run, project, env)
+            stop_lingering_api(env, project)
+        for env in envs.values():
+            timed(run, project, env)
+        pids = {case: _server_pid(home) for case, home in homes.items()}
+        time.sleep(5)  # the runs' bookkeeping done
+        idle = _idle_costs_of(list(pids.values()), seconds)
+        result: dict[str, Any] = dict(zip(pids, idle, strict=True))
+        walls: dict[str, list[float]] = {case: [] for case in envs}
+        for _ in range(repeats):
+            for case, env in envs.items():
+                walls[case].append(timed(run, project, env)["wall"])
+        time.sleep(5)
+        for case, pid in pids.items():
+            assert _server_pid(homes[case]) == pid, "every run reused the awake server"
+            result[case]["back_to_back_walls"] = [round(w, 2) for w in walls[case]]
+            result[case]["back_to_back_median"] = round(statistics.median(walls[case]), 2)
+            result[case]["rss_mb_after_back_to_back"] = round(
+                psutil.Process(pid).memory_info().rss / 2**20, 1
+            )
+            result[case]["command"] = " ".join(psutil.Process(pid).cmdline()[:3])
+        for env in envs.values():
+            stop_lingering_api(env, project)
+    result["repeats"] = repeats
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return result
 
 
 def _hibernated(home: Path, pid: int, most: float) -> bool:
@@ -287,6 +351,11 @@ def main() -> None:
     idle.add_argument("--src", help="another checkout's src to measure instead")
     idle.add_argument("--hibernate-seconds", type=float, default=5.0)
     idle.add_argument("--repeats", type=int, default=3, help="rounds of the wake cost")
+    idle.add_argument(
+        "--before",
+        help="another checkout's src: its awake server and this one's (or --src's) side by "
+        "side, idle over the same seconds, then back-to-back runs (no hibernation measured)",
+    )
     rep = sub.add_parser("report")
     rep.add_argument("--exit", required=True)
     rep.add_argument("--idle", required=True)
@@ -302,6 +371,8 @@ def main() -> None:
     if args.what == "exit":
         sizes = tuple(int(s) for s in args.sizes.split(","))
         result = measure_exit(args.repeats, sizes, args.baseline_src)
+    elif args.before:
+        result = measure_idle_before_after(args.before, args.src, args.seconds, args.repeats)
     else:
         result = measure_idle(args.src, args.seconds, args.hibernate_seconds, args.repeats)
     print(json.dumps(result, indent=1))

@@ -186,6 +186,7 @@ def _doc_commands(path: Path) -> list[str]:
     return commands
 
 
+@pytest.mark.timeout(600)  # a dozen commands, one after the other
 @pytest.mark.parametrize("doc", ["docs/deploy.md", "README.md"])
 def test_every_deploy_command_of_the_docs_runs_as_written(doc, example_project, server, tmp_path):
     from tests.helpers import REPO

@@ -32,6 +32,7 @@ TOKEN = "HOOKS_DEMO_TOKEN"
 ORIGIN_HOOK = f"""
     import json
     import os
+    import time
     from pathlib import Path
 
     import psutil
@@ -41,7 +42,9 @@ ORIGIN_HOOK = f"""
     class Origin:
         @hook_impl
         def before_pipeline_run(self):
-            os.environ["{TOKEN}"] = f"set by the driver {{os.getpid()}}"
+            Path("data/pipeline-run-started").write_text(repr(time.time()))
+            if os.environ.get("KP_KEEP_ENVIRONMENT") != "1":
+                os.environ["{TOKEN}"] = f"set by the driver {{os.getpid()}}"
 
         @hook_impl
         def before_node_run(self, node):
@@ -52,6 +55,8 @@ ORIGIN_HOOK = f"""
                 "parent": parent.pid,
                 "parent_cmdline": " ".join(parent.cmdline()),
                 "token": os.environ.get("{TOKEN}"),
+                "parent_started": parent.create_time(),
+                "environ": {{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED")}},
             }}
             path = Path("data") / f"origin-{{node.name}}.json"
             path.write_text(json.dumps(record))
@@ -130,3 +135,35 @@ def test_a_variable_set_between_two_runs_in_one_process_reaches_the_second_run_s
     monkeypatch.setenv(TOKEN, "second")
     second = PrefectRunner(**options).run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))
     assert (first["token"].load(), second["token"].load()) == ("first", "second")
+
+
+def test_without_a_change_of_environment_the_workers_fork_from_the_server_started_with_the_runner(
+    tmp_path,
+):
+    """The fork server starts as the runner is built, before the pipeline run begins, and the
+    workers get what a Nanny gives a spawned worker (distributed's pre-spawn environment)."""
+    from kedro_prefect._upstream.dask_processes import pre_spawn_environ
+
+    project = write_project(tmp_path / "hooks_demo")
+    package = project / "src" / PACKAGE
+    (package / "origin.py").write_text(textwrap.dedent(ORIGIN_HOOK))
+    (package / "settings.py").write_text(textwrap.dedent(SETTINGS.format(package=PACKAGE)))
+
+    result = run_kedro(
+        project,
+        "run",
+        "--runner=kedro_prefect.PrefectRunner",
+        "--runner-params=task_runner=dask,n_workers=2,threads_per_worker=1",
+        env={"KP_KEEP_ENVIRONMENT": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    started = float((project / "data" / "pipeline-run-started").read_text())
+    origins = [json.loads(p.read_text()) for p in sorted((project / "data").glob("origin-*"))]
+    assert len(origins) == 4
+    expected = pre_spawn_environ()
+    for origin in origins:
+        assert "multiprocessing.forkserver" in origin["parent_cmdline"], origin
+        assert origin["parent_started"] < started  # started with the runner, not replaced
+        for name, value in origin["environ"].items():
+            assert value == expected.get(name), (name, origin)

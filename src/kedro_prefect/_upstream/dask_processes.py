@@ -32,7 +32,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from kedro_prefect._upstream import Contract
+from kedro_prefect._upstream import Contract, version_at_least
 
 METHOD_KEY = "distributed.worker.multiprocessing-method"
 
@@ -83,10 +83,15 @@ def forkserver_available() -> bool:
     return "forkserver" in multiprocessing.get_all_start_methods()
 
 
-def configured_start_method() -> str:
-    """The start method distributed would use for worker processes (``spawn`` by default)."""
+def configured_start_method(with_defaults: bool = True) -> str:
+    """The start method distributed would use for worker processes (``spawn`` by default).
+
+    ``with_defaults=False``: read from the user's Dask configuration only, without importing
+    distributed (whose own default is ``spawn``)."""
     import dask
-    import distributed  # noqa: F401  (registers distributed's defaults with dask.config)
+
+    if with_defaults:
+        import distributed  # noqa: F401  (registers distributed's defaults with dask.config)
 
     return str(dask.config.get(METHOD_KEY, default="spawn"))
 
@@ -119,6 +124,19 @@ def distributed_packages() -> list[str]:
         except (ImportError, ValueError):
             continue
     return found
+
+
+def launch_environ() -> dict[str, str]:
+    """What of :func:`pre_spawn_environ` a fork server must be started with, known without
+    importing distributed: the workers' hash seed (distributed >= 2024.1), fixed as an
+    interpreter starts. The server sets the rest on itself (:mod:`kedro_prefect.dask.
+    fork_parent`); a cluster forks from it only if the result is its Nanny's environment."""
+    if version_at_least("distributed", 2024, 1) and os.environ.get("PYTHONHASHSEED") in (
+        None,
+        "0",
+    ):
+        return {"PYTHONHASHSEED": "6640"}
+    return {}
 
 
 def pre_spawn_environ() -> dict[str, str]:

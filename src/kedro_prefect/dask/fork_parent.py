@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import importlib
 import inspect
+import os
 
 
 def _import_for_workers() -> None:
@@ -39,6 +40,12 @@ def _import_for_workers() -> None:
             importlib.import_module(name)
         except Exception:  # imported again, and reported, where a worker needs it
             continue
+    try:  # what a Nanny sets before starting a worker (the server started without it)
+        from kedro_prefect._upstream.dask_processes import pre_spawn_environ
+
+        os.environ.update(pre_spawn_environ())
+    except Exception:  # then the cluster finds the environment changed, and spawns
+        pass
     try:
         from kedro_prefect.observe.logs import keep_project_logging_in_worker
 

@@ -61,11 +61,15 @@ _unused_early = False
 def forked_workers() -> Iterator[None]:
     """Within it, distributed starts the local cluster's worker processes from the fork server
     (started now if it is not running), or spawns them as before when it cannot be used."""
-    from kedro_prefect._upstream.dask_processes import use_start_method
+    from kedro_prefect._upstream.dask_processes import (
+        mark_forkserver_preload_set,
+        use_start_method,
+    )
 
     if not _server_usable():
         yield
         return
+    mark_forkserver_preload_set()  # distributed keeps the server's preload list
     with use_start_method("forkserver"):
         yield
 
@@ -78,9 +82,15 @@ def _server_usable() -> bool:
         return False
     global _server, _unused_early
     with _lock:
-        os.environ.update(upstream.pre_spawn_environ())  # as the Nanny does before each worker
+        pre_spawn = upstream.pre_spawn_environ()
+        os.environ.update(pre_spawn)  # as the Nanny does before each worker
         running = upstream.forkserver_pid()
-        if _server is not None and running == _server[0] and dict(os.environ) != _server[1]:
+        # the server's environment: what it started with, and pre_spawn it set on itself
+        if (
+            _server is not None
+            and running == _server[0]
+            and dict(os.environ) != {**_server[1], **pre_spawn}
+        ):
             if not _unused_early:
                 return False  # it forked workers in another environment: spawn this cluster's
             # started as the runner was built, then the run changed the environment (a hook)
@@ -109,7 +119,10 @@ def start_server_early(options: RunnerOptions) -> None:
         from kedro_prefect.observe.logs import dask_logging_environ
         from kedro_prefect.workers.logging_line import worker_logging_environ
 
-        if not upstream.forkserver_available() or upstream.configured_start_method() != "spawn":
+        if (
+            not upstream.forkserver_available()
+            or upstream.configured_start_method(with_defaults=False) != "spawn"
+        ):
             return
     except ImportError:  # the [dask] extra is missing: the runner says so itself
         return
@@ -118,7 +131,7 @@ def start_server_early(options: RunnerOptions) -> None:
         if _server is not None or upstream.forkserver_pid() is not None:
             return
         environ = {
-            **upstream.pre_spawn_environ(),
+            **upstream.launch_environ(),  # the server sets distributed's pre-spawn-environ
             **dask_logging_environ(),
             **worker_logging_environ(),
         }
@@ -153,7 +166,6 @@ def _start_server(environ: dict[str, str] | None = None) -> tuple[int, dict[str,
 
     from kedro_prefect._upstream import dask_processes as upstream
 
-    upstream.mark_forkserver_preload_set()
     # "__main__": the server imports the process's main module once (a spawned or forked worker
     # imports it to unpickle what it runs, e.g. the `kedro` command), then the workers' code.
     multiprocessing.forkserver.set_forkserver_preload(["__main__", SERVER_PRELOAD])

@@ -13,6 +13,7 @@ import json
 import os
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import psutil
 import pytest
@@ -77,21 +78,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_kedro_run_forks_the_dask_workers_from_the_server_and_they_run_the_project_s_hooks(
-    tmp_path,
-):
+def _run_on_dask(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+    """``kedro run`` of the hooks project with the Origin hook on a local cluster of 2 workers;
+    ``KP_KEEP_ENVIRONMENT=1``: its ``before_pipeline_run`` sets no variable."""
     project = write_project(tmp_path / "hooks_demo")
     package = project / "src" / PACKAGE
     (package / "origin.py").write_text(textwrap.dedent(ORIGIN_HOOK))
     (package / "settings.py").write_text(textwrap.dedent(SETTINGS.format(package=PACKAGE)))
-
     result = run_kedro(
         project,
         "run",
         "--runner=kedro_prefect.PrefectRunner",
         "--runner-params=task_runner=dask,n_workers=2,threads_per_worker=1",
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return project
+
+
+def test_kedro_run_forks_the_dask_workers_from_the_server_and_they_run_the_project_s_hooks(
+    tmp_path,
+):
+    project = _run_on_dask(tmp_path)
 
     origins = [json.loads(p.read_text()) for p in sorted((project / "data").glob("origin-*"))]
     assert sorted(o["node"] for o in origins) == ["join", "left", "make", "right"]
@@ -144,19 +152,7 @@ def test_without_a_change_of_environment_the_workers_fork_from_the_server_starte
     workers get what a Nanny gives a spawned worker (distributed's pre-spawn environment)."""
     from kedro_prefect._upstream.dask_processes import pre_spawn_environ
 
-    project = write_project(tmp_path / "hooks_demo")
-    package = project / "src" / PACKAGE
-    (package / "origin.py").write_text(textwrap.dedent(ORIGIN_HOOK))
-    (package / "settings.py").write_text(textwrap.dedent(SETTINGS.format(package=PACKAGE)))
-
-    result = run_kedro(
-        project,
-        "run",
-        "--runner=kedro_prefect.PrefectRunner",
-        "--runner-params=task_runner=dask,n_workers=2,threads_per_worker=1",
-        env={"KP_KEEP_ENVIRONMENT": "1"},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    project = _run_on_dask(tmp_path, {"KP_KEEP_ENVIRONMENT": "1"})
 
     started = float((project / "data" / "pipeline-run-started").read_text())
     origins = [json.loads(p.read_text()) for p in sorted((project / "data").glob("origin-*"))]

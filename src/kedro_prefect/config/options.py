@@ -46,6 +46,10 @@ DASK_OPTIONS = (
 )
 
 
+#: The cluster class of ``task_runner=dask`` when ``cluster_class`` is not given.
+DEFAULT_CLUSTER_CLASS = "distributed.LocalCluster"
+
+
 class RunnerOptions(BaseModel):
     """Options of :class:`kedro_prefect.PrefectRunner`.
 

@@ -44,9 +44,6 @@ WORKER_MODULES = (
     "kedro_prefect.workers.session",  # the run's session on the worker
 )
 
-#: How ``cluster_class`` can name distributed's ``LocalCluster`` (the default).
-DEFAULT_CLUSTER_CLASSES = ("distributed.LocalCluster", "dask.distributed.LocalCluster")
-
 #: The module the fork server imports (its code imports the rest).
 SERVER_PRELOAD = "kedro_prefect.dask.fork_parent"
 
@@ -149,7 +146,10 @@ def _local_processes(options: RunnerOptions) -> bool:
     any node, saying why; the server ends with the process)."""
     if options.address:
         return False
-    if options.cluster_class in (None, *DEFAULT_CLUSTER_CLASSES):
+    from kedro_prefect.config.options import DEFAULT_CLUSTER_CLASS
+
+    # distributed's LocalCluster, the default, by either of its import paths
+    if options.cluster_class in (None, DEFAULT_CLUSTER_CLASS, "dask.distributed.LocalCluster"):
         return bool((options.cluster_kwargs or {}).get("processes", True))
     from kedro_prefect.dask.task_runner import local_cluster_spec
 

@@ -127,7 +127,9 @@ def _cluster_spec(options: RunnerOptions) -> tuple[type, dict[str, Any]]:
     A ``LocalCluster``'s workers import what node tasks need as they start
     (:mod:`kedro_prefect.dask.preload`, after any preload of ``cluster_kwargs``).
     """
-    cluster_class = options.cluster_class or "distributed.LocalCluster"
+    from kedro_prefect.config.options import DEFAULT_CLUSTER_CLASS
+
+    cluster_class = options.cluster_class or DEFAULT_CLUSTER_CLASS
     cls = import_cluster_class(cluster_class)
     cluster_kwargs: dict[str, Any] = dict(options.cluster_kwargs or {})
     if _is_local_cluster(cls):

@@ -186,6 +186,14 @@ class ProcessGroup:
             time.sleep(0.3)
         raise AssertionError(f"no {text!r} in time:\n{self.output()[-5000:]}")
 
+    def exit_code(self, timeout: float = 120) -> int:
+        """Wait for the process to exit; fail with the end of its output if it does not."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = self.output()[-5000:]
+            raise AssertionError(f"still running after {timeout} s:\n{tail}") from None
+
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM to the process (a graceful stop); its exit code."""
         self.process.send_signal(signal.SIGTERM)

@@ -11,6 +11,9 @@ Pipelines:
   with an error message containing the credential (like a driver echoing a connection string).
 * ``parallel``: ``pause_1`` ... ``pause_3``, independent, each sleeping ``STEP_SECONDS``.
 * ``needs_input``: needs ``missing_input``, which is not in the catalog.
+* ``signal_in_node``: ``interrupted_node`` has SIGINT delivered to its own thread (as the kernel
+  may hand a process's Ctrl-C to any thread) and waits up to 60 s for the run's "Received
+  SIGINT" line, failing if it does not come; ``after_signal`` needs its output.
 
 A project hook appends ``<hook> <node>`` lines to ``data/events.log``.
 """
@@ -146,6 +149,8 @@ FILES = {
         """,
     "src/{package}/nodes.py": """
         import logging
+        import signal
+        import threading
         import time
         from pathlib import Path
 
@@ -193,6 +198,25 @@ FILES = {
 
         def needs(value):
             return value
+
+
+        def interrupted():
+            noticed = threading.Event()
+
+            class Notice(logging.Handler):
+                def emit(self, record):
+                    if record.getMessage().startswith("Received SIGINT"):
+                        noticed.set()
+
+            notice = Notice()
+            logging.getLogger().addHandler(notice)
+            try:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                if not noticed.wait(60):
+                    raise RuntimeError("the run did not notice the SIGINT within 60 s")
+            finally:
+                logging.getLogger().removeHandler(notice)
+            return "noticed"
         """,
     "src/{package}/pipeline_registry.py": """
         from kedro.pipeline import Pipeline, node
@@ -241,6 +265,12 @@ FILES = {
                     ]
                 ),
                 "needs_input": Pipeline([node(nodes.needs, "missing_input", "x", name="needs")]),
+                "signal_in_node": Pipeline(
+                    [
+                        node(nodes.interrupted, None, "noticed", name="interrupted_node"),
+                        node(nodes.needs, "noticed", "after", name="after_signal"),
+                    ]
+                ),
                 "__default__": chain,
             }}
         """,

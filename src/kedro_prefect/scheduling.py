@@ -121,7 +121,7 @@ def run_nodes(
 
     total = len(pipeline.nodes)
     while in_flight:
-        done = finished.get()
+        done = cancellation.wait_for(finished)
         if done is None:  # cancellation requested: submit nothing more
             continue
         unit = done

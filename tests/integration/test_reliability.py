@@ -356,6 +356,16 @@ def test_ctrl_c_cancels_thread_run(project, prefect_server):
     assert [drawn[f"step_{i}"] for i in range(done + 1, 9)] == ["not_run"] * (8 - done)
 
 
+def test_a_sigint_the_kernel_hands_to_a_node_thread_still_cancels_the_run(project):
+    # Python runs signal handlers in the main thread only; this one waits on the running node.
+    result, output = kedro_run(project, "--pipeline=signal_in_node")
+    assert result.returncode == 130, output
+    assert "did not notice the SIGINT" not in output
+    assert "Received SIGINT: no new node will start" in output
+    assert "Error: Run cancelled by SIGINT" in output
+    assert "before_node_run after_signal" not in events(project)
+
+
 def test_sigint_cancels_dask_run_and_stops_its_cluster(project, prefect_server):
     pytest.importorskip("prefect_dask", reason="task_runner=dask needs prefect-dask")
     returncode, output, children = _interrupt(

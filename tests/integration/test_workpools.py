@@ -245,7 +245,7 @@ def test_ctrl_c_cancels_the_child_flow_run_with_the_run(tmp_path, prefect_server
     try:
         run.wait_for_output(f"on work pool '{idle}'", timeout=180)
         run.process.send_signal(signal.SIGINT)
-        assert run.process.wait(timeout=120) == 130, run.output()[-4000:]
+        assert run.exit_code(timeout=120) == 130, run.output()[-4000:]
     finally:
         run.stop()
     with api(prefect_server) as client:

@@ -26,11 +26,12 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kedro_prefect.errors import RunCancelledError, RunStoppedError
 from kedro_prefect.execution.redaction import redact
@@ -43,6 +44,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+#: While the main thread waits for a node, it wakes up this often to run a pending signal's
+#: handler (see :meth:`Cancellation.wait_for`).
+SIGNAL_CHECK_SECONDS = 0.25
+
+T = TypeVar("T")
 
 
 class Cancellation:
@@ -75,6 +82,21 @@ class Cancellation:
     def track_running(self, running: Callable[[], list[Any]]) -> None:
         """``running()`` gives the ids of the task runs submitted and not finished yet."""
         self._running = running
+
+    def wait_for(self, items: queue.SimpleQueue[T]) -> T:
+        """The next item of ``items``, waiting in short slices so that a signal is handled.
+
+        Python runs signal handlers in the main thread only, between bytecodes. The kernel may
+        hand a process's signal to any of its threads (a node's, an HTTP client's); then a main
+        thread blocked on a lock (``get()`` without a timeout) is not interrupted, and the
+        handler would wait for the next item: forever when the only unit still running is a
+        child flow run waiting for a worker of its pool.
+        """
+        while True:
+            try:
+                return items.get(timeout=SIGNAL_CHECK_SECONDS)
+            except queue.Empty:
+                continue
 
     @contextlib.contextmanager
     def handling_signals(self) -> Iterator[None]:

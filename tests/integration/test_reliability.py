@@ -309,16 +309,20 @@ def _copy_terminal(leader: int, log: Path) -> None:
     os.close(leader)
 
 
-def _survivors(pids: set[int]) -> list[int]:
-    time.sleep(2)  # let orphans be reaped
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+def _survivors(pids: set[int], patience: float = 30) -> list[str]:
+    """The processes of ``pids`` still running after ``patience`` seconds (orphans reaped,
+    and the log courier of a run against a server delivering the run's last lines)."""
+    deadline = time.monotonic() + patience
+    while True:
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid}: {' '.join(process.cmdline())}")
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
 
 
 def _assert_completed_outputs_intact(project: Path) -> int:

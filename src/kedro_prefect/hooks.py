@@ -8,6 +8,8 @@ the Prefect flow run and to read ``conf/<env>/prefect.yml`` through the project'
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -21,10 +23,22 @@ class RunParamsRecorder:
     def __init__(self) -> None:
         self._by_run_id: dict[str, dict[str, Any]] = {}
         self.context: Any = None
+        self._on_context: list[weakref.WeakMethod[Callable[[], None]]] = []
+
+    def when_context_created(self, callback: Callable[[], None]) -> None:
+        """Call the bound method ``callback`` once, when the next Kedro context is created
+        (``kedro run`` builds the runner just before the session creates the context), unless
+        its object is gone by then. It must not raise."""
+        self._on_context.append(weakref.WeakMethod(callback))
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         self.context = context
+        waiting, self._on_context = self._on_context, []
+        for reference in waiting:
+            callback = reference()
+            if callback is not None:
+                callback()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:

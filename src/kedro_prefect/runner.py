@@ -106,6 +106,8 @@ class PrefectRunner(AbstractRunner):
         collect_then_freeze_at_exit()  # before anything else registers an exit handler
         # `kedro run` builds the runner before the session: start the API while it loads.
         start_ephemeral_api_early()
+        if "task_runner" not in self._options.model_fields_set:  # prefect.yml may choose it
+            run_params_recorder.when_context_created(self._project_known)
 
     @property
     def options(self) -> RunnerOptions:
@@ -125,6 +127,14 @@ class PrefectRunner(AbstractRunner):
             if not str(exc).startswith("Pipeline input(s)"):
                 raise
             raise missing_input_error(pipeline, str(exc)) from None
+
+    def _project_known(self) -> None:
+        """The session created the project's context: apply prefect.yml's ``runner:`` defaults
+        now, so that the backend they choose starts what it can while Kedro loads the catalog
+        and the pipelines (a local Dask cluster's fork server). The run applies them again,
+        and reports a bad prefect.yml then."""
+        with contextlib.suppress(Exception):
+            self._apply_project_defaults()
 
     def _apply_project_defaults(self) -> None:
         """Fill options not given to the constructor from the ``runner:`` section of prefect.yml."""

@@ -40,10 +40,17 @@ ORIGIN_HOOK = f"""
     from kedro.framework.hooks import hook_impl
 
 
+    def _started_since_boot(pid):
+        # psutil's create_time() adds the boot time in whole seconds: up to 1 s early
+        fields = Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
     class Origin:
         @hook_impl
         def before_pipeline_run(self):
-            Path("data/pipeline-run-started").write_text(repr(time.time()))
+            started = time.clock_gettime(time.CLOCK_BOOTTIME)
+            Path("data/pipeline-run-started").write_text(repr(started))
             if os.environ.get("KP_KEEP_ENVIRONMENT") != "1":
                 os.environ["{TOKEN}"] = f"set by the driver {{os.getpid()}}"
 
@@ -56,7 +63,7 @@ ORIGIN_HOOK = f"""
                 "parent": parent.pid,
                 "parent_cmdline": " ".join(parent.cmdline()),
                 "token": os.environ.get("{TOKEN}"),
-                "parent_started": parent.create_time(),
+                "parent_started": _started_since_boot(parent.pid),
                 "environ": {{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED")}},
             }}
             path = Path("data") / f"origin-{{node.name}}.json"
@@ -78,20 +85,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _run_on_dask(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
-    """``kedro run`` of the hooks project with the Origin hook on a local cluster of 2 workers;
+def _run_on_dask(
+    tmp_path: Path, env: dict[str, str] | None = None, *, options_in_prefect_yml: bool = False
+) -> Path:
+    """``kedro run`` of the hooks project with the Origin hook on a local cluster of 2 workers
+    (the options as ``--runner-params``, or in ``conf/base/prefect.yml``);
     ``KP_KEEP_ENVIRONMENT=1``: its ``before_pipeline_run`` sets no variable."""
     project = write_project(tmp_path / "hooks_demo")
     package = project / "src" / PACKAGE
     (package / "origin.py").write_text(textwrap.dedent(ORIGIN_HOOK))
     (package / "settings.py").write_text(textwrap.dedent(SETTINGS.format(package=PACKAGE)))
-    result = run_kedro(
-        project,
-        "run",
-        "--runner=kedro_prefect.PrefectRunner",
-        "--runner-params=task_runner=dask,n_workers=2,threads_per_worker=1",
-        env=env,
-    )
+    options = {"task_runner": "dask", "n_workers": 2, "threads_per_worker": 1}
+    if options_in_prefect_yml:
+        (project / "conf" / "base" / "prefect.yml").write_text(json.dumps({"runner": options}))
+        given = []
+    else:
+        given = ["--runner-params=" + ",".join(f"{k}={v}" for k, v in options.items())]
+    result = run_kedro(project, "run", "--runner=kedro_prefect.PrefectRunner", *given, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return project
 
@@ -145,14 +155,20 @@ def test_a_variable_set_between_two_runs_in_one_process_reaches_the_second_run_s
     assert (first["token"].load(), second["token"].load()) == ("first", "second")
 
 
+@pytest.mark.parametrize(
+    "options_in_prefect_yml", [False, True], ids=["runner-params", "prefect.yml"]
+)
 def test_without_a_change_of_environment_the_workers_fork_from_the_server_started_with_the_runner(
-    tmp_path,
+    tmp_path, options_in_prefect_yml
 ):
-    """The fork server starts as the runner is built, before the pipeline run begins, and the
+    """The fork server starts as the runner is built (with ``task_runner=dask`` in prefect.yml:
+    as the session creates the project's context), before the pipeline run begins, and the
     workers get what a Nanny gives a spawned worker (distributed's pre-spawn environment)."""
     from kedro_prefect._upstream.dask_processes import pre_spawn_environ
 
-    project = _run_on_dask(tmp_path, {"KP_KEEP_ENVIRONMENT": "1"})
+    project = _run_on_dask(
+        tmp_path, {"KP_KEEP_ENVIRONMENT": "1"}, options_in_prefect_yml=options_in_prefect_yml
+    )
 
     started = float((project / "data" / "pipeline-run-started").read_text())
     origins = [json.loads(p.read_text()) for p in sorted((project / "data").glob("origin-*"))]

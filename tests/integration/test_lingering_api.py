@@ -38,6 +38,8 @@ from tests.helpers import eventually, run_kedro
 DRIVER = textwrap.dedent(
     """
     import os, sys, time
+    if os.environ.get("KP_IMPORT_PREFECT_FIRST"):  # as task_runner=dask does, building the runner
+        import prefect
     from kedro.io import DataCatalog
     from kedro.pipeline import Pipeline, node
     from kedro_prefect import PrefectRunner
@@ -153,6 +155,31 @@ def test_next_run_reuses_the_server_and_api_status_and_stop_manage_it(
     assert _gone(first)
     status = run_kedro(example_project, "prefect", "api", "status", env=_env(home))
     assert "No ephemeral Prefect API is running" in status.stdout
+
+
+def test_runs_that_import_prefect_before_the_server_starts_or_after_share_it(home, tmp_path):
+    """A Dask run imports Prefect as its runner is built, a thread run after launching the
+    server: alternating them keeps one server (each launch passes the same settings)."""
+    first, _ = _drive(tmp_path, _env(home, KP_IMPORT_PREFECT_FIRST="1"))
+    assert _drive(tmp_path, _env(home)) == (first, True)
+    assert _drive(tmp_path, _env(home, KP_IMPORT_PREFECT_FIRST="1")) == (first, True)
+
+
+def test_settings_in_force_beyond_the_loaded_ones_reach_a_server_launched_in_the_process():
+    from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
+
+    from kedro_prefect.local_api.launch import server_env
+
+    plain, _ = server_env(speculative=False)
+    assert "PREFECT_LOGGING_LEVEL" not in plain or plain["PREFECT_LOGGING_LEVEL"] == os.environ.get(
+        "PREFECT_LOGGING_LEVEL"
+    )
+    with temporary_settings({PREFECT_LOGGING_LEVEL: "DEBUG"}):
+        overridden, _ = server_env(speculative=False)
+    assert overridden["PREFECT_LOGGING_LEVEL"] == "DEBUG"
+    assert {k: v for k, v in overridden.items() if k != "PREFECT_LOGGING_LEVEL"} == {
+        k: v for k, v in plain.items() if k != "PREFECT_LOGGING_LEVEL"
+    }
 
 
 def test_a_second_prefect_home_gets_a_server_of_its_own_and_shares_nothing(home, tmp_path):

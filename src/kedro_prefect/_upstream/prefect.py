@@ -26,6 +26,11 @@ Relies on, and buys:
   ``threading._register_atexit`` hooks, which run last-registered first:
   :func:`before_prefect_exit_drains` registers a hook after them that runs before their drains
   (the last log lines of a run against a server go to files, :mod:`kedro_prefect.api.log_courier`).
+* ``prefect.context.GLOBAL_SETTINGS_CONTEXT``: the settings the process loaded at import
+  (environment, profile, ``prefect.toml``). :func:`settings_overrides` passes on to the local
+  API server only what is in force beyond them (``temporary_settings``), so that a server
+  launched before or after this process imports Prefect gets the same environment and is
+  reused by both kinds of run.
 * ``result_storage`` of a flow: a ``pathlib.Path`` names local storage from Prefect 3.6.5 on;
   before, only a ``str`` block slug or a saved block is accepted, and the flow keeps Prefect's
   default there (:func:`local_result_storage`).
@@ -83,7 +88,31 @@ CONTRACTS = (
         "no flow run heartbeat thread (~1 s at the end of every run)",
         expected=_has_heartbeat_setting,
     ),
+    Contract(
+        "prefect.context:GLOBAL_SETTINGS_CONTEXT",
+        "one local API server for runs launched before and after Prefect's import",
+        check=lambda context: hasattr(context, "settings"),
+    ),
 )
+
+
+def settings_overrides() -> dict[str, str]:
+    """The settings in force in this process that differ from those it loaded at import
+    (environment, profile, ``prefect.toml``), as environment variables: those set by
+    ``temporary_settings``; ``{}`` outside them."""
+    import prefect.context
+    from prefect.settings import get_current_settings
+
+    current = get_current_settings()
+    loaded = prefect.context.GLOBAL_SETTINGS_CONTEXT.settings
+    if current is loaded:
+        return {}
+    base = loaded.to_environment_variables(exclude_unset=True)
+    return {
+        name: value
+        for name, value in current.to_environment_variables(exclude_unset=True).items()
+        if base.get(name) != value
+    }
 
 
 # --- the API client of a run ---------------------------------------------------------------------

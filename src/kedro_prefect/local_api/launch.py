@@ -33,9 +33,11 @@ LOCAL_SERVICES_ENV = {
 def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
     """The environment of a server launched now, and its ``PREFECT_HOME``.
 
-    ``speculative``: Prefect is not imported; the server reads the same environment, profile
-    and ``prefect.toml`` as Prefect in this process would. Otherwise the settings in force in
-    this process (``temporary_settings`` too) are passed on.
+    The server reads the same environment, profile and ``prefect.toml`` as Prefect in this
+    process does. ``speculative``: Prefect is not imported here. Otherwise the settings in
+    force beyond those (``temporary_settings``) are passed on too: a run that imported Prefect
+    before launching the server (``task_runner=dask``) and one that did not (threads) launch
+    the same server, and reuse each other's.
     """
     if speculative:
         settings_env: dict[str, str] = {SPECULATIVE_ENV: "1"}
@@ -43,9 +45,10 @@ def server_env(speculative: bool) -> tuple[dict[str, str], Path]:
     else:
         from prefect.settings import get_current_settings
 
-        settings = get_current_settings()
-        settings_env = settings.to_environment_variables(exclude_unset=True)
-        home = Path(settings.home)
+        from kedro_prefect._upstream.prefect import settings_overrides
+
+        settings_env = settings_overrides()
+        home = Path(get_current_settings().home)
     env = {
         **os.environ,
         **settings_env,

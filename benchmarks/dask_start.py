@@ -7,12 +7,16 @@ runs it, each ``kedro run`` a process of its own, in interleaved rounds:
 * ``kedro run --runner=kedro_prefect.PrefectRunner --runner-params
   task_runner=dask,n_workers=2``: a ``LocalCluster`` started for the run (cluster start, the
   workers' imports, the project set up in each worker, the cluster closed at the end);
+* the same options in ``conf/<env>/prefect.yml`` (``runner:``), ``kedro run --env <env>
+  --runner=kedro_prefect.PrefectRunner``;
 * with ``--before SRC``, the same Dask run with another kedro-prefect on ``PYTHONPATH``
   (``SRC``: the ``src`` directory of an older checkout, e.g. ``git archive main src``).
 
-Each sample is the wall time from launch to process exit. The PrefectRunner runs reuse their
-lingering local Prefect API (one ``PREFECT_HOME`` per kedro-prefect version: a lingering API is
-only reused by the code that started it); the warm-up runs start them.
+Each sample is the wall time from launch to process exit. With bokeh installed, each local
+cluster also starts Dask's dashboard (~1 s of the driver's time: bokeh's models); the table says
+which. ``pip install -e '.[bench]'`` has no bokeh, as ``[dask]``. The PrefectRunner runs reuse
+their lingering local Prefect API (one ``PREFECT_HOME`` per kedro-prefect version: a lingering
+API is only reused by the code that started it); the warm-up runs start them.
 
     python benchmarks/dask_start.py --repeats 5
     python benchmarks/dask_start.py --repeats 5 --before /tmp/before/src
@@ -30,16 +34,27 @@ import statistics
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import user_felt
 from run import EXAMPLE, base_env, log, print_table_and_save, timed_kedro_run
 
 DASK = ("--runner=kedro_prefect.PrefectRunner", "--runner-params=task_runner=dask,n_workers=2")
+DASHBOARD = {
+    True: "bokeh installed: each local cluster starts Dask's dashboard",
+    False: "bokeh not installed: no Dask dashboard",
+}
+#: A Kedro environment whose prefect.yml chooses the same local cluster.
+YML_ENV = "dask_in_prefect_yml"
 CASES = {
     "SequentialRunner": (),
     "ParallelRunner": ("--runner=ParallelRunner",),
     "PrefectRunner dask, LocalCluster started by the run": DASK,
+    "PrefectRunner dask from prefect.yml": (
+        f"--env={YML_ENV}",
+        "--runner=kedro_prefect.PrefectRunner",
+    ),
 }
 BEFORE = "PrefectRunner dask, LocalCluster started by the run (before)"
 
@@ -53,6 +68,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kedro-prefect-dask-start-"))
     project = tmp / "sales_demo"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    (project / "conf" / YML_ENV).mkdir()
+    (project / "conf" / YML_ENV / "prefect.yml").write_text(
+        "runner:\n  task_runner: dask\n  n_workers: 2\n"
+    )
+    dashboard = find_spec("bokeh") is not None
     envs = {name: base_env(tmp / "home") for name in CASES}
     cases = dict(CASES)
     if args.before:
@@ -94,13 +114,14 @@ def main() -> None:
                 "repeats": args.repeats,
                 "load_average": load,
                 "cores": os.cpu_count(),
+                "dask_dashboard": dashboard,
                 "timestamp": stamp,
             }
         )
     print(
         f"\n`kedro run` of the example project, whole process: medians of {args.repeats} "
         f"interleaved rounds, {os.cpu_count()} cores, {stamp}, load average "
-        f"{min(load)}-{max(load)}\n"
+        f"{min(load)}-{max(load)}; {DASHBOARD[dashboard]}\n"
     )
     print_table_and_save(
         "dask_start",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -153,6 +155,50 @@ def test_a_variable_set_between_two_runs_in_one_process_reaches_the_second_run_s
     monkeypatch.setenv(TOKEN, "second")
     second = PrefectRunner(**options).run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))
     assert (first["token"].load(), second["token"].load()) == ("first", "second")
+
+
+#: Two runs one after the other in a fresh process, as in a notebook; prints each run's worker's
+#: parent process (PID and command line).
+TWO_RUNS = """
+import json, os, psutil
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+from kedro_prefect import PrefectRunner
+
+
+def parent(_seed):
+    process = psutil.Process(os.getppid())
+    return process.pid, " ".join(process.cmdline())
+
+
+if __name__ == "__main__":
+    pipeline = Pipeline([node(parent, "params:s", "parent", name="parent")])
+    options = {"task_runner": "dask", "cluster_kwargs": {"n_workers": 1, "dashboard_address": None}}
+    for _ in range(2):
+        run = PrefectRunner(**options).run(pipeline, DataCatalog({"params:s": MemoryDataset(1)}))
+        print("PARENT", json.dumps(run["parent"].load()), flush=True)
+"""
+
+
+def test_a_later_run_in_the_same_process_forks_its_workers_from_the_same_server(tmp_path):
+    """A notebook or a script running pipelines one after the other: the fork server started
+    with the first run serves the next runs' clusters too (each would otherwise spawn its
+    workers, ~1.5 s more per run)."""
+    script = tmp_path / "two_runs.py"
+    script.write_text(TWO_RUNS)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parents = [json.loads(line[7:]) for line in result.stdout.splitlines() if line[:7] == "PARENT "]
+    assert len(parents) == 2, result.stdout
+    assert "multiprocessing.forkserver" in parents[0][1], parents
+    assert parents[1] == parents[0]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,11 @@ spawned worker importing them, ~1.5-2 CPU-s per worker on a small machine):
   process before starting a worker, for the worker to start with them. A forked worker starts
   with the fork server's environment instead: :func:`pre_spawn_environ` is what the Nanny would
   set, which the server is started with (as are its workers).
+* ``distributed.proctitle.enable_proctitle_on_children``: distributed marks a process that
+  starts workers with a variable holding its PID (``__DASK_PARENT_PID``; ``DASK_PARENT`` before
+  2024), for its children's process titles. It is no part of the environment the workers need,
+  and it appears in the process with its first cluster: :func:`without_parent_marker` leaves it
+  out when a later cluster compares its environment with the fork server's.
 * ``multiprocessing.forkserver._forkserver._forkserver_pid``: whether the process's fork server
   is already running (a server kedro-prefect did not start, or one that was restarted, is not
   used: its environment and preloaded modules are unknown), and ``ForkServer._stop``: ends it
@@ -35,6 +40,8 @@ from typing import Any
 from kedro_prefect._upstream import Contract, version_at_least
 
 METHOD_KEY = "distributed.worker.multiprocessing-method"
+#: What distributed sets in a process that starts workers (see the module's docstring).
+PARENT_MARKERS = ("__DASK_PARENT_PID", "DASK_PARENT")
 
 
 def _reads_the_method(fn: Any) -> bool:
@@ -66,6 +73,11 @@ CONTRACTS = (
         check=lambda fn: list(inspect.signature(fn).parameters) == ["config_key"],
     ),
     Contract(
+        "distributed.proctitle:enable_proctitle_on_children",
+        "reuse the fork server for a later cluster in the same process (a notebook, a script)",
+        check=lambda fn: any(name in inspect.getsource(fn) for name in PARENT_MARKERS),
+    ),
+    Contract(
         "multiprocessing.forkserver:_forkserver",
         "_forkserver_pid: whether the process's fork server is already running",
         check=_has_server_pid,
@@ -76,6 +88,11 @@ CONTRACTS = (
         check=lambda fn: list(inspect.signature(fn).parameters) == ["self"],
     ),
 )
+
+
+def without_parent_marker(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` without distributed's mark of a process that starts workers."""
+    return {name: value for name, value in environ.items() if name not in PARENT_MARKERS}
 
 
 def forkserver_available() -> bool:

@@ -86,7 +86,8 @@ def _server_usable() -> bool:
         if (
             _server is not None
             and running == _server[0]
-            and dict(os.environ) != {**_server[1], **pre_spawn}
+            and upstream.without_parent_marker(dict(os.environ))
+            != upstream.without_parent_marker({**_server[1], **pre_spawn})
         ):
             if not _unused_early:
                 return False  # it forked workers in another environment: spawn this cluster's

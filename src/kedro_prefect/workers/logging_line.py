@@ -36,16 +36,16 @@ def worker_logging_config(config: dict[str, Any]) -> dict[str, Any]:
     return quiet
 
 
-#: The quiet copies this process wrote, by content digest: one path for one configuration, so
-#: that a fork server started before the run (:mod:`kedro_prefect.dask.forkserver`) and the
-#: run's workers name the same file.
+#: The quiet copies this process wrote, by content digest: one path for one configuration, for
+#: the life of the process (removed at exit), so that a fork server started before the run
+#: (:mod:`kedro_prefect.dask.forkserver`) and the workers of every run of the process name the
+#: same file, and a later run's cluster forks from that server too.
 _copies: dict[str, Path] = {}
-_runs_using: dict[Path, int] = {}  # runs using each copy (removed when the last one ends)
 
 
 def worker_logging_environ() -> dict[str, str]:
     """``{KEDRO_LOGGING_CONFIG: <the quiet copy>}`` for worker processes (written if needed);
-    ``{}`` when Kedro has no logging configuration. Removed at exit if no run removed it."""
+    ``{}`` when Kedro has no logging configuration. Removed at exit."""
     import atexit
     import hashlib
 
@@ -75,10 +75,8 @@ def workers_without_logging_line(runner: AbstractContextManager[T]) -> Iterator[
         with runner as entered:
             yield entered
         return
-    path = Path(environ[ENV])
-    _runs_using[path] = _runs_using.get(path, 0) + 1
     before = os.environ.get(ENV)
-    os.environ[ENV] = str(path)
+    os.environ[ENV] = environ[ENV]
     try:
         with runner as entered:
             yield entered
@@ -87,10 +85,3 @@ def workers_without_logging_line(runner: AbstractContextManager[T]) -> Iterator[
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = before
-        _runs_using[path] -= 1
-        if not _runs_using[path]:
-            del _runs_using[path]
-            for digest, copy_path in list(_copies.items()):
-                if copy_path == path:
-                    del _copies[digest]
-            shutil.rmtree(path.parent, ignore_errors=True)

@@ -32,14 +32,24 @@ def run_kedro(
 ) -> subprocess.CompletedProcess[str]:
     """``kedro <args>`` in ``project`` as a subprocess, with the test environment."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return _completed([KEDRO, *args], project, full_env, timeout)
+
+
+def run_python(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` (this interpreter) in ``cwd``; fails with its error output if it fails.
+    ``env``: the whole environment (default: this process's)."""
+    result = _completed([sys.executable, *args], cwd, env, timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _completed(
+    command: list[str], cwd: Path, env: dict[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [KEDRO, *args],
-        cwd=project,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

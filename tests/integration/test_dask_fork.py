@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -23,7 +21,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 
 from kedro_prefect import PrefectRunner
-from tests.helpers import eventually, run_kedro
+from tests.helpers import eventually, run_kedro, run_python
 from tests.hooks_project import PACKAGE, take_hook_lines, write_project
 
 pytestmark = pytest.mark.integration
@@ -186,15 +184,7 @@ def test_a_later_run_in_the_same_process_forks_its_workers_from_the_same_server(
     workers, ~1.5 s more per run)."""
     script = tmp_path / "two_runs.py"
     script.write_text(TWO_RUNS)
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(tmp_path, str(script))
     parents = [json.loads(line[7:]) for line in result.stdout.splitlines() if line[:7] == "PARENT "]
     assert len(parents) == 2, result.stdout
     assert "multiprocessing.forkserver" in parents[0][1], parents

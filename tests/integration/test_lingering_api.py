@@ -33,7 +33,7 @@ from kedro_prefect.local_api import (
     server_status,
     stop_server,
 )
-from tests.helpers import eventually, run_kedro
+from tests.helpers import eventually, run_kedro, run_python
 
 DRIVER = textwrap.dedent(
     """
@@ -86,16 +86,7 @@ def _drive(
     tmp_path: Path, env: dict[str, str], nodes: int = 3, flow: str = "linger"
 ) -> tuple[int, bool]:
     """Run the driver script to the end; return its server's PID and whether it reused it."""
-    result = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(nodes), flow],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(tmp_path, "-c", DRIVER, str(nodes), flow, env=env)
     line = [line for line in result.stdout.splitlines() if line.startswith("SERVER")][-1]
     _, pid, reused, mode = line.split()
     # Whose server it is, said once: its own (a speculative launch that answered) or adopted.

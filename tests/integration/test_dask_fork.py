@@ -117,12 +117,15 @@ def test_kedro_run_forks_the_dask_workers_from_the_server_and_they_run_the_proje
     (driver,) = {pid for hook, pid, _ in lines if hook == "before_pipeline_run"}
     workers = {o["pid"] for o in origins}
     assert driver not in workers
+    started = float((project / "data" / "pipeline-run-started").read_text())
     for origin in origins:
         # a fork of the server that imported Dask, Prefect and Kedro, itself started by the run
         assert "multiprocessing.forkserver" in origin["parent_cmdline"], origin
         assert origin["parent"] != driver
-        # what the driver put in its environment before the run reached the worker
+        # what the driver's hook added to its environment before the run reached the worker,
+        # which is a fork of the server started with the runner, before that hook
         assert origin["token"] == f"set by the driver {driver}"
+        assert origin["parent_started"] < started
     # the project's hooks fired in the worker processes, as on spawned workers
     on_workers = Counter(hook for hook, pid, _ in lines if pid in workers)
     assert on_workers["before_node_run"] == 4
@@ -132,6 +135,22 @@ def test_kedro_run_forks_the_dask_workers_from_the_server_and_they_run_the_proje
     # kedro run has exited: neither its workers nor the fork server are left running
     servers = {o["parent"] for o in origins}
     assert eventually(lambda: not any(_alive(pid) for pid in workers | servers), timeout=30)
+
+
+def test_only_variables_added_since_the_server_started_that_nothing_reads_at_start_are_handed_on():
+    from kedro_prefect.dask.forkserver import _added_since
+
+    started = {"PATH": "/bin", "HOME": "/root"}
+    # scikit-learn's, as the project's pipelines import it; a hook's credentials
+    added = {"KMP_DUPLICATE_LIB_OK": "True", "MLFLOW_TRACKING_TOKEN": "t"}
+    assert _added_since({**started, **added}, started) == added
+    assert _added_since(dict(started), started) == {}
+    # read as the interpreter starts or numpy is imported: the server must be started with it
+    assert _added_since({**started, "OMP_NUM_THREADS": "1"}, started) is None
+    assert _added_since({**started, "PYTHONPATH": "/src"}, started) is None
+    # a changed or removed variable
+    assert _added_since({**started, "PATH": "/usr/bin"}, started) is None
+    assert _added_since({"PATH": "/bin"}, started) is None
 
 
 # --- in the same process, a later run's environment --------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -106,7 +106,12 @@ def local_cluster_started_early(
     processes = bool(kwargs.get("processes"))
     if processes:  # given to each worker process as it starts (the Nanny's `env`)
         kwargs = {**kwargs, "env": {**(kwargs.get("env") or {}), WARM_UP_ENV: plan}}
-    with forked_workers() if processes else nullcontext():  # forked, their imports done
+    workers: AbstractContextManager[dict[str, str]] = (
+        forked_workers() if processes else nullcontext({})
+    )
+    with workers as added:  # forked: their imports done
+        if added:  # set by each forked worker as it starts, as a spawned one inherits them
+            kwargs = {**kwargs, "env": {**added, **(kwargs.get("env") or {})}}
         early = EarlyCluster(cls, kwargs)
         try:
             yield early

@@ -17,9 +17,11 @@ them).
 
 The server belongs to the process (Python has one per process): it ends when the process ends,
 and a later run's cluster in the same process reuses it if the environment is still the one it
-was started with, else that cluster's workers are spawned as before. Nothing changes for
-``address=``, other cluster classes, a ``distributed.worker.multiprocessing-method`` configured
-to something else than the default ``spawn``, or platforms without ``forkserver`` (Windows).
+was started with, or differs only by variables added since that nothing reads at start (each
+forked worker sets them as it starts), else that cluster's workers are spawned as before.
+Nothing changes for ``address=``, other cluster classes, a
+``distributed.worker.multiprocessing-method`` configured to something else than the default
+``spawn``, or platforms without ``forkserver`` (Windows).
 """
 
 from __future__ import annotations
@@ -55,51 +57,95 @@ _unused_early = False
 
 
 @contextmanager
-def forked_workers() -> Iterator[None]:
+def forked_workers() -> Iterator[dict[str, str]]:
     """Within it, distributed starts the local cluster's worker processes from the fork server
-    (started now if it is not running), or spawns them as before when it cannot be used."""
+    (started now if it is not running), or spawns them as before when it cannot be used.
+
+    Yields the variables each forked worker must set as it starts (give them to the Nanny as
+    its ``env``): those the run added since the server started (:func:`_added_since`); ``{}``
+    when nothing is to add or the workers are spawned."""
     from kedro_prefect._upstream.dask_processes import (
         mark_forkserver_preload_set,
         use_start_method,
     )
 
-    if not _server_usable():
-        yield
+    added = _server_usable()
+    if added is None:
+        yield {}
         return
     mark_forkserver_preload_set()  # distributed keeps the server's preload list
     with use_start_method("forkserver"):
-        yield
+        yield added
 
 
-def _server_usable() -> bool:
-    """Start the fork server if needed; whether this cluster's workers can be forked from it."""
+#: Variables read as an interpreter starts or as the server's modules are imported: Python's,
+#: the loader's and the allocator's, the BLAS and OpenMP thread pools numpy sets up on its
+#: import, Dask's, Prefect's and Kedro's settings, the locale and time zone. A run that added
+#: one of them needs a server started with it.
+STARTUP_VARIABLES = (
+    "PYTHON",
+    "LD_",
+    "MALLOC_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "NUMEXPR_",
+    "VECLIB_",
+    "DASK_",
+    "PREFECT_",
+    "KEDRO_",
+    "TZ",
+    "LANG",
+    "LC_",
+)
+
+
+def _added_since(now: dict[str, str], started: dict[str, str]) -> dict[str, str] | None:
+    """The variables of ``now`` that ``started`` did not have, if that is the whole difference
+    and none of them is read at start (:data:`STARTUP_VARIABLES`); else ``None``.
+
+    A forked worker sets them first thing, as a Nanny sets its ``env`` (before the worker's
+    preload imports the project): e.g. ``KMP_DUPLICATE_LIB_OK``/``KMP_INIT_AT_FORK``, which
+    scikit-learn sets when the project's pipelines import it, or a hook's credentials."""
+    if any(now.get(name) != value for name, value in started.items()):
+        return None
+    added = {name: value for name, value in now.items() if name not in started}
+    if any(name.startswith(STARTUP_VARIABLES) for name in added):
+        return None
+    return added
+
+
+def _server_usable() -> dict[str, str] | None:
+    """Start the fork server if needed; whether this cluster's workers can be forked from it
+    (``None``: spawn them), and the variables to give each of them (:func:`_added_since`)."""
     from kedro_prefect._upstream import dask_processes as upstream
 
     if not upstream.forkserver_available() or upstream.configured_start_method() != "spawn":
-        return False
+        return None
     global _server, _unused_early
     with _lock:
         pre_spawn = upstream.pre_spawn_environ()
         os.environ.update(pre_spawn)  # as the Nanny does before each worker
         running = upstream.forkserver_pid()
-        # the server's environment: what it started with, and pre_spawn it set on itself
-        if (
-            _server is not None
-            and running == _server[0]
-            and upstream.without_parent_marker(dict(os.environ))
-            != upstream.without_parent_marker({**_server[1], **pre_spawn})
-        ):
+        if _server is not None and running == _server[0]:
+            # the server's environment: what it started with, and pre_spawn it set on itself
+            added = _added_since(
+                upstream.without_parent_marker(dict(os.environ)),
+                upstream.without_parent_marker({**_server[1], **pre_spawn}),
+            )
+            if added is not None:
+                _unused_early = False
+                return added
             if not _unused_early:
-                return False  # it forked workers in another environment: spawn this cluster's
+                return None  # it forked workers in another environment: spawn this cluster's
             # started as the runner was built, then the run changed the environment (a hook)
             upstream.stop_forkserver(running)
             _server, running = None, None
         _unused_early = False
         if _server is None and running is None:
             _server = _start_server()
-            return _server is not None
-        # a server this module did not start (unknown environment and modules), or its own
-        return _server is not None and running == _server[0]
+            return {} if _server is not None else None
+        return None  # a server this module did not start (unknown environment and modules)
 
 
 def start_server_early(options: RunnerOptions) -> None:

@@ -104,14 +104,14 @@ def local_cluster_started_early(
         plan = "{}"
     cls, kwargs = spec
     processes = bool(kwargs.get("processes"))
-    if processes:  # given to each worker process as it starts (the Nanny's `env`)
-        kwargs = {**kwargs, "env": {**(kwargs.get("env") or {}), WARM_UP_ENV: plan}}
     workers: AbstractContextManager[dict[str, str]] = (
         forked_workers() if processes else nullcontext({})
     )
     with workers as added:  # forked: their imports done
-        if added:  # set by each forked worker as it starts, as a spawned one inherits them
-            kwargs = {**kwargs, "env": {**added, **(kwargs.get("env") or {})}}
+        if processes:  # given to each worker process as it starts (the Nanny's `env`): what
+            # the run added since the fork server started (a spawned worker inherits it)
+            env = {**added, **(kwargs.get("env") or {}), WARM_UP_ENV: plan}
+            kwargs = {**kwargs, "env": env}
         early = EarlyCluster(cls, kwargs)
         try:
             yield early
